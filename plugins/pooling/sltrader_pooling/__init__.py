@@ -1,0 +1,3 @@
+"""sltrader-pooling: Pooled feature buffers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""sltrader-warming: On-demand kline cache warmer."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,120 @@
+"""The ``sltrader`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sltrader_plugins import __version__
+from sltrader_plugins.config import Config, ConfigError, load_config
+from sltrader_plugins.manager import PluginError, PluginInfo, PluginManager
+
+
+def add_plugin_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command that loads plugins takes."""
+    parser.add_argument(
+        "--plugins",
+        metavar="NAMES",
+        default=None,
+        help="comma-separated plugins to enable for this run ('' for none); "
+        "overrides SLTRADER_PLUGINS and the configuration file",
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", type=Path, default=None, help="configuration file"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="a plugin that fails to load is an error"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if args.strict:
+        config = Config(
+            enable=config.enable,
+            strict=True,
+            host=config.host,
+            plugins=config.plugins,
+            source=config.source,
+        )
+    return config
+
+
+def load_manager(args: argparse.Namespace) -> PluginManager:
+    """A plugin manager with the plugins these arguments choose."""
+    manager = PluginManager()
+    manager.load(config_from_args(args), cli=args.plugins)
+    return manager
+
+
+def _format_plugins(infos: Sequence[PluginInfo]) -> str:
+    if not infos:
+        return "no plugins installed"
+    lines = []
+    for info in infos:
+        state = "active" if info.active else f"inactive: {info.reason}"
+        lines.append(f"{info.name} ({info.distribution} {info.version}): {state}")
+        if info.hooks:
+            lines.append(f"    hooks: {', '.join(info.hooks)}")
+    return "\n".join(lines)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    manager = load_manager(args)
+    infos = manager.plugins()
+    if args.json:
+        print(json.dumps({"plugins": [info.as_dict() for info in infos]}, indent=2))
+    else:
+        print(_format_plugins(infos))
+    return 0
+
+
+class _VersionAction(argparse.Action):
+    """``--version`` that also lists the installed plugins (as pytest's does)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        manager = PluginManager()
+        try:
+            infos = manager.load(Config(), environ={})
+        except PluginError as exc:  # pragma: no cover - only duplicate names in strict mode
+            parser.exit(2, f"sltrader: {exc}\n")
+        plugins = ", ".join(f"{i.name}-{i.version}" for i in infos) or "none"
+        parser.exit(0, f"sltrader {__version__}\nplugins: {plugins}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sltrader", description=__doc__)
+    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    plugins = commands.add_parser("plugins", help="list installed plugins and their state")
+    add_plugin_options(plugins)
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugins.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except (ConfigError, PluginError) as exc:
+        print(f"sltrader: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

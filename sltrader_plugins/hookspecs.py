@@ -1,0 +1,151 @@
+"""The hooks a trader calls and a plugin may implement.
+
+Every hook is called with keyword arguments. A plugin implements a hook by defining a
+function or method of the same name, marked with :data:`sltrader_plugins.hookimpl`; it
+may accept any subset of the arguments below. An exception raised by a plugin's hook is
+logged once (with the plugin's name), counted, and treated as if the plugin had returned
+``None``: the host falls back to its own behaviour and the other plugins still run.
+
+Threading: ``before_analyze_symbol``, ``after_analyze_symbol``, ``before_predict`` and
+``on_feature_build`` are called from worker threads, many at once. Every other hook is
+called from the host's main loop, never concurrently with itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pluggy
+
+from sltrader_plugins.protocols import FeatureBuffers, HostServices, Model
+from sltrader_plugins.signals import Signal
+
+PROJECT_NAME = "sltrader"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+# -- lifecycle ------------------------------------------------------------------------
+
+
+@hookspec
+def on_start(services: HostServices) -> None:
+    """The host has built its services and registered every plugin; no worker runs yet.
+
+    A plugin reads its configuration section here (``services.config.plugin(name)``),
+    validates it and builds its state. Called once per host.
+
+    :param services: the model, cache, clock and configuration of the host.
+    """
+
+
+@hookspec
+def on_shutdown() -> None:
+    """The host is stopping; no worker thread will call a hook again.
+
+    A plugin answers what it still holds (pending requests), stops its threads and
+    reports leaks here. Called once, also when the loop ended with an error.
+    """
+
+
+# -- one scan -------------------------------------------------------------------------
+
+
+@hookspec
+def before_scan(symbols: Sequence[str], timeframe: str, now: float) -> None:
+    """A scan cycle is about to analyze ``symbols``.
+
+    :param symbols: the symbols of this cycle's universe, in scan order.
+    :param timeframe: the base timeframe of the scan.
+    :param now: the clock's now at the start of the scan (epoch seconds).
+    """
+
+
+@hookspec
+def before_analyze_symbol(symbol: str, timeframe: str) -> None:
+    """A worker thread starts analyzing ``symbol`` (called in that thread).
+
+    Every call is followed by exactly one ``after_analyze_symbol`` for the same symbol
+    in the same thread, whatever happens in between.
+
+    :param symbol: the symbol about to be analyzed.
+    :param timeframe: the base timeframe of the scan.
+    """
+
+
+@hookspec
+def after_analyze_symbol(symbol: str, timeframe: str) -> None:
+    """A worker thread finished analyzing ``symbol``, successfully or not.
+
+    After this call the thread will not call ``before_predict`` for ``symbol`` again in
+    this scan.
+
+    :param symbol: the symbol that was analyzed.
+    :param timeframe: the base timeframe of the scan.
+    """
+
+
+@hookspec(firstresult=True)
+def on_feature_build(symbol: str, timeframe: str, n_candles: int) -> FeatureBuffers | None:
+    """The host is about to build the features of one series; supply its buffers.
+
+    The host's feature code asks the returned object for every intermediate array of this
+    build and calls its ``release`` exactly once when the build ends, also when it raises.
+    The maths is the host's alone, so features are bit-identical whatever this returns.
+
+    :param symbol: the symbol whose klines are being turned into features.
+    :param timeframe: the timeframe of the klines.
+    :param n_candles: the number of candles in the series (the length of most buffers).
+    :return: the buffers for this build, or ``None`` to let the host allocate its own.
+        The first non-``None`` result wins.
+    """
+
+
+@hookspec(firstresult=True)
+def before_predict(symbol: str, features: np.ndarray, model: Model) -> float | None:
+    """A worker thread is about to call ``model.predict(features)``.
+
+    The features array is the caller's own and is not modified afterwards; a plugin may
+    read it until it returns. The call blocks the worker until it returns.
+
+    :param symbol: the symbol the features belong to.
+    :param features: the feature vector (1-D float64).
+    :param model: the model the host would call.
+    :return: the prediction ``model.predict(features)`` would give (to 1e-9), or ``None``
+        to let the host call ``model.predict`` itself. The first non-``None`` result wins.
+    """
+
+
+@hookspec
+def on_scan_complete(symbols: Sequence[str], timeframe: str, now: float) -> None:
+    """``analyze_all_symbols`` has returned for one cycle.
+
+    :param symbols: the symbols that were scanned (every one was read on ``timeframe``).
+    :param timeframe: the base timeframe of the scan.
+    :param now: the clock's now after the scan (epoch seconds).
+    """
+
+
+@hookspec
+def on_signal(symbol: str, signal: Signal, timeframe: str) -> None:
+    """The host emitted a confirmed trading signal (before it places the order).
+
+    :param symbol: the signal's symbol.
+    :param signal: the signal itself.
+    :param timeframe: the base timeframe it was scanned on; the higher timeframes that
+        confirmed it are ``services.confirm_timeframes``.
+    """
+
+
+@hookspec
+def on_candle_close(timeframe: str, close_time: float, next_scan_time: float) -> None:
+    """Between scans, the host's clock has passed the close of a candle of ``timeframe``.
+
+    This is the host's idle time: what a plugin does here is not part of a scan. Called
+    from the main loop before the next scan starts, once per close and timeframe.
+
+    :param timeframe: the timeframe whose candle closed (the base timeframe at least).
+    :param close_time: the close time of that candle (epoch seconds, ``<= now``).
+    :param next_scan_time: when the next scan is due (epoch seconds, clock time).
+    """

@@ -1,0 +1,313 @@
+"""Finding, choosing, loading and validating plugins; isolating their faults.
+
+Plugins are entry points of the group ``sltrader``. An entry point names a module or a
+class; a class is instantiated once per manager, so two hosts in one process never share
+a plugin's state. Which plugins load is decided before anything is imported (block list
+first, as tox does), so a disabled plugin's import errors cannot break start-up.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import inspect
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import pluggy
+
+from sltrader_plugins import hookspecs
+from sltrader_plugins.config import Config, ConfigError
+from sltrader_plugins.protocols import HostServices
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "sltrader"
+ENV_PLUGINS = "SLTRADER_PLUGINS"
+
+
+class PluginError(Exception):
+    """A plugin cannot be chosen or loaded (unknown name; in strict mode, a failed plugin)."""
+
+
+@attrs.frozen
+class PluginInfo:
+    """One installed plugin and whether it is active.
+
+    :ivar reason: why it is not active (``None`` when it is).
+    """
+
+    name: str
+    distribution: str
+    version: str
+    hooks: tuple[str, ...] = ()
+    active: bool = False
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class EnableList:
+    """The names that may load and where that choice came from."""
+
+    names: tuple[str, ...] | None  #: ``None``: every installed plugin
+    source: str  #: ``"cli"``, ``"environment"``, ``"file"`` or ``"default"``
+
+    @property
+    def explicit(self) -> bool:
+        """Chosen for this run (CLI or environment): overrides the file's ``enabled``."""
+        return self.source in ("cli", "environment")
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """Split a comma-separated enable list; an empty string means no plugins."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def resolve_enable_list(
+    config: Config, cli: str | None = None, environ: Mapping[str, str] | None = None
+) -> EnableList:
+    """Apply the precedence CLI > environment (``SLTRADER_PLUGINS``) > file > defaults.
+
+    :param cli: the ``--plugins`` option, ``None`` when not given (``""`` means none).
+    """
+    environ = os.environ if environ is None else environ
+    if cli is not None:
+        return EnableList(parse_names(cli), "cli")
+    if ENV_PLUGINS in environ:
+        return EnableList(parse_names(environ[ENV_PLUGINS]), "environment")
+    if config.enable is not None:
+        return EnableList(config.enable, "file")
+    return EnableList(None, "default")
+
+
+def installed_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """The ``sltrader`` entry points on ``sys.path``, first occurrence of a name wins."""
+    seen_dists: set[str] = set()
+    found: list[importlib.metadata.EntryPoint] = []
+    for dist in importlib.metadata.distributions():
+        dist_name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if dist_name in seen_dists:
+            continue  # the same distribution twice on sys.path
+        seen_dists.add(dist_name)
+        found.extend(ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP)
+    return sorted(found, key=lambda ep: ep.name)
+
+
+def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
+    dist = ep.dist
+    if dist is None:  # pragma: no cover - entry points from distributions() carry one
+        return "?", "?"
+    return dist.metadata["Name"] or "?", dist.version or "?"
+
+
+class PluginManager:
+    """The host's handle on its plugins: ``manager.hook.<name>(**kwargs)`` calls a hook.
+
+    Register everything (``load``, ``register``) before worker threads start; calling
+    hooks is thread-safe afterwards.
+    """
+
+    def __init__(self) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self.hook = self._pm.hook
+        self._infos: dict[str, PluginInfo] = {}
+        self._lock = threading.Lock()
+        self._faults: Counter[tuple[str, str]] = Counter()
+        self._failed_at_start: set[str] = set()
+
+    # -- loading --------------------------------------------------------------------
+
+    def load(
+        self,
+        config: Config,
+        cli: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+    ) -> list[PluginInfo]:
+        """Load the chosen installed plugins and register them.
+
+        :param cli: the ``--plugins`` option of this run (``None``: not given).
+        :param environ: the environment (default ``os.environ``).
+        :param entry_points: the installed entry points (default: discovered).
+        :return: every installed plugin with its state, sorted by name.
+        :raises PluginError: an enable list names a plugin that is not installed; in strict
+            mode, a plugin fails to import or to validate.
+        """
+        eps = list(installed_entry_points() if entry_points is None else entry_points)
+        by_name: dict[str, importlib.metadata.EntryPoint] = {}
+        for ep in eps:
+            if ep.name in by_name:
+                dist, version = _dist_of(ep)
+                first = _dist_of(by_name[ep.name])[0]
+                reason = f"entry point name already provided by {first}"
+                self._fail(PluginInfo(ep.name, dist, version, reason=reason), config.strict)
+                continue
+            by_name[ep.name] = ep
+        enable = resolve_enable_list(config, cli, environ)
+        if enable.names is not None:
+            unknown = sorted(set(enable.names) - set(by_name))
+            if unknown:
+                installed = ", ".join(sorted(by_name)) or "none"
+                raise PluginError(
+                    f"unknown plugin(s) {', '.join(unknown)} in the enable list "
+                    f"(from {enable.source}); installed plugins: {installed}"
+                )
+        for name, ep in sorted(by_name.items()):
+            dist, version = _dist_of(ep)
+            info = PluginInfo(name, dist, version)
+            if enable.names is not None and name not in enable.names:
+                self._pm.set_blocked(name)
+                reason = f"not in the enable list (from {enable.source})"
+                self._infos[name] = attrs.evolve(info, reason=reason)
+            elif not enable.explicit and not config.plugin_enabled(name):
+                self._pm.set_blocked(name)
+                self._infos[name] = attrs.evolve(info, reason="disabled by config")
+            else:
+                self._load_one(ep, info, config.strict)
+        return self.plugins()
+
+    def _load_one(self, ep: importlib.metadata.EntryPoint, info: PluginInfo, strict: bool) -> None:
+        try:
+            obj = ep.load()
+            plugin = obj() if inspect.isclass(obj) else obj
+        except Exception as exc:
+            reason = f"failed to import: {type(exc).__name__}: {exc}"
+            self._fail(attrs.evolve(info, reason=reason), strict, exc)
+            return
+        try:
+            self.register(plugin, info.name)
+        except PluginError as exc:
+            self._fail(attrs.evolve(info, reason=str(exc)), strict, exc)
+            return
+        self._infos[info.name] = attrs.evolve(info, active=True, hooks=self.hooks_of(info.name))
+
+    def _fail(self, info: PluginInfo, strict: bool, cause: Exception | None = None) -> None:
+        if strict:
+            raise PluginError(f"plugin {info.name!r} ({info.distribution}): {info.reason}") from (
+                cause
+            )
+        log.error("plugin %r (%s) not loaded: %s", info.name, info.distribution, info.reason)
+        self._infos[info.name] = info
+
+    def register(self, plugin: object, name: str) -> None:
+        """Register ``plugin`` under ``name`` after validating its hook implementations.
+
+        :raises PluginError: a hook implementation names no known hook, or takes an
+            argument its hook does not have; the plugin is then not registered.
+        """
+        try:
+            self._pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"invalid hook implementation: {exc}") from exc
+        except ValueError as exc:  # already registered, or blocked
+            raise PluginError(str(exc)) from exc
+        unknown = sorted(
+            caller.name
+            for caller in self._pm.get_hookcallers(plugin) or []
+            if not caller.has_spec()
+        )
+        if unknown:
+            self._pm.unregister(plugin)
+            known = ", ".join(sorted(self.hook_names()))
+            raise PluginError(f"unknown hook(s) {', '.join(unknown)}; known hooks: {known}")
+        for caller in self._pm.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not (impl.hookwrapper or impl.wrapper):
+                    impl.function = self._guard(impl.function, name, caller.name)
+        if name not in self._infos:
+            self._infos[name] = PluginInfo(
+                name, "(registered directly)", "", self.hooks_of(name), active=True
+            )
+
+    def hook_names(self) -> list[str]:
+        """Every hook of the contract."""
+        return [name for name in dir(self.hook) if not name.startswith("_")]
+
+    def hooks_of(self, name: str) -> tuple[str, ...]:
+        plugin = self._pm.get_plugin(name)
+        callers = self._pm.get_hookcallers(plugin) if plugin is not None else None
+        return tuple(sorted(caller.name for caller in callers or []))
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every installed plugin seen by ``load`` (and every registered one), by name."""
+        return [self._infos[name] for name in sorted(self._infos)]
+
+    def active_names(self) -> list[str]:
+        return [info.name for info in self.plugins() if info.active]
+
+    # -- fault isolation --------------------------------------------------------------
+
+    def _guard(self, function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def guarded(*args: Any) -> Any:
+            try:
+                return function(*args)
+            except ConfigError:
+                raise  # a wrong setting is the user's to fix, not a fault to hide
+            except Exception:
+                self._record_fault(plugin, hook)
+                return None
+
+        return guarded
+
+    def _record_fault(self, plugin: str, hook: str) -> None:
+        with self._lock:
+            self._faults[(plugin, hook)] += 1
+            first = self._faults[(plugin, hook)] == 1
+            if hook == "on_start":
+                self._failed_at_start.add(plugin)
+        if first:
+            log.exception(
+                "plugin %r raised in hook %r; the host falls back to its own behaviour "
+                "(further errors of this plugin in this hook are only counted)",
+                plugin,
+                hook,
+            )
+
+    def faults(self) -> dict[str, int]:
+        """Exceptions raised by plugins' hooks, as ``{"plugin.hook": count}``."""
+        with self._lock:
+            return {f"{plugin}.{hook}": n for (plugin, hook), n in sorted(self._faults.items())}
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self, services: HostServices) -> None:
+        """Call ``on_start``; a plugin whose ``on_start`` raises is unregistered.
+
+        :raises ConfigError: a plugin refused its configuration section.
+        """
+        self.hook.on_start(services=services)
+        for name in sorted(self._failed_at_start):
+            plugin = self._pm.get_plugin(name)
+            if plugin is not None:
+                self._pm.unregister(plugin)
+            info = self._infos[name]
+            self._infos[name] = attrs.evolve(info, active=False, reason="failed in on_start")
+        self._failed_at_start.clear()
+
+    def shutdown(self) -> None:
+        """Call ``on_shutdown``."""
+        self.hook.on_shutdown()
+
+
+def create_manager(
+    config: Config,
+    cli: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    extra: Sequence[tuple[object, str]] = (),
+) -> PluginManager:
+    """A manager with the chosen installed plugins loaded and ``extra`` plugins registered."""
+    manager = PluginManager()
+    manager.load(config, cli=cli, environ=environ)
+    for plugin, name in extra:
+        manager.register(plugin, name)
+    return manager

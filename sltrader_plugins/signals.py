@@ -1,0 +1,28 @@
+"""The trading signal the host emits."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+Side = Literal["buy", "sell"]
+
+
+@attrs.frozen
+class Signal:
+    """A confirmed trading signal for one symbol.
+
+    :ivar symbol: the exchange symbol, e.g. ``"BTC_USDT"`` (never split it: ``_``, ``/``
+        and ``-`` are legal inside symbols).
+    :ivar timeframe: the timeframe the signal was scanned on.
+    :ivar side: ``"buy"`` or ``"sell"``.
+    :ivar probability: the model's probability of an up move that produced the signal.
+    :ivar time: the clock's now when the signal was emitted (epoch seconds).
+    """
+
+    symbol: str
+    timeframe: str
+    side: Side = attrs.field(validator=attrs.validators.in_(("buy", "sell")))
+    probability: float
+    time: float

@@ -1,0 +1,34 @@
+"""Timeframes (``"1m"``, ``"5m"``, ``"15m"``, ``"1h"``, ...) and candle boundaries."""
+
+from __future__ import annotations
+
+import math
+import re
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_TIMEFRAME = re.compile(r"^([1-9][0-9]*)([smhdw])$")
+
+
+def timeframe_seconds(timeframe: str) -> int:
+    """Length of one candle of ``timeframe`` in seconds.
+
+    :raises ValueError: if ``timeframe`` is not a count followed by one of ``s m h d w``.
+    """
+    match = _TIMEFRAME.match(timeframe)
+    if match is None:
+        raise ValueError(f"invalid timeframe {timeframe!r}: expected e.g. '1m', '15m', '1h'")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def last_close_time(timeframe: str, now: float) -> float:
+    """Close time of the newest candle of ``timeframe`` that has closed at ``now``.
+
+    Candles are aligned to the epoch; a candle that closes exactly at ``now`` has closed.
+    """
+    step = timeframe_seconds(timeframe)
+    return float(math.floor(now / step) * step)
+
+
+def next_close_time(timeframe: str, now: float) -> float:
+    """Close time of the first candle of ``timeframe`` that closes strictly after ``now``."""
+    return last_close_time(timeframe, now) + timeframe_seconds(timeframe)
