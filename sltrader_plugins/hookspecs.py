@@ -13,7 +13,7 @@ called from the host's main loop, never concurrently with itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pluggy
@@ -148,4 +148,18 @@ def on_candle_close(timeframe: str, close_time: float, next_scan_time: float) ->
     :param timeframe: the timeframe whose candle closed (the base timeframe at least).
     :param close_time: the close time of that candle (epoch seconds, ``<= now``).
     :param next_scan_time: when the next scan is due (epoch seconds, clock time).
+    """
+
+
+# -- reporting ------------------------------------------------------------------------
+
+
+@hookspec
+def report_metrics() -> Mapping[str, float] | None:
+    """The host is writing its report; return this plugin's counters.
+
+    Called from the main loop after the last scan (and by benchmarks between runs).
+
+    :return: numbers by metric name, each name prefixed with the plugin's entry-point
+        name and a dot (``"batching.batches"``), or ``None``. Values must be finite.
     """
