@@ -86,7 +86,8 @@ class _VersionAction(argparse.Action):
         except PluginError as exc:  # pragma: no cover - only duplicate names in strict mode
             parser.exit(2, f"sltrader: {exc}\n")
         plugins = ", ".join(f"{i.name}-{i.version}" for i in infos) or "none"
-        parser.exit(0, f"sltrader {__version__}\nplugins: {plugins}\n")
+        print(f"sltrader {__version__}\nplugins: {plugins}")
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -185,8 +185,10 @@ def _coerce(value: Any, expected: Any, key: str) -> Any:
         value = tuple(value) if ok else value
     elif origin in (typing.Union, types.UnionType):
         for option in typing.get_args(expected):
-            if option is type(None) and value is None:
-                return None
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
             try:
                 return _coerce(value, option, key)
             except ConfigError:
@@ -202,6 +204,10 @@ def _coerce(value: Any, expected: Any, key: str) -> Any:
 def _describe(expected: Any) -> str:
     if typing.get_origin(expected) is tuple:
         return "a list of strings"
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        return " or ".join(
+            _describe(option) for option in typing.get_args(expected) if option is not type(None)
+        )
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
         expected, str(expected)
     )

@@ -1,0 +1,345 @@
+"""Plugin discovery, choice, validation and fault isolation, against real entry points."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+import pytest
+
+from sltrader_plugins import hookimpl
+from sltrader_plugins.config import Config, ConfigError
+from sltrader_plugins.manager import (
+    ENV_PLUGINS,
+    PluginError,
+    PluginManager,
+    parse_names,
+    resolve_enable_list,
+)
+
+SCAN_PLUGIN = """
+from sltrader_plugins import hookimpl
+
+class Plugin:
+    @hookimpl
+    def on_scan_complete(self, symbols, timeframe, now):
+        return len(symbols)
+"""
+
+BROKEN_IMPORT = """
+raise ImportError("needs libfoo")
+"""
+
+UNKNOWN_HOOK = """
+from sltrader_plugins import hookimpl
+
+class Plugin:
+    @hookimpl
+    def on_scan_completed(self, symbols):
+        pass
+"""
+
+WRONG_ARGUMENT = """
+from sltrader_plugins import hookimpl
+
+class Plugin:
+    @hookimpl
+    def on_signal(self, symbol, sygnal):
+        pass
+"""
+
+MODULE_PLUGIN = """
+from sltrader_plugins import hookimpl
+
+@hookimpl
+def on_signal(symbol):
+    return symbol
+"""
+
+
+@pytest.fixture
+def load(fake_entry_points):
+    """Load the fake site's plugins into a new manager; ``environ`` defaults to empty."""
+
+    def run(config=None, cli=None, environ=None):
+        manager = PluginManager()
+        manager.load(
+            config or Config(),
+            cli=cli,
+            environ={} if environ is None else environ,
+            entry_points=fake_entry_points(),
+        )
+        return manager
+
+    return run
+
+
+def states(manager: PluginManager) -> dict[str, tuple[bool, str | None]]:
+    return {info.name: (info.active, info.reason) for info in manager.plugins()}
+
+
+def test_every_installed_plugin_loads_by_default(fake_dist, load):
+    fake_dist("alpha", SCAN_PLUGIN, version="1.2")
+    fake_dist("beta", SCAN_PLUGIN)
+    manager = load()
+    infos = {info.name: info for info in manager.plugins()}
+    assert infos["alpha"].active and infos["beta"].active
+    assert infos["alpha"].distribution == "fake-alpha"
+    assert infos["alpha"].version == "1.2"
+    assert infos["alpha"].hooks == ("on_scan_complete",)
+    assert manager.hook.on_scan_complete(symbols=["A", "B"], timeframe="1m", now=0.0) == [2, 2]
+
+
+def test_discovery_without_explicit_entry_points_finds_the_fake_site(fake_dist):
+    fake_dist("alpha", SCAN_PLUGIN)
+    manager = PluginManager()
+    manager.load(Config(), cli="alpha", environ={})
+    assert manager.active_names() == ["alpha"]
+
+
+@pytest.mark.parametrize(
+    ("cli", "environ", "file", "expected", "source"),
+    [
+        (None, {}, None, ["alpha", "beta"], "default"),
+        (None, {}, ("beta",), ["beta"], "file"),
+        (None, {ENV_PLUGINS: "alpha"}, ("beta",), ["alpha"], "environment"),
+        ("beta", {ENV_PLUGINS: "alpha"}, ("alpha",), ["beta"], "cli"),
+        (None, {ENV_PLUGINS: ""}, ("alpha",), [], "environment"),
+        ("", {ENV_PLUGINS: "alpha"}, None, [], "cli"),
+        (None, {ENV_PLUGINS: " alpha , beta ,"}, None, ["alpha", "beta"], "environment"),
+    ],
+)
+def test_enable_list_precedence(fake_dist, load, cli, environ, file, expected, source):
+    fake_dist("alpha", SCAN_PLUGIN)
+    fake_dist("beta", SCAN_PLUGIN)
+    manager = load(Config(enable=file), cli=cli, environ=environ)
+    assert manager.active_names() == expected
+    assert resolve_enable_list(Config(enable=file), cli, environ).source == source
+    for name, (active, reason) in states(manager).items():
+        if not active:
+            assert reason == f"not in the enable list (from {source})", name
+
+
+def test_unknown_name_in_enable_list_names_the_installed_plugins(fake_dist, load):
+    fake_dist("alpha", SCAN_PLUGIN)
+    fake_dist("beta", SCAN_PLUGIN)
+    with pytest.raises(PluginError, match=r"nosuch.*installed plugins: alpha, beta"):
+        load(environ={ENV_PLUGINS: "alpha,nosuch"})
+
+
+def test_disabled_in_config_is_inactive_unless_chosen_for_this_run(fake_dist, load):
+    fake_dist("alpha", SCAN_PLUGIN)
+    fake_dist("beta", SCAN_PLUGIN)
+    config = Config(plugins={"alpha": {"enabled": False}})
+    assert states(load(config)) == {"alpha": (False, "disabled by config"), "beta": (True, None)}
+    # a file enable list does not override the section, a run's choice does
+    assert load(Config(enable=("alpha",), plugins=config.plugins)).active_names() == []
+    assert load(config, cli="alpha").active_names() == ["alpha"]
+    assert load(config, environ={ENV_PLUGINS: "alpha"}).active_names() == ["alpha"]
+
+
+def test_a_plugin_not_chosen_is_never_imported(fake_dist, load):
+    fake_dist("alpha", SCAN_PLUGIN)
+    fake_dist("broken", BROKEN_IMPORT)
+    manager = load(cli="alpha")
+    assert "fake_broken" not in sys.modules
+    assert states(manager)["broken"] == (False, "not in the enable list (from cli)")
+
+
+def test_import_failure_is_reported_and_the_host_starts_without_it(fake_dist, load, caplog):
+    fake_dist("alpha", SCAN_PLUGIN)
+    fake_dist("broken", BROKEN_IMPORT)
+    with caplog.at_level(logging.ERROR):
+        manager = load()
+    assert manager.active_names() == ["alpha"]
+    active, reason = states(manager)["broken"]
+    assert not active
+    assert reason == "failed to import: ImportError: needs libfoo"
+    assert "'broken' (fake-broken) not loaded" in caplog.text
+
+
+def test_import_failure_is_an_error_in_strict_mode(fake_dist, load):
+    fake_dist("broken", BROKEN_IMPORT)
+    with pytest.raises(PluginError, match=r"'broken' .*needs libfoo"):
+        load(Config(strict=True))
+
+
+def test_missing_entry_point_target_is_an_import_failure(fake_dist, load):
+    fake_dist("alpha", SCAN_PLUGIN, target="NoSuchClass")
+    reason = states(load())["alpha"][1]
+    assert reason is not None and reason.startswith("failed to import: AttributeError")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (UNKNOWN_HOOK, "unknown hook(s) on_scan_completed; known hooks: after_analyze_symbol"),
+        (WRONG_ARGUMENT, "invalid hook implementation"),
+    ],
+)
+def test_invalid_hook_implementations_are_rejected(fake_dist, load, source, message):
+    fake_dist("bad", source)
+    fake_dist("alpha", SCAN_PLUGIN)
+    manager = load()
+    active, reason = states(manager)["bad"]
+    assert not active and reason is not None and message in reason
+    assert manager.active_names() == ["alpha"]
+    assert manager.hooks_of("bad") == ()
+    with pytest.raises(PluginError, match=message.split("(")[0]):
+        load(Config(strict=True))
+
+
+def test_wrong_argument_message_names_the_argument(fake_dist, load):
+    fake_dist("bad", WRONG_ARGUMENT)
+    reason = states(load())["bad"][1]
+    assert reason is not None and "sygnal" in reason
+
+
+def test_a_module_entry_point_registers_the_module(site, load):
+    (site / "fake_mod.py").write_text(MODULE_PLUGIN)
+    info = site / "fake_mod-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-mod\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[sltrader]\nmod = fake_mod\n")
+    manager = load()
+    assert manager.active_names() == ["mod"]
+    assert manager.hook.on_signal(symbol="ETH/USDT", signal=None, timeframe="1m") == ["ETH/USDT"]
+
+
+def test_a_class_entry_point_is_instantiated_per_manager(fake_dist, load):
+    fake_dist("alpha", SCAN_PLUGIN)
+    first, second = load(), load()
+    assert first._pm.get_plugin("alpha") is not second._pm.get_plugin("alpha")
+
+
+def test_duplicate_entry_point_names_keep_the_first(site, fake_dist, load):
+    fake_dist("alpha", SCAN_PLUGIN)
+    info = site / "other_alpha-2.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: other-alpha\nVersion: 2.0\n")
+    (info / "entry_points.txt").write_text("[sltrader]\nalpha = fake_alpha:Plugin\n")
+    manager = load()
+    assert manager.active_names() == ["alpha"]
+    assert len(manager._pm.get_plugins()) == 1
+
+
+# -- fault isolation ----------------------------------------------------------------------
+
+
+class Raising:
+    @hookimpl
+    def on_scan_complete(self, symbols):
+        raise RuntimeError("boom")
+
+    @hookimpl
+    def before_predict(self, features):
+        raise RuntimeError("boom")
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    def on_scan_complete(self, symbols):
+        self.calls += 1
+        return "counted"
+
+
+class Predicting:
+    @hookimpl
+    def before_predict(self, features):
+        return 0.25
+
+
+def test_a_raising_plugin_does_not_stop_the_others_and_is_logged_once(caplog):
+    manager = PluginManager()
+    counting = Counting()
+    # pluggy calls the last registered first: register the raiser last so it runs first
+    manager.register(counting, "counting")
+    manager.register(Raising(), "raising")
+    with caplog.at_level(logging.ERROR):
+        for _ in range(50):
+            assert manager.hook.on_scan_complete(symbols=[], timeframe="1m", now=0.0) == ["counted"]
+    assert counting.calls == 50
+    assert manager.faults()["raising.on_scan_complete"] == 50
+    logged = [r for r in caplog.records if "raised in hook 'on_scan_complete'" in r.message]
+    assert len(logged) == 1 and "'raising'" in logged[0].message
+
+
+def test_a_raising_firstresult_hook_lets_the_next_plugin_or_the_host_answer():
+    manager = PluginManager()
+    manager.register(Raising(), "raising")
+    kwargs = {"symbol": "X", "features": None, "model": None}
+    assert manager.hook.before_predict(**kwargs) is None  # the host predicts itself
+    manager.register(Predicting(), "predicting")
+    assert manager.hook.before_predict(**kwargs) == 0.25
+
+
+def test_fault_counting_is_exact_under_many_threads(caplog):
+    manager = PluginManager()
+    manager.register(Raising(), "raising")
+    threads, calls = 16, 500
+    barrier = threading.Barrier(threads)
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(calls):
+            manager.hook.before_predict(symbol="X", features=None, model=None)
+
+    with caplog.at_level(logging.ERROR):
+        pool = [threading.Thread(target=work) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    assert manager.faults() == {"raising.before_predict": threads * calls}
+    assert sum("raised in hook" in r.message for r in caplog.records) == 1
+
+
+class FailsToStart:
+    @hookimpl
+    def on_start(self, services):
+        raise RuntimeError("cannot start")
+
+    @hookimpl
+    def on_scan_complete(self, symbols):
+        raise AssertionError("must not be called after a failed start")
+
+
+class RefusesConfig:
+    @hookimpl
+    def on_start(self, services):
+        raise ConfigError("'plugins.x.size': expected an integer, got 'big'")
+
+
+def test_a_plugin_failing_on_start_is_unregistered():
+    manager = PluginManager()
+    counting = Counting()
+    manager.register(FailsToStart(), "fails")
+    manager.register(counting, "counting")
+    manager.start(services=None)  # type: ignore[arg-type]
+    assert manager.hook.on_scan_complete(symbols=[], timeframe="1m", now=0.0) == ["counted"]
+    assert states(manager)["fails"] == (False, "failed in on_start")
+    assert manager.active_names() == ["counting"]
+    manager.shutdown()
+
+
+def test_a_configuration_error_on_start_stops_start_up():
+    manager = PluginManager()
+    manager.register(RefusesConfig(), "x")
+    with pytest.raises(ConfigError, match=r"plugins\.x\.size"):
+        manager.start(services=None)  # type: ignore[arg-type]
+
+
+def test_registering_twice_is_an_error():
+    manager = PluginManager()
+    manager.register(Counting(), "counting")
+    with pytest.raises(PluginError):
+        manager.register(Counting(), "counting")
+
+
+def test_parse_names():
+    assert parse_names("") == ()
+    assert parse_names("a, b,,c ") == ("a", "b", "c")
