@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_plugin_options(plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(func=cmd_plugins)
+    from sltrader_plugins.host.commands import add_commands
+
+    add_commands(commands)
     return parser
 
 

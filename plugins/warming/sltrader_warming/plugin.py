@@ -1,7 +1,70 @@
-"""The ``warming`` plugin's hook implementations."""
+"""The ``warming`` plugin's hook implementations.
+
+The host instantiates :class:`WarmingPlugin` once (a class entry point) and drives it from
+its main loop: scans and signals feed the access tracker, candle closes between scans
+trigger refreshes. Nothing runs on its own: no background loop, no asyncio.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
+
+from sltrader_plugins import HostServices, Signal, hookimpl, section_from
+from sltrader_warming.config import SECTION, WarmingConfig
+from sltrader_warming.warmer import Warmer
+
+log = logging.getLogger("sltrader_warming")
+
 
 class WarmingPlugin:
-    """Placeholder: implements no hook yet."""
+    """Warms the host's kline cache from its own scan, signal and candle-close events."""
+
+    def __init__(self) -> None:
+        self.config: WarmingConfig | None = None
+        self.warmer: Warmer | None = None
+
+    @hookimpl
+    def on_start(self, services: HostServices) -> None:
+        # ConfigError propagates: the manager re-raises it so a wrong setting stops start-up
+        # with the key named, instead of silently running without warming.
+        config = section_from(WarmingConfig, services.config.plugin("warming"), SECTION)
+        self.config = config
+        if not config.enabled:
+            log.info("warming: disabled by config")
+            return
+        higher = (
+            config.higher_timeframes
+            if config.higher_timeframes is not None
+            else tuple(services.confirm_timeframes)
+        )
+        self.warmer = Warmer(config, services.cache, services.clock, higher)
+
+    @hookimpl
+    def before_scan(self, symbols: Sequence[str], timeframe: str, now: float) -> None:
+        if self.warmer is not None:
+            self.warmer.warm_universe(symbols, timeframe)
+
+    @hookimpl
+    def on_scan_complete(self, symbols: Sequence[str], timeframe: str, now: float) -> None:
+        if self.warmer is not None:
+            self.warmer.record_scan(symbols, timeframe, now)
+
+    @hookimpl
+    def on_signal(self, symbol: str, signal: Signal, timeframe: str) -> None:
+        if self.warmer is not None:
+            self.warmer.record_signal(symbol, timeframe)
+
+    @hookimpl
+    def on_candle_close(self, timeframe: str, close_time: float, next_scan_time: float) -> None:
+        if self.warmer is not None:
+            self.warmer.refresh(timeframe, close_time, next_scan_time)
+
+    @hookimpl
+    def report_metrics(self) -> Mapping[str, float] | None:
+        return self.warmer.metrics() if self.warmer is not None else None
+
+    @hookimpl
+    def on_shutdown(self) -> None:
+        if self.warmer is not None:
+            self.warmer.close()

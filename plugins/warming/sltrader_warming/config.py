@@ -1,0 +1,74 @@
+"""The ``[plugins.warming]`` section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from attrs import validators as v
+
+from sltrader_plugins import timeframe_seconds
+
+SECTION = "plugins.warming"
+
+
+def _check_timeframes(_: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, tuple) or not all(isinstance(tf, str) for tf in value):
+        raise ValueError(f"'{attribute.name}': expected a list of timeframes, got {value!r}")
+    for tf in value:
+        try:
+            timeframe_seconds(tf)
+        except ValueError:
+            raise ValueError(
+                f"'{attribute.name}': invalid timeframe {tf!r} (expected e.g. '5m', '15m', '1h')"
+            ) from None
+
+
+def _finite_ge0(_: Any, attribute: attrs.Attribute, value: float) -> None:
+    # NaN slips through a plain ">= 0" comparison, and a NaN threshold warms nothing.
+    if not (0.0 <= value < float("inf")):
+        raise ValueError(f"'{attribute.name}' must be a finite number >= 0, got {value!r}")
+
+
+@attrs.frozen
+class WarmingConfig:
+    """What the warmer does, validated; defaults come from ``sltrader bench`` (docs/warming.md).
+
+    :ivar enabled: ``false`` turns the plugin into a no-op (it still loads).
+    :ivar warm_threshold: the least access score a key needs to be refreshed; one scan read
+        scores ``scan_weight``, a signal ``signal_weight``.
+    :ivar cooldown_s: a key is refreshed at most once per this many seconds (clock time).
+    :ivar top_k: at most this many keys are refreshed per candle close, hottest first.
+    :ivar higher_timeframes: the timeframes warmed when a symbol signals; unset means the
+        host's ``confirm_timeframes``.
+    :ivar request_budget: the most exchange requests the warmer makes per scan cycle.
+    :ivar max_parallel: prefetches run at once (threads, only during a refresh).
+    :ivar scan_weight: the score a scan read adds to its key.
+    :ivar signal_weight: the score a signal adds to the symbol's keys.
+    :ivar recency_candles: a key not read for this many candles of its timeframe is not
+        refreshed (a symbol that left the universe stops costing requests).
+    :ivar max_tracked: the most keys the tracker remembers; bounds its memory.
+    :ivar warm_new_symbols: just before a scan, fetch the scanned symbols the cache does
+        not hold (new in the universe); the scan would fetch them anyway.
+    :ivar probe_higher_timeframes: at a higher timeframe's close, also refresh the cached
+        series of that timeframe for the scanned symbols (read by candidate checks the
+        warmer is not told about).
+    """
+
+    enabled: bool = True
+    warm_threshold: float = attrs.field(default=2.0, validator=_finite_ge0)
+    cooldown_s: float = attrs.field(default=30.0, validator=_finite_ge0)
+    top_k: int = attrs.field(default=512, validator=v.ge(1))
+    higher_timeframes: tuple[str, ...] | None = attrs.field(
+        default=None, validator=_check_timeframes
+    )
+    request_budget: int = attrs.field(default=600, validator=v.ge(0))
+    max_parallel: int = attrs.field(default=8, validator=[v.ge(1), v.le(256)])
+    scan_weight: int = attrs.field(default=1, validator=[v.ge(1), v.le(15)])
+    signal_weight: int = attrs.field(default=4, validator=[v.ge(1), v.le(15)])
+    recency_candles: float = attrs.field(default=1.0, validator=_finite_ge0)
+    max_tracked: int = attrs.field(default=4096, validator=[v.ge(16), v.le(1 << 20)])
+    warm_new_symbols: bool = True
+    probe_higher_timeframes: bool = True

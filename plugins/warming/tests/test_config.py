@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sltrader_plugins import ConfigError, section_from
+from sltrader_warming.config import SECTION, WarmingConfig
+
+
+def parse(section: dict[str, object]) -> WarmingConfig:
+    return section_from(WarmingConfig, section, SECTION)
+
+
+def test_defaults() -> None:
+    config = parse({})
+    assert config == WarmingConfig()
+    assert config.enabled is True
+    assert config.higher_timeframes is None  # the host's confirm timeframes
+
+
+def test_every_documented_key_is_accepted() -> None:
+    config = parse(
+        {
+            "enabled": False,
+            "warm_threshold": 3,  # an integer is a number
+            "cooldown_s": 45.5,
+            "top_k": 64,
+            "higher_timeframes": ["5m", "4h"],
+            "request_budget": 100,
+            "max_parallel": 2,
+            "scan_weight": 2,
+            "signal_weight": 8,
+            "recency_candles": 2,
+            "max_tracked": 1024,
+        }
+    )
+    assert config.warm_threshold == 3.0 and isinstance(config.warm_threshold, float)
+    assert config.higher_timeframes == ("5m", "4h")
+    assert config.request_budget == 100
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"top_k": "many"}, "plugins.warming.top_k"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": True}, "plugins.warming.top_k"),
+        ({"cooldown_s": -1}, "cooldown_s"),
+        ({"warm_threshold": math.nan}, "warm_threshold"),
+        ({"warm_threshold": math.inf}, "warm_threshold"),
+        ({"request_budget": -5}, "request_budget"),
+        ({"max_parallel": 0}, "max_parallel"),
+        ({"max_parallel": 1000}, "max_parallel"),
+        ({"signal_weight": 16}, "signal_weight"),
+        ({"max_tracked": 4}, "max_tracked"),
+        ({"higher_timeframes": "5m"}, "plugins.warming.higher_timeframes"),
+        ({"higher_timeframes": ["5m", "5x"]}, "higher_timeframes"),
+        ({"enabled": "yes"}, "plugins.warming.enabled"),
+        ({"warmth": 3}, "warmth"),
+    ],
+)
+def test_errors_name_the_key(section: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(section)
+    message = str(info.value)
+    assert key in message
+    assert SECTION in message

@@ -1,0 +1,140 @@
+"""The plugin as a host sees it: through a real PluginManager, hooks called with keywords."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sltrader_plugins import ConfigError, HostServices, Signal
+from sltrader_plugins.manager import PluginManager
+from sltrader_warming.plugin import WarmingPlugin
+
+SYMBOLS = ["BTC_USDT", "ETH/USDT", "1000PEPE-USD"]
+
+
+def started(services: HostServices) -> tuple[PluginManager, WarmingPlugin]:
+    manager = PluginManager()
+    plugin = WarmingPlugin()
+    manager.register(plugin, "warming")
+    manager.start(services)
+    return manager, plugin
+
+
+def test_entry_point_is_installed() -> None:
+    eps = importlib.metadata.entry_points(group="sltrader")
+    (ep,) = [ep for ep in eps if ep.name == "warming"]
+    assert ep.load() is WarmingPlugin
+
+
+def test_registers_only_known_hooks() -> None:
+    manager = PluginManager()
+    manager.register(WarmingPlugin(), "warming")
+    assert set(manager.hooks_of("warming")) == {
+        "on_start",
+        "before_scan",
+        "on_scan_complete",
+        "on_signal",
+        "on_candle_close",
+        "report_metrics",
+        "on_shutdown",
+    }
+
+
+def test_scan_close_signal_cycle_through_the_manager(
+    make_services: Callable[..., HostServices], cache: Any, clock: Any, exchange: Any
+) -> None:
+    services = make_services({"warm_threshold": 1})
+    manager, _ = started(services)
+    hook = manager.hook
+    # Nothing cached yet: the warmer fetches the scan's symbols just before it.
+    hook.before_scan(symbols=SYMBOLS, timeframe="1m", now=clock.now())
+    assert exchange.total == 3
+    for symbol in SYMBOLS:
+        cache.read(symbol, "1m")
+    assert cache.misses == 0
+    hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
+    for tf in ("5m", "15m", "1h"):
+        cache.read("ETH/USDT", tf)  # the host confirms the candidate
+    signal = Signal(
+        symbol="ETH/USDT", timeframe="1m", side="buy", probability=0.7, time=clock.now()
+    )
+    hook.on_signal(symbol="ETH/USDT", signal=signal, timeframe="1m")
+    assert exchange.total == 3 + 3  # just read: nothing to warm yet
+    clock.advance(60)
+    hook.on_candle_close(timeframe="1m", close_time=clock.now(), next_scan_time=clock.now() + 10)
+    for symbol in SYMBOLS:
+        assert exchange.requests[(symbol, "1m")] == 2
+    # That close was also a 5m and a 15m close (not 1h): the signalled symbol's series of
+    # those timeframes went stale and were refreshed too.
+    assert exchange.requests[("ETH/USDT", "5m")] == 2
+    assert exchange.requests[("ETH/USDT", "15m")] == 2
+    assert exchange.requests[("ETH/USDT", "1h")] == 1
+    # The next scan hits everywhere.
+    hits = cache.hits
+    hook.before_scan(symbols=SYMBOLS, timeframe="1m", now=clock.now())
+    for symbol in SYMBOLS:
+        cache.read(symbol, "1m")
+    assert cache.hits - hits == 3
+    (metrics,) = [m for m in hook.report_metrics() if m]
+    assert metrics["warming.prefetches"] == 3 + 3 + 2
+    assert metrics["warming.prefetches_used"] == 3 + 3
+    assert metrics["warming.failures"] == 0
+    manager.shutdown()
+    assert manager.faults() == {}
+
+
+def test_higher_timeframes_from_config(
+    make_services: Callable[..., HostServices], cache: Any, clock: Any, exchange: Any
+) -> None:
+    manager, _ = started(make_services({"higher_timeframes": ["4h"]}))
+    for tf in ("1h", "4h"):
+        cache.read("SOL-USD", tf)
+    clock.advance(4 * 3600)
+    signal = Signal(
+        symbol="SOL-USD", timeframe="1m", side="sell", probability=0.2, time=clock.now()
+    )
+    manager.hook.on_signal(symbol="SOL-USD", signal=signal, timeframe="1m")
+    assert exchange.requests == {("SOL-USD", "1h"): 1, ("SOL-USD", "4h"): 2}
+
+
+def test_disabled_by_config_is_a_no_op(
+    make_services: Callable[..., HostServices], cache: Any, clock: Any, exchange: Any
+) -> None:
+    manager, plugin = started(make_services({"enabled": False}))
+    assert plugin.warmer is None
+    manager.hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
+    signal = Signal(symbol="BTC_USDT", timeframe="1m", side="buy", probability=0.9, time=0.0)
+    manager.hook.on_signal(symbol="BTC_USDT", signal=signal, timeframe="1m")
+    manager.hook.on_candle_close(timeframe="1m", close_time=0.0, next_scan_time=0.0)
+    assert exchange.total == 0
+    assert [m for m in manager.hook.report_metrics() if m] == []
+    manager.shutdown()
+
+
+def test_bad_config_stops_start_up_naming_the_key(
+    make_services: Callable[..., HostServices],
+) -> None:
+    manager = PluginManager()
+    manager.register(WarmingPlugin(), "warming")
+    with pytest.raises(ConfigError, match=r"plugins\.warming\.top_k"):
+        manager.start(make_services({"top_k": "ten"}))
+
+
+def test_failing_exchange_never_reaches_the_loop(
+    make_services: Callable[..., HostServices], cache: Any, clock: Any, exchange: Any
+) -> None:
+    manager, _ = started(make_services({"warm_threshold": 1}))
+    for symbol in SYMBOLS:
+        cache.read(symbol, "1m")
+    manager.hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
+    exchange.fail = lambda key: True
+    clock.advance(60)
+    manager.hook.on_candle_close(timeframe="1m", close_time=clock.now(), next_scan_time=0.0)
+    # Handled inside the plugin: the manager saw no fault, the metric has all three.
+    assert manager.faults() == {}
+    (metrics,) = [m for m in manager.hook.report_metrics() if m]
+    assert metrics["warming.failures"] == 3
+    manager.shutdown()

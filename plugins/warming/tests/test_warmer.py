@@ -1,0 +1,383 @@
+"""The warming policy against a real (in-test) single-flight cache and a counting exchange."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sltrader_plugins import last_close_time
+from sltrader_warming.warmer import Warmer
+
+T0 = 1_700_000_040.0  # a 1m close, not a 5m close (same as conftest)
+MakeWarmer = Callable[..., Warmer]
+
+
+def scan(warmer: Warmer, cache: Any, clock: Any, symbols: list[str], tf: str = "1m") -> None:
+    """What the host does in one scan: a demand read of every symbol, then the hook."""
+    for symbol in symbols:
+        cache.read(symbol, tf)
+    warmer.record_scan(symbols, tf, clock.now())
+
+
+def prefetched(exchange: Any, since: int) -> list[tuple[str, str]]:
+    return [key for key, _, _ in exchange.fetches[since:]]
+
+
+def test_refreshes_hottest_stale_keys_in_score_order(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    warmer = make_warmer(top_k=3, warm_threshold=1, max_parallel=1)
+    symbols = ["BTC_USDT", "ETH/USDT", "1000PEPE-USD", "SOL_USDT", "XRP/USDT", "DOGE-USD"]
+    # Symbol i is read i + 1 times: the hottest are the last ones in scan order, so a warmer
+    # that took "the first few found" would pick the wrong ones.
+    for i, symbol in enumerate(symbols):
+        for _ in range(i + 1):
+            cache.read(symbol, "1m")
+            warmer.record_scan([symbol], "1m", clock.now())
+    clock.advance(60)
+    before = len(exchange.fetches)
+    assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 3
+    assert prefetched(exchange, before) == [
+        ("DOGE-USD", "1m"),
+        ("XRP/USDT", "1m"),
+        ("SOL_USDT", "1m"),
+    ]
+    # The next scan hits on the warmed keys and misses only on the colder ones.
+    hits = cache.hits
+    scan(warmer, cache, clock, symbols)
+    assert cache.hits - hits == 3
+    assert warmer.metrics()["warming.prefetches"] == 3
+    assert warmer.metrics()["warming.prefetches_used"] == 3
+
+
+def test_threshold_keeps_cold_keys_out(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    warmer = make_warmer(warm_threshold=3)
+    for _ in range(3):
+        scan(warmer, cache, clock, ["HOT_1"])
+    scan(warmer, cache, clock, ["COLD_1"])
+    clock.advance(60)
+    before = len(exchange.fetches)
+    warmer.refresh("1m", clock.now(), clock.now() + 10)
+    assert prefetched(exchange, before) == [("HOT_1", "1m")]
+
+
+def test_fresh_keys_are_not_prefetched(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    warmer = make_warmer(warm_threshold=1)
+    scan(warmer, cache, clock, ["BTC_USDT", "ETH/USDT"])
+    clock.advance(30)  # same candle: nothing has closed since the read
+    before = exchange.total
+    assert warmer.refresh("1m", T0, clock.now() + 10) == 0
+    assert exchange.total == before
+
+
+def test_cooldown_limits_each_key_to_one_refresh_per_period(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    warmer = make_warmer(warm_threshold=1, cooldown_s=90)
+    key = ("BTC_USDT", "1m")
+    warmed_at = []
+    for minute in range(1, 6):
+        scan(warmer, cache, clock, ["BTC_USDT"])
+        clock.advance(60)
+        before = exchange.requests[key]
+        warmer.refresh("1m", clock.now(), clock.now() + 10)
+        if exchange.requests[key] > before:
+            warmed_at.append(minute)
+    # Warmed at +60 s, skipped at +120 s (60 s < 90 s), warmed at +180 s, ...
+    assert warmed_at == [1, 3, 5]
+    assert warmer.metrics()["warming.cooldown_skips"] == 2
+
+
+def test_no_look_ahead_at_candle_boundaries(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    warmer = make_warmer(warm_threshold=1)
+    symbols = ["BTC_USDT", "ETH/USDT", "1000PEPE-USD"]
+    scan(warmer, cache, clock, symbols)
+    close = T0 + 60
+    clock.t = close - 1e-6  # a hair before the close: the candle has not closed yet
+    before = exchange.total
+    assert warmer.refresh("1m", T0, close) == 0
+    assert exchange.total == before
+    clock.t = close  # a candle that closes exactly at now has closed
+    assert warmer.refresh("1m", close, close + 10) == 3
+    for _, newest, now in exchange.fetches:
+        assert newest <= now
+    for symbol in symbols:
+        assert cache.latest_close_time(symbol, "1m") == close
+
+
+def test_higher_timeframe_refreshed_only_when_its_own_candle_closes(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    warmer = make_warmer(warm_threshold=1)
+    clock.t = T0 + 120  # a 1m close, 60 s after a 5m close
+    next_5m = last_close_time("5m", clock.now()) + 300
+    cache.read("ETH/USDT", "5m")
+    warmer.record_signal("ETH/USDT", "1m")  # tracks (ETH/USDT, 5m) with the signal weight
+    key = ("ETH/USDT", "5m")
+    assert exchange.requests[key] == 1
+    closes = 0
+    while clock.now() < next_5m:
+        clock.advance(60)
+        warmer.refresh("1m", clock.now(), clock.now() + 10)
+        closes += 1
+        if clock.now() < next_5m:  # 1m closes that are not 5m closes: nothing to do
+            assert exchange.requests[key] == 1
+    assert closes == 4
+    # The host reported a 1m close, yet the 5m key that just went stale is refreshed too.
+    assert exchange.requests[key] == 2
+    assert cache.latest_close_time(*key) == next_5m
+
+
+def test_signal_warms_its_stale_higher_timeframes_now(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    higher = ("5m", "15m", "1h", "4h")
+    warmer = make_warmer(higher=higher, warm_threshold=100)  # the threshold does not apply
+    symbol = "1000PEPE-USD"
+    clock.t = T0 - 3600
+    for tf in ("5m", "15m", "1h"):
+        cache.read(symbol, tf)  # an hour ago: all stale now
+    clock.t = T0
+    cache.read(symbol, "5m")  # fresh again: must not be fetched
+    warmer.record_signal(symbol, "1m")
+    assert exchange.requests[(symbol, "15m")] == 2
+    assert exchange.requests[(symbol, "1h")] == 2
+    assert exchange.requests[(symbol, "5m")] == 2  # the two demand reads only
+    assert exchange.requests[(symbol, "4h")] == 0  # never held: not fetched on a guess
+    assert warmer.metrics()["warming.signal_warms"] == 2
+    assert warmer.tracker.score(symbol, "1m") == warmer.config.signal_weight
+    assert warmer.tracker.score(symbol, "1h") == warmer.config.signal_weight
+    # A second signal fetches nothing more (fresh now, and within the cooldown anyway).
+    total = exchange.total
+    warmer.record_signal(symbol, "1m")
+    assert exchange.total == total
+
+
+def test_series_the_cache_does_not_hold_are_not_refreshed(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    warmer = make_warmer(warm_threshold=1)
+    scan(warmer, cache, clock, ["KEPT_USDT", "EVICTED/USDT"])
+    cache._latest.pop(("EVICTED/USDT", "1m"))  # the cache evicted (or refused) it
+    clock.advance(60)
+    assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 1
+    assert exchange.requests[("EVICTED/USDT", "1m")] == 1
+
+
+def test_symbols_new_to_the_scan_are_fetched_just_before_it(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    warmer = make_warmer(max_parallel=4)
+    scan(warmer, cache, clock, ["OLD_USDT"])
+    universe = ["OLD_USDT", "NEW/USDT", "NEWER-USD"]
+    assert warmer.warm_universe(universe, "1m") == 2
+    assert exchange.requests[("OLD_USDT", "1m")] == 1
+    misses = cache.misses
+    scan(warmer, cache, clock, universe)
+    assert cache.misses == misses  # every read of the scan hit
+    assert warmer.metrics()["warming.new_symbol_warms"] == 2
+    assert warmer.metrics()["warming.prefetches_wasted"] == 0
+
+
+def test_new_symbol_warming_can_be_turned_off(make_warmer: MakeWarmer, exchange: Any) -> None:
+    warmer = make_warmer(warm_new_symbols=False)
+    assert warmer.warm_universe(["NEW/USDT"], "1m") == 0
+    assert exchange.total == 0
+
+
+@pytest.mark.parametrize("probe", [True, False])
+def test_cached_higher_timeframes_of_scanned_symbols_are_probed(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any, probe: bool
+) -> None:
+    warmer = make_warmer(warm_threshold=1, probe_higher_timeframes=probe)
+    clock.t = T0 + 120  # 60 s after a 5m close
+    scan(warmer, cache, clock, ["BTC_USDT", "ETH/USDT"])
+    cache.read("BTC_USDT", "5m")  # a candidate check the warmer was not told about
+    warmer.refresh("1m", clock.now(), clock.now())  # probes what is due now: nothing stale
+    for _ in range(4):  # up to the next 5m close
+        clock.advance(60)
+        scan(warmer, cache, clock, ["BTC_USDT", "ETH/USDT"])
+        warmer.refresh("1m", clock.now(), clock.now() + 10)
+    assert exchange.requests[("BTC_USDT", "5m")] == (2 if probe else 1)
+    assert exchange.requests[("ETH/USDT", "5m")] == 0  # not held: not guessed
+
+
+def test_symbol_that_left_the_universe_stops_being_warmed(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    warmer = make_warmer(warm_threshold=1, cooldown_s=0)
+    for _ in range(5):
+        scan(warmer, cache, clock, ["STAYS_USDT", "LEAVES/USDT"])
+    for _ in range(3):
+        clock.advance(60)
+        warmer.refresh("1m", clock.now(), clock.now() + 10)
+        scan(warmer, cache, clock, ["STAYS_USDT"])
+    # Warmed at the first close (it was read within the last candle), never after.
+    assert exchange.requests[("LEAVES/USDT", "1m")] == 2
+    assert exchange.requests[("STAYS_USDT", "1m")] == 4
+
+
+def test_budget_is_never_exceeded_and_refills_each_cycle(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    exchange.latency = 0.002
+    warmer = make_warmer(warm_threshold=1, request_budget=10, max_parallel=4)
+    symbols = [f"S{i}_USDT" for i in range(40)]
+    scan(warmer, cache, clock, symbols)
+    clock.advance(60)
+    before = exchange.total
+    warmer.refresh("1m", clock.now(), clock.now() + 10)
+    assert exchange.total - before == 10
+    assert warmer.metrics()["warming.budget_refusals"] == 30
+    assert exchange.max_inflight <= 4
+    # Another close in the same cycle: the budget is spent, nothing more goes out.
+    clock.advance(60)
+    before = exchange.total
+    warmer.refresh("1m", clock.now(), clock.now() + 10)
+    assert exchange.total == before
+    # A scan starts a new cycle.
+    scan(warmer, cache, clock, symbols)
+    clock.advance(60)
+    before = exchange.total
+    warmer.refresh("1m", clock.now(), clock.now() + 10)
+    assert exchange.total - before == 10
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    budget=st.integers(0, 12),
+    parallel=st.integers(1, 6),
+    n_symbols=st.integers(0, 30),
+    signals=st.lists(st.integers(0, 29), max_size=5),
+)
+def test_requests_per_cycle_never_exceed_budget(
+    cache: Any,
+    clock: Any,
+    exchange: Any,
+    budget: int,
+    parallel: int,
+    n_symbols: int,
+    signals: list[int],
+) -> None:
+    from sltrader_warming.config import WarmingConfig
+
+    cache.__init__(clock, exchange)  # fresh state per example (fixtures are shared)
+    exchange.requests.clear()
+    config = WarmingConfig(warm_threshold=1, request_budget=budget, max_parallel=parallel)
+    warmer = Warmer(config, cache, clock, ("5m", "15m", "1h"))
+    try:
+        symbols = [f"P{i}-USD" for i in range(n_symbols)]
+        for _ in range(3):
+            scan(warmer, cache, clock, symbols)
+            before = exchange.total
+            for i in signals:
+                warmer.record_signal(f"P{i}-USD", "1m")
+            clock.advance(60)
+            warmer.refresh("1m", clock.now(), clock.now() + 10)
+            assert exchange.total - before <= budget
+    finally:
+        warmer.close()
+
+
+def test_failing_exchange_is_counted_and_logged_once(
+    make_warmer: MakeWarmer,
+    cache: Any,
+    clock: Any,
+    exchange: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    warmer = make_warmer(warm_threshold=1, max_parallel=4)
+    symbols = ["BTC_USDT", "ETH/USDT", "1000PEPE-USD", "SOL-USD"]
+    scan(warmer, cache, clock, symbols)
+    exchange.fail = lambda key: True
+    clock.advance(60)
+    with caplog.at_level(logging.WARNING, logger="sltrader_warming"):
+        warmer.refresh("1m", clock.now(), clock.now() + 10)  # must not raise
+        warmer.record_signal("ETH/USDT", "1m")  # nor here
+    metrics = warmer.metrics()
+    assert metrics["warming.failures"] == 4
+    assert metrics["warming.prefetches"] == 0
+    warnings = [r for r in caplog.records if r.name == "sltrader_warming"]
+    assert len(warnings) == 1 and warnings[0].exc_info is not None
+    # The exchange recovers: the next cycle warms again (failures do not wedge anything).
+    exchange.fail = lambda key: False
+    scan(warmer, cache, clock, symbols)
+    clock.advance(60)
+    assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 4
+    assert warmer.metrics()["warming.prefetches"] == 4
+    warmer.close()
+    assert "4 warming cache call(s) failed" in caplog.text
+
+
+def test_cache_that_cannot_answer_is_counted_not_raised(
+    make_warmer: MakeWarmer, cache: Any, clock: Any
+) -> None:
+    warmer = make_warmer(warm_threshold=1, probe_higher_timeframes=False)
+    scan(warmer, cache, clock, ["BTC_USDT"])
+
+    def broken(symbol: str, timeframe: str) -> float | None:
+        raise RuntimeError("cache down")
+
+    cache.latest_close_time = broken
+    clock.advance(60)
+    assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 0
+    assert warmer.metrics()["warming.failures"] == 1
+
+
+def test_prefetch_answered_without_request_gives_budget_back(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    warmer = make_warmer(warm_threshold=1, request_budget=2, max_parallel=1)
+    scan(warmer, cache, clock, ["B/2", "C-3", "A_1"])  # ties rank most recent first
+    clock.advance(60)
+    # A demand read gets there between the warmer's staleness check and its prefetch.
+    cache.read("A_1", "1m")
+    real = cache.latest_close_time
+    cache.latest_close_time = lambda s, tf: real(s, tf) - (60 if s == "A_1" else 0)
+    warmer.refresh("1m", clock.now(), clock.now() + 10)
+    metrics = warmer.metrics()
+    assert (metrics["warming.already_fresh"], metrics["warming.prefetches"]) == (1, 1)
+    assert metrics["warming.budget_refusals"] == 1  # B/2: both slots were reserved
+    # The fresh answer cost no request, so its slot went back: B/2 fits in this cycle.
+    warmer.refresh("1m", clock.now(), clock.now() + 10)
+    assert warmer.metrics()["warming.prefetches"] == 2
+    assert exchange.requests[("B/2", "1m")] == 2
+
+
+def test_metrics_names_and_values(make_warmer: MakeWarmer) -> None:
+    metrics = make_warmer().metrics()
+    for name in (
+        "warming.prefetches",
+        "warming.prefetches_used",
+        "warming.prefetches_wasted",
+        "warming.budget_refusals",
+        "warming.failures",
+    ):
+        assert metrics[name] == 0.0
+    assert all(name.startswith("warming.") for name in metrics)
+    assert all(isinstance(value, float) for value in metrics.values())
+
+
+def test_wasted_prefetch_is_reported(
+    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+) -> None:
+    warmer = make_warmer(warm_threshold=1, cooldown_s=0, recency_candles=3)
+    scan(warmer, cache, clock, ["GONE_USDT"])
+    for _ in range(2):  # warmed twice, never read in between
+        clock.advance(60)
+        warmer.refresh("1m", clock.now(), clock.now() + 10)
+    assert warmer.metrics()["warming.prefetches"] == 2
+    assert warmer.metrics()["warming.prefetches_wasted"] == 1

@@ -1,0 +1,206 @@
+"""``ParallelAnalyzer``: one scan, symbol by symbol, on a thread pool.
+
+Each symbol is read through the cache, turned into features and predicted, with the
+hook call sites around it: ``before_analyze_symbol``/``after_analyze_symbol`` (the
+latter in ``finally``) and ``before_predict`` where the host would call
+``model.predict``. A symbol that cannot be analyzed is skipped with a logged reason;
+nothing a symbol does can stop the scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import attrs
+import numpy as np
+
+from sltrader_plugins.host.cache import IntelligentCache
+from sltrader_plugins.host.exchange import ExchangeError, Klines
+from sltrader_plugins.host.features import FeatureEngine, FeatureError
+from sltrader_plugins.host.model import TimedModel
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen(eq=False)
+class Analysis:
+    """A symbol's result in one scan."""
+
+    symbol: str
+    klines: Klines  #: the series the features came from (shared, read-only)
+    features: np.ndarray
+    prediction: float
+
+    @property
+    def close_time(self) -> float:
+        return float(self.klines.last_close_time or 0.0)
+
+    @property
+    def close(self) -> float:
+        return float(self.klines.close[-1])
+
+
+@attrs.frozen
+class Skipped:
+    """A symbol that could not be analyzed, and why."""
+
+    symbol: str
+    reason: str
+
+
+class Samples:
+    """A bounded record of durations: exact while it fits, a reservoir sample after.
+
+    Thread-safe (``_lock``). The reservoir uses a seeded generator, so what is kept
+    depends only on the order of ``add`` calls.
+    """
+
+    def __init__(self, capacity: int, seed: int = 0) -> None:
+        self._values = np.empty(capacity)
+        self._count = 0
+        self._lock = threading.Lock()
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            if self._count < len(self._values):
+                self._values[self._count] = value
+            else:
+                j = int(self._rng.integers(0, self._count + 1))
+                if j < len(self._values):
+                    self._values[j] = value
+            self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def percentile(self, q: float) -> float:
+        with self._lock:
+            kept = self._values[: min(self._count, len(self._values))]
+            return float(np.percentile(kept, q)) if len(kept) else 0.0
+
+
+class SkipLog:
+    """Skipped symbols by reason kind.
+
+    The first skip of each ``(kind, symbol)`` is logged with its reason, up to
+    ``max_logged`` distinct pairs (a bad symbol is named once, not every scan); the
+    rest are only counted.
+    """
+
+    def __init__(self, max_logged: int = 100) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._logged: set[tuple[str, str]] = set()
+        self._max_logged = max_logged
+
+    def record(self, kind: str, symbol: str, reason: str) -> None:
+        with self._lock:
+            self._counts[kind] += 1
+            first = (kind, symbol) not in self._logged and len(self._logged) < self._max_logged
+            if first:
+                self._logged.add((kind, symbol))
+        if first:
+            log.warning("skipped %s (%s): %s", symbol, kind, reason)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._counts.items()))
+
+
+class ParallelAnalyzer:
+    """Analyzes a universe of symbols with a thread pool, results in scan order."""
+
+    def __init__(
+        self,
+        cache: IntelligentCache,
+        engine: FeatureEngine,
+        model: TimedModel,
+        hook: Any,
+        executor: Executor,
+        timeframe: str,
+        predict_waits: Samples,
+        skips: SkipLog,
+    ) -> None:
+        self.cache = cache
+        self.engine = engine
+        self.model = model
+        self.hook = hook
+        self.executor = executor
+        self.timeframe = timeframe
+        self.predict_waits = predict_waits
+        self.skips = skips
+        self._lock = threading.Lock()
+        self._build_seconds = 0.0
+        self._builds = 0
+        self._bad_predictions = 0
+
+    def analyze_all_symbols(self, symbols: Sequence[str]) -> list[Analysis | Skipped]:
+        """Every symbol analyzed by the pool; the list is in the order of ``symbols``."""
+        return list(self.executor.map(self.analyze_symbol, symbols))
+
+    def analyze_symbol(self, symbol: str) -> Analysis | Skipped:
+        timeframe = self.timeframe
+        self.hook.before_analyze_symbol(symbol=symbol, timeframe=timeframe)
+        try:
+            try:
+                klines = self.cache.get_klines(symbol, timeframe)
+            except ExchangeError as exc:
+                return self._skip(type(exc).__name__, symbol, str(exc))
+            start = time.perf_counter()
+            try:
+                features = self.engine.build(symbol, timeframe, klines)
+            except FeatureError as exc:
+                return self._skip("FeatureError", symbol, str(exc))
+            elapsed = time.perf_counter() - start
+            with self._lock:
+                self._build_seconds += elapsed
+                self._builds += 1
+            return Analysis(symbol, klines, features, self._predict(symbol, features))
+        except Exception as exc:  # a bug must cost one symbol, not the scan
+            log.exception("unexpected error analyzing %s", symbol)
+            return self._skip("internal", symbol, f"{type(exc).__name__}: {exc}")
+        finally:
+            self.hook.after_analyze_symbol(symbol=symbol, timeframe=timeframe)
+
+    def _predict(self, symbol: str, features: np.ndarray) -> float:
+        start = time.perf_counter()
+        prediction = self.hook.before_predict(symbol=symbol, features=features, model=self.model)
+        if prediction is not None and not _is_probability(prediction):
+            with self._lock:
+                self._bad_predictions += 1
+                first = self._bad_predictions == 1
+            if first:
+                log.error("before_predict returned %r, not a probability; ignored", prediction)
+            prediction = None
+        if prediction is None:
+            prediction = self.model.predict(features)
+        self.predict_waits.add(time.perf_counter() - start)
+        return float(prediction)
+
+    def _skip(self, kind: str, symbol: str, reason: str) -> Skipped:
+        self.skips.record(kind, symbol, reason)
+        return Skipped(symbol, reason)
+
+    def counters(self) -> dict[str, float]:
+        with self._lock:
+            return {
+                "feature_build_seconds": self._build_seconds,
+                "feature_builds": self._builds,
+                "bad_plugin_predictions": self._bad_predictions,
+            }
+
+
+def _is_probability(value: Any) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and 0.0 <= number <= 1.0

@@ -1,0 +1,233 @@
+"""``sltrader bench``: plugin sets side by side on one workload, in fresh processes.
+
+For each repeat, every set runs once (interleaved: none, batching, ..., none, batching,
+...), each in its own process so memory figures are clean and no state leaks between
+sets. The table shows the median over repeats and the ratio against ``none``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+#: Metrics of the table, in order: (key, label, format).
+TABLE = (
+    ("scan_wall_s", "scan wall time (s/scan)", ".4f"),
+    ("scan_p99_s", "scan p99 (s)", ".4f"),
+    ("model_s_per_prediction", "model time / prediction (s)", ".2e"),
+    ("predict_wait_p50_s", "predict wait p50 (s)", ".2e"),
+    ("predict_wait_p99_s", "predict wait p99 (s)", ".2e"),
+    ("feature_build_s", "feature build (s)", ".2e"),
+    ("feature_alloc_bytes_per_build", "alloc bytes / build", ".0f"),
+    ("feature_alloc_blocks_per_build", "alloc blocks / build", ".1f"),
+    ("gc_gen0_per_1000_builds", "gen-0 GCs / 1000 builds", ".2f"),
+    ("cache_hit_rate", "cache hit rate", ".4f"),
+    ("prefetches", "prefetches", ".0f"),
+    ("prefetch_waste_ratio", "prefetch waste ratio", ".3f"),
+    ("exchange_requests", "exchange requests", ".0f"),
+    ("rss_peak_bytes", "peak RSS (bytes)", ".3e"),
+    ("max_prediction_diff", "max prediction diff", ".1e"),
+    ("run_seconds", "run time (s)", ".1f"),
+)
+
+#: Report keys copied into the JSON per run (plus plugin metrics and miss causes).
+SCALARS = (
+    "scan_wall_s",
+    "scan_p50_s",
+    "scan_p99_s",
+    "model_s_per_prediction",
+    "predict_wait_p50_s",
+    "predict_wait_p99_s",
+    "feature_build_s",
+    "feature_alloc_bytes_per_build",
+    "feature_alloc_blocks_per_build",
+    "feature_alloc_peak_bytes",
+    "gc_gen0_per_1000_builds",
+    "cache_hit_rate",
+    "prefetches",
+    "prefetches_used",
+    "prefetches_wasted",
+    "prefetch_waste_ratio",
+    "exchange_requests",
+    "rss_peak_bytes",
+    "signals",
+    "orders",
+    "run_seconds",
+)
+
+
+def resolve_sets(text: str, installed: list[str]) -> list[tuple[str, str | None]]:
+    """``(set name, --plugins value)``; the value is ``None`` when the set cannot run."""
+    out: list[tuple[str, str | None]] = []
+    for name in (s.strip() for s in text.split(",") if s.strip()):
+        if name == "none":
+            out.append((name, ""))
+        elif name == "all":
+            out.append((name, ",".join(installed) if installed else None))
+        else:
+            wanted = name.split("+")
+            missing = [p for p in wanted if p not in installed]
+            out.append((name, None if missing else ",".join(wanted)))
+    return out
+
+
+def _installed() -> list[str]:
+    from sltrader_plugins.manager import installed_entry_points
+
+    return sorted({ep.name for ep in installed_entry_points()})
+
+
+def _child(args: argparse.Namespace, plugins: str, out: Path, preds: Path) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "sltrader_plugins.host.bench_worker",
+        "--plugins",
+        plugins,
+        "--size",
+        args.size,
+        "--out",
+        str(out),
+        "--predictions",
+        str(preds),
+    ]
+    for option in ("workers", "model", "seed", "cycles"):
+        value = getattr(args, option, None)
+        if value is not None:
+            command += [f"--{option}", str(value)]
+    if args.config is not None:
+        command += ["--config", str(args.config)]
+    env = dict(os.environ)
+    env.pop("SLTRADER_PLUGINS", None)  # --plugins decides; nothing else may add a plugin
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench run failed ({' '.join(command)}):\n{done.stderr[-4000:]}")
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def _predictions(path: Path) -> dict[tuple[str, str], float]:
+    table = {}
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            cycle, symbol, value = line.rstrip("\n").split("\t")
+            table[(cycle, symbol)] = float(value)
+    return table
+
+
+def _max_diff(a: dict[tuple[str, str], float], b: dict[tuple[str, str], float]) -> float:
+    if a.keys() != b.keys():
+        return float("inf")  # a different set of predictions is not equivalent
+    return max((abs(a[k] - b[k]) for k in a), default=0.0)
+
+
+def _flatten(report: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {k: report.get(k) for k in SCALARS if k in report}
+    row.update({f"miss.{k}": v for k, v in report["miss_causes"].items()})
+    row.update(report["plugin_metrics"])
+    row["plugin_faults"] = sum(report["plugin_faults"].values())
+    row["decisions_digest"] = report["decisions_digest"]
+    return row
+
+
+def _median(values: list[Any]) -> Any:
+    if all(isinstance(v, (int, float)) for v in values):
+        return statistics.median(values)
+    distinct = sorted(set(map(str, values)))
+    return distinct[0] if len(distinct) == 1 else "MIXED:" + ",".join(distinct)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from sltrader_plugins.host.commands import workload_for
+
+    _, workload = workload_for(args)
+    if args.repeats < 1:
+        print("sltrader: error: --repeats must be at least 1", file=sys.stderr)
+        return 2
+    sets = []
+    for name, plugins in resolve_sets(args.sets, _installed()):
+        if plugins is None:
+            print(
+                f"sltrader bench: skipping set {name!r}: its plugins are not installed",
+                file=sys.stderr,
+            )
+        else:
+            sets.append((name, plugins))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in sets}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sltrader-bench-") as tmp:
+        for repeat in range(args.repeats):
+            preds: dict[str, dict[tuple[str, str], float]] = {}
+            for name, plugins in sets:
+                print(
+                    f"sltrader bench: repeat {repeat + 1}/{args.repeats}, set {name}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                out = Path(tmp) / f"{name}-{repeat}.json"
+                pred_path = Path(tmp) / f"{name}-{repeat}.tsv"
+                row = _flatten(_child(args, plugins, out, pred_path))
+                preds[name] = _predictions(pred_path)
+                if "none" in preds:
+                    row["max_prediction_diff"] = _max_diff(preds["none"], preds[name])
+                runs[name].append(row)
+    medians = {}
+    for name, rows in runs.items():
+        keys = sorted({k for row in rows for k in row})
+        medians[name] = {k: _median([row[k] for row in rows if k in row]) for k in keys}
+    result = {
+        "workload": {
+            **workload.as_dict(),
+            "repeats": args.repeats,
+            "sets": {name: plugins for name, plugins in sets},
+            "bench_seconds": time.perf_counter() - started,
+            "python": sys.version.split()[0],
+        },
+        "sets": medians,
+    }
+    print(format_table(result))
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(result, indent=2, sort_keys=True, default=str), encoding="utf-8"
+        )
+    return 0
+
+
+def format_table(result: dict[str, Any]) -> str:
+    sets = result["sets"]
+    names = list(sets)
+    base = sets.get("none", {})
+    width = 22
+    lines = [
+        f"sltrader bench: {result['workload']['size']} workload, "
+        f"{result['workload']['repeats']} repeats, medians (ratio vs none)",
+        f"{'metric':<30}" + "".join(f"{n:>{width}}" for n in names),
+    ]
+    for key, label, fmt in TABLE:
+        cells = []
+        for name in names:
+            value = sets[name].get(key)
+            if not isinstance(value, (int, float)):
+                cells.append(f"{'-':>{width}}")
+                continue
+            text = format(value, fmt)
+            reference = base.get(key)
+            if name != "none" and isinstance(reference, (int, float)) and reference:
+                text += f" (x{value / reference:.2f})"
+            cells.append(f"{text:>{width}}")
+        lines.append(f"{label:<30}" + "".join(cells))
+    digests = {name: sets[name].get("decisions_digest", "") for name in names}
+    same = len(set(digests.values())) == 1
+    lines.append(
+        f"{'decisions digest':<30}"
+        + "".join(f"{str(d)[:12]:>{width}}" for d in digests.values())
+        + ("   (all equal)" if same else "   (DIFFERENT)")
+    )
+    return "\n".join(lines)

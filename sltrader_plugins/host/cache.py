@@ -1,0 +1,272 @@
+"""``IntelligentCache``: klines by ``(symbol, timeframe)`` in front of the exchange.
+
+Freshness follows candle close: a series is fresh until a newer candle of its timeframe
+has closed. Entries are bounded; eviction is LRU guarded by a frequency-based admission
+filter (the idea of TinyLFU), because a plain LRU collapses to zero hits when a looping
+scan touches more keys than it holds, while the filter keeps a stable subset that keeps
+hitting. Concurrent misses of one key, and a demand read racing a prefetch of that key,
+make one exchange request ("single flight"); the others wait for it.
+
+Lock discipline: one lock, ``_lock``, guards every field below it in ``__init__``. It is
+never held during an exchange request or while waiting for one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from concurrent.futures import Future
+
+import attrs
+
+from sltrader_plugins.host.exchange import Exchange, Klines
+from sltrader_plugins.protocols import CacheStats, Clock
+from sltrader_plugins.timeframes import last_close_time
+
+Key = tuple[str, str]
+
+#: Why a demand read had to go to the exchange.
+MISS_CAUSES = ("candle_close", "new_key", "eviction", "higher_timeframe")
+
+
+@attrs.define
+class _Entry:
+    klines: Klines
+    last_close: float
+    prefetched: bool  # filled by a prefetch and not yet read on demand
+
+
+@attrs.define(eq=False)
+class _Flight:
+    target: float  # the close time the fetch brings the key up to
+    prefetch: bool
+    future: Future = attrs.field(factory=Future)
+    demand_waiters: int = 0
+
+
+class IntelligentCache:
+    """The host's kline cache; implements :class:`sltrader_plugins.KlineCache`.
+
+    :param capacity: the most series held at once.
+    :param limits: candles fetched per timeframe (``default_limit`` for the others).
+    :param base_timeframe: misses on other timeframes are counted as ``higher_timeframe``.
+    """
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        clock: Clock,
+        capacity: int,
+        base_timeframe: str = "1m",
+        limits: Mapping[str, int] | None = None,
+        default_limit: int = 600,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self._exchange = exchange
+        self._clock = clock
+        self.capacity = capacity
+        self.base_timeframe = base_timeframe
+        self._limits = dict(limits or {})
+        self._default_limit = default_limit
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Key, _Entry] = OrderedDict()  # LRU first
+        self._inflight: dict[Key, _Flight] = {}
+        # Bounded history: keys evicted (or refused) recently, to tell an eviction miss
+        # from a new key, and access frequencies, halved as they age.
+        self._ghosts: OrderedDict[Key, None] = OrderedDict()
+        self._freq: dict[Key, int] = {}
+        self._freq_events = 0
+        self._hits = 0
+        self._misses = 0
+        self._prefetches = 0
+        self._prefetches_used = 0
+        self._prefetches_wasted = 0
+        self._evictions = 0
+        self._refused = 0
+        self._coalesced = 0
+        self._causes: Counter[str] = Counter()
+
+    def limit(self, timeframe: str) -> int:
+        return self._limits.get(timeframe, self._default_limit)
+
+    # -- demand reads ---------------------------------------------------------------
+
+    def get_klines(self, symbol: str, timeframe: str) -> Klines:
+        """The series of ``(symbol, timeframe)`` up to the last candle closed by now.
+
+        Shared and read-only: callers must not modify the arrays.
+
+        :raises ExchangeError: the exchange request for a miss failed (nothing is cached).
+        """
+        key = (symbol, timeframe)
+        with self._lock:
+            target = last_close_time(timeframe, self._clock.now())
+            self._count_access(key)
+            entry = self._entries.get(key)
+            if entry is not None and entry.last_close >= target:
+                self._hits += 1
+                self._entries.move_to_end(key)
+                if entry.prefetched:
+                    entry.prefetched = False
+                    self._prefetches_used += 1
+                return entry.klines
+            flight = self._inflight.get(key)
+            owner = flight is None or flight.target < target
+            if not owner:
+                assert flight is not None
+                flight.demand_waiters += 1
+                if flight.prefetch:
+                    # A prefetch serves this read: it did not have to go to the exchange.
+                    self._hits += 1
+                    self._prefetches_used += 1
+                else:
+                    self._misses += 1
+                    self._coalesced += 1
+                    self._causes[self._cause(key, entry)] += 1
+            else:
+                self._misses += 1
+                self._causes[self._cause(key, entry)] += 1
+                flight = _Flight(target, prefetch=False)
+                self._inflight[key] = flight
+        if not owner:
+            return flight.future.result()
+        return self._fetch(key, flight)
+
+    # -- prefetch (the KlineCache protocol) -----------------------------------------
+
+    def prefetch(self, symbol: str, timeframe: str) -> bool:
+        key = (symbol, timeframe)
+        with self._lock:
+            target = last_close_time(timeframe, self._clock.now())
+            entry = self._entries.get(key)
+            if entry is not None and entry.last_close >= target:
+                return False
+            flight = self._inflight.get(key)
+            if flight is not None and flight.target >= target:
+                return False  # someone is already fetching it
+            # A prefetch is a prediction of a read: it counts toward admission.
+            self._count_access(key)
+            self._prefetches += 1
+            flight = _Flight(target, prefetch=True)
+            self._inflight[key] = flight
+        self._fetch(key, flight)
+        return True
+
+    def latest_close_time(self, symbol: str, timeframe: str) -> float | None:
+        with self._lock:
+            entry = self._entries.get((symbol, timeframe))
+            return entry.last_close if entry is not None else None
+
+    # -- counters -------------------------------------------------------------------
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            # A prefetched series that went stale unread is waste even before it is replaced.
+            pending_waste = sum(
+                1
+                for (_, timeframe), entry in self._entries.items()
+                if entry.prefetched
+                and entry.last_close < last_close_time(timeframe, self._clock.now())
+            )
+            return CacheStats(
+                demand_hits=self._hits,
+                demand_misses=self._misses,
+                prefetches=self._prefetches,
+                prefetches_used=self._prefetches_used,
+                prefetches_wasted=self._prefetches_wasted + pending_waste,
+                evictions=self._evictions,
+            )
+
+    def miss_causes(self) -> dict[str, int]:
+        """Demand misses by cause (they sum to ``stats().demand_misses``).
+
+        ``candle_close``: the cached series went stale; ``new_key``: never cached (or
+        evicted too long ago to remember); ``eviction``: evicted or refused admission
+        recently; ``higher_timeframe``: any miss on a timeframe other than the base one.
+        """
+        with self._lock:
+            return {cause: self._causes[cause] for cause in MISS_CAUSES}
+
+    def extra_stats(self) -> dict[str, int]:
+        """Counters beyond :class:`CacheStats`: size, refused admissions, coalesced misses."""
+        with self._lock:
+            return {
+                "entries": len(self._entries),
+                "refused_admissions": self._refused,
+                "coalesced_misses": self._coalesced,
+            }
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    # -- internals (the ``_locked`` suffix: caller holds ``_lock``) --------------------
+
+    def _fetch(self, key: Key, flight: _Flight) -> Klines:
+        symbol, timeframe = key
+        try:
+            klines = self._exchange.fetch_klines(symbol, timeframe, self.limit(timeframe))
+        except BaseException as exc:
+            with self._lock:
+                del self._inflight[key]
+            flight.future.set_exception(exc)
+            raise
+        with self._lock:
+            del self._inflight[key]
+            prefetched = flight.prefetch and flight.demand_waiters == 0
+            self._store_locked(key, klines, prefetched)
+        flight.future.set_result(klines)
+        return klines
+
+    def _store_locked(self, key: Key, klines: Klines, prefetched: bool) -> None:
+        close = klines.last_close_time
+        new = _Entry(klines, float("-inf") if close is None else close, prefetched)
+        old = self._entries.get(key)
+        if old is not None:
+            if old.prefetched:
+                self._prefetches_wasted += 1  # replaced before any demand read
+            self._entries[key] = new
+            self._entries.move_to_end(key)
+            return
+        if len(self._entries) >= self.capacity:
+            victim = next(iter(self._entries))
+            if self._freq.get(key, 0) <= self._freq.get(victim, 0):
+                # Refused: the victim is read at least as often. The caller still gets
+                # the series; it is just not kept.
+                self._refused += 1
+                self._remember_locked(key)
+                if prefetched:
+                    self._prefetches_wasted += 1
+                return
+            evicted = self._entries.pop(victim)
+            self._evictions += 1
+            if evicted.prefetched:
+                self._prefetches_wasted += 1
+            self._remember_locked(victim)
+        self._ghosts.pop(key, None)
+        self._entries[key] = new
+
+    def _remember_locked(self, key: Key) -> None:
+        self._ghosts[key] = None
+        self._ghosts.move_to_end(key)
+        while len(self._ghosts) > self.capacity:
+            self._ghosts.popitem(last=False)
+
+    def _count_access(self, key: Key) -> None:
+        self._freq[key] = self._freq.get(key, 0) + 1
+        self._freq_events += 1
+        # Aging keeps frequencies recent and the table bounded (about 10x capacity keys).
+        if self._freq_events >= 10 * self.capacity or len(self._freq) > 10 * self.capacity:
+            self._freq = {k: v // 2 for k, v in self._freq.items() if v > 1}
+            self._freq_events = 0
+
+    def _cause(self, key: Key, entry: _Entry | None) -> str:
+        if key[1] != self.base_timeframe:
+            return "higher_timeframe"
+        if entry is not None:
+            return "candle_close"
+        if key in self._ghosts:
+            return "eviction"
+        return "new_key"

@@ -1,0 +1,270 @@
+"""The main loop: a synchronous cycle of clock, candle closes, scan, signals, learning.
+
+Per cycle: advance the simulated clock by the scan interval; tell plugins about every
+candle close passed since the last scan (``on_candle_close``, idle time, not timed);
+rotate the universe; ``before_scan``; ``analyze_all_symbols`` (timed: the scan wall
+time); ``on_scan_complete``; signals, paper orders and the model update. Plugins start
+(``on_start``) before any worker runs and stop (``on_shutdown``) in ``finally``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import resource
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from sltrader_plugins.config import Config
+from sltrader_plugins.host.analyzer import Analysis, ParallelAnalyzer, Samples, SkipLog
+from sltrader_plugins.host.cache import IntelligentCache
+from sltrader_plugins.host.exchange import MarketConfig, ReplayExchange, SimClock
+from sltrader_plugins.host.features import FeatureEngine
+from sltrader_plugins.host.trading import TradingConfig, TradingService
+from sltrader_plugins.host.workload import Workload
+from sltrader_plugins.manager import PluginManager
+from sltrader_plugins.protocols import HostServices
+from sltrader_plugins.timeframes import last_close_time, timeframe_seconds
+
+log = logging.getLogger(__name__)
+
+START = 1_700_006_400.0  # a day boundary (2023-11-15 00:00 UTC), plus warm-up below
+
+
+class Host:
+    """The reference trader, wired from a workload and a plugin manager."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        manager: PluginManager,
+        config: Config | None = None,
+        predictions: IO[str] | None = None,
+        exchange: Any = None,
+    ) -> None:
+        from sltrader_plugins.host.model import TimedModel, make_model  # imports sklearn
+
+        self.workload = w = workload
+        self.manager = manager
+        self.config = config or Config()
+        self._predictions = predictions
+        # Start a few seconds after a candle close so the first scan is mid-candle.
+        self.clock = SimClock(START + 5.0)
+        horizon = w.cycles * w.scan_interval_s + 3600.0
+        self.market = MarketConfig(
+            seed=w.seed,
+            start=self.clock.now(),
+            history_s=(w.confirm_candles + 2) * 3600.0 + w.candles * 60.0,
+            horizon_s=horizon,
+            volume_churn=w.volume_churn,
+        )
+        self.exchange = exchange or ReplayExchange(
+            self.market,
+            w.symbol_names(),
+            self.clock,
+            latency_s=w.latency_ms / 1000.0,
+            jitter=w.jitter,
+            rate_limit_per_min=w.rate_limit_per_min,
+        )
+        limits = {w.base_timeframe: w.candles}
+        limits.update({tf: w.confirm_candles for tf in w.confirm_timeframes})
+        self.cache = IntelligentCache(
+            self.exchange, self.clock, w.cache_capacity, w.base_timeframe, limits
+        )
+        self.learner = make_model(w.model, w.seed)
+        self.model = TimedModel(self.learner)
+        self.engine = FeatureEngine(manager.hook, min_candles=w.min_candles)
+        self.skips = SkipLog()
+        self.predict_waits = Samples(max(1000, w.cycles * w.universe), seed=w.seed)
+        self.scan_times = np.zeros(0)
+        self.cycles_done = 0
+        self.gc_gen0 = 0
+        self.last_results: list[Analysis] = []
+
+    def services(self, workers: int) -> HostServices:
+        return HostServices(
+            model=self.model,
+            cache=self.cache,
+            clock=self.clock,
+            base_timeframe=self.workload.base_timeframe,
+            confirm_timeframes=self.workload.confirm_timeframes,
+            workers=workers,
+            config=self.config,
+        )
+
+    def run(
+        self,
+        cycles: int | None = None,
+        progress: Callable[[int, int, float], None] | None = None,
+        allocations: bool = False,
+    ) -> dict[str, Any]:
+        """Trade ``cycles`` cycles (default: the workload's) and return the report.
+
+        :param allocations: also measure allocation per feature build, after the last
+            scan (slow, untimed, with the plugins still running).
+        """
+        w = self.workload
+        cycles = w.cycles if cycles is None else cycles
+        if cycles > w.cycles:
+            raise ValueError(f"the replay is generated for {w.cycles} cycles, not {cycles}")
+        hook = self.manager.hook
+        self.scan_times = np.zeros(cycles)
+        started = time.perf_counter()
+        self.manager.start(self.services(w.workers))
+        try:
+            with ThreadPoolExecutor(w.workers, thread_name_prefix="sltrader-worker") as pool:
+                analyzer = ParallelAnalyzer(
+                    self.cache,
+                    self.engine,
+                    self.model,
+                    hook,
+                    pool,
+                    w.base_timeframe,
+                    self.predict_waits,
+                    self.skips,
+                )
+                trading = TradingService(
+                    self.cache,
+                    self.learner,
+                    hook,
+                    pool,
+                    self.clock,
+                    w.base_timeframe,
+                    TradingConfig(
+                        buy_threshold=w.buy_threshold,
+                        sell_threshold=w.sell_threshold,
+                        confirm_timeframes=w.confirm_timeframes,
+                        hold_candles=w.hold_candles,
+                        max_positions=w.max_positions,
+                    ),
+                    self.skips,
+                )
+                self.analyzer, self.trading = analyzer, trading
+                for cycle in range(cycles):
+                    self._cycle(cycle, analyzer, trading)
+                    if progress is not None:
+                        progress(cycle + 1, cycles, float(self.scan_times[cycle]))
+            self.run_seconds = time.perf_counter() - started
+            report = self.report()
+            if allocations:
+                report.update(self.measure_allocations())
+            return report
+        finally:
+            self.manager.shutdown()
+
+    def _cycle(self, cycle: int, analyzer: ParallelAnalyzer, trading: TradingService) -> None:
+        w = self.workload
+        hook = self.manager.hook
+        before = self.clock.now()
+        now = self.clock.advance(w.scan_interval_s)
+        for timeframe in (w.base_timeframe, *w.confirm_timeframes):
+            step = timeframe_seconds(timeframe)
+            close = last_close_time(timeframe, before) + step
+            while close <= now:
+                hook.on_candle_close(timeframe=timeframe, close_time=close, next_scan_time=now)
+                close += step
+        symbols = self.exchange.top_symbols(w.universe)
+        hook.before_scan(symbols=symbols, timeframe=w.base_timeframe, now=now)
+        gen0 = gc.get_stats()[0]["collections"]
+        start = time.perf_counter()
+        results = analyzer.analyze_all_symbols(symbols)
+        self.scan_times[cycle] = time.perf_counter() - start
+        self.gc_gen0 += gc.get_stats()[0]["collections"] - gen0
+        hook.on_scan_complete(symbols=symbols, timeframe=w.base_timeframe, now=self.clock.now())
+        analyses = [r for r in results if isinstance(r, Analysis)]
+        if self._predictions is not None:
+            self._predictions.writelines(
+                f"{cycle}\t{a.symbol}\t{a.prediction!r}\n" for a in analyses
+            )
+        trading.process(analyses)
+        self.last_results = analyses
+        self.cycles_done = cycle + 1
+
+    # -- the report -----------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        stats = self.cache.stats()
+        model = self.model.counters()
+        analyzer = self.analyzer.counters()
+        trading = self.trading
+        predictions = max(1.0, model["predictions"])
+        builds = max(1.0, analyzer["feature_builds"])
+        scans = self.scan_times[: self.cycles_done]
+        plugin_metrics: dict[str, float] = {}
+        for result in self.manager.hook.report_metrics() or []:
+            if result:
+                plugin_metrics.update({k: float(v) for k, v in result.items()})
+        return {
+            "workload": self.workload.as_dict(),
+            "cycles": self.cycles_done,
+            "symbols_scanned": len(self.predict_waits),
+            "signals": trading.signals,
+            "orders": trading.orders,
+            "open_positions": len(trading.positions),
+            "pnl_realized": trading.realized,
+            "pnl_unrealized": trading.unrealized(),
+            "trained_samples": trading.trained,
+            "cache_hit_rate": stats.hit_rate,
+            "cache_hits": stats.demand_hits,
+            "cache_misses": stats.demand_misses,
+            "miss_causes": self.cache.miss_causes(),
+            "prefetches": stats.prefetches,
+            "prefetches_used": stats.prefetches_used,
+            "prefetches_wasted": stats.prefetches_wasted,
+            "prefetch_waste_ratio": (
+                stats.prefetches_wasted / stats.prefetches if stats.prefetches else 0.0
+            ),
+            "cache_evictions": stats.evictions,
+            "cache": self.cache.extra_stats(),
+            "exchange_requests": self.exchange.requests,
+            "model_s_per_prediction": model["model_seconds"] / predictions,
+            "model": model,
+            "predict_wait_p50_s": self.predict_waits.percentile(50),
+            "predict_wait_p99_s": self.predict_waits.percentile(99),
+            "scan_wall_s": float(np.mean(scans)) if len(scans) else 0.0,
+            "scan_p50_s": float(np.percentile(scans, 50)) if len(scans) else 0.0,
+            "scan_p99_s": float(np.percentile(scans, 99)) if len(scans) else 0.0,
+            "feature_build_s": analyzer["feature_build_seconds"] / builds,
+            "feature_builds": analyzer["feature_builds"],
+            "gc_gen0_per_1000_builds": 1000.0 * self.gc_gen0 / builds,
+            "skipped": self.skips.counts(),
+            "decisions_digest": trading.digest(),
+            "active_plugins": self.manager.active_names(),
+            "plugin_metrics": plugin_metrics,
+            "plugin_faults": self.manager.faults(),
+            "run_seconds": getattr(self, "run_seconds", 0.0),
+            "rss_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        }
+
+    def measure_allocations(self, sample: int = 16) -> dict[str, float]:
+        """Gross allocation per feature build, on the last scan's series (main thread,
+        workers idle, so nothing else allocates meanwhile); ``run(allocations=True)``
+        calls it before the plugins shut down.
+        """
+        from sltrader_plugins.host.allocations import measure
+
+        chosen = sorted(self.last_results, key=lambda a: a.symbol)[:sample]
+        if not chosen:
+            return {}
+        timeframe = self.workload.base_timeframe
+
+        def build_all() -> None:
+            for a in chosen:
+                self.engine.build(a.symbol, timeframe, a.klines)
+
+        build_all()  # warm: pools fill, layouts are built
+        allocation = measure(build_all, repeat=2)
+        return {
+            "feature_alloc_bytes_per_build": allocation.bytes / len(chosen),
+            "feature_alloc_blocks_per_build": allocation.blocks / len(chosen),
+            "feature_alloc_peak_bytes": allocation.peak,
+        }
+
+
+def open_predictions(path: Path | None) -> IO[str] | None:
+    return None if path is None else path.open("w", encoding="utf-8")

@@ -1,0 +1,34 @@
+"""Fixtures of the reference host's tests: a tiny market, cache and workload."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from sltrader_plugins.host.exchange import MarketConfig, ReplayExchange, SimClock
+from sltrader_plugins.host.loop import START
+from sltrader_plugins.host.workload import SIZES, Workload
+
+TINY_CYCLES = 16
+SYMBOLS = ["BTC_USDT", "ETH/USDT", "1000PEPE-USD", "SOL_USDT", "XRP-USD"]
+
+
+@pytest.fixture
+def clock() -> SimClock:
+    return SimClock(START + 5.0)
+
+
+@pytest.fixture
+def market(clock: SimClock) -> MarketConfig:
+    return MarketConfig(seed=3, start=clock.now(), history_s=64 * 3600.0, horizon_s=7200.0)
+
+
+@pytest.fixture
+def exchange(market: MarketConfig, clock: SimClock) -> ReplayExchange:
+    return ReplayExchange(market, SYMBOLS, clock)
+
+
+@pytest.fixture
+def tiny() -> Workload:
+    """The small workload, shortened: a run takes well under a second."""
+    return attrs.evolve(SIZES["small"], cycles=TINY_CYCLES)

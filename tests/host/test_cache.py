@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from sltrader_plugins import KlineCache
+from sltrader_plugins.host.cache import IntelligentCache
+from sltrader_plugins.host.exchange import ExchangeError, ReplayExchange
+from sltrader_plugins.timeframes import last_close_time
+
+
+class CountingExchange:
+    """Wraps the replay exchange: counts requests, can be slow or fail."""
+
+    def __init__(self, inner: ReplayExchange, delay: float = 0.0) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.calls: list[tuple[str, str]] = []
+        self.fail: Exception | None = None
+        self._lock = threading.Lock()
+
+    def fetch_klines(self, symbol, timeframe, limit):
+        with self._lock:
+            self.calls.append((symbol, timeframe))
+        time.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        return self.inner.fetch_klines(symbol, timeframe, limit)
+
+    def top_symbols(self, n):
+        return self.inner.top_symbols(n)
+
+
+@pytest.fixture
+def counting(exchange):
+    return CountingExchange(exchange)
+
+
+def test_implements_the_protocol(counting, clock):
+    assert isinstance(IntelligentCache(counting, clock, 4), KlineCache)
+
+
+def test_fresh_until_a_newer_candle_closes(counting, clock):
+    cache = IntelligentCache(counting, clock, 10, limits={"1m": 50, "5m": 20})
+    first = cache.get_klines("BTC_USDT", "1m")
+    # Just before the next close: still fresh, same object.
+    next_close = last_close_time("1m", clock.now()) + 60
+    clock.advance(next_close - clock.now() - 0.001)
+    assert cache.get_klines("BTC_USDT", "1m") is first
+    assert len(counting.calls) == 1
+    # Exactly at the close: stale, refetched, and the new candle is there.
+    clock.advance(0.001)
+    second = cache.get_klines("BTC_USDT", "1m")
+    assert second.last_close_time == next_close == first.last_close_time + 60
+    assert len(counting.calls) == 2
+    assert cache.latest_close_time("BTC_USDT", "1m") == next_close
+    assert cache.latest_close_time("BTC_USDT", "5m") is None
+    stats = cache.stats()
+    assert (stats.demand_hits, stats.demand_misses) == (1, 2)
+    assert cache.miss_causes() == {
+        "candle_close": 1,
+        "new_key": 1,
+        "eviction": 0,
+        "higher_timeframe": 0,
+    }
+
+
+def test_higher_timeframe_stays_fresh_longer(counting, clock):
+    cache = IntelligentCache(counting, clock, 10, base_timeframe="1m")
+    cache.get_klines("BTC_USDT", "1h")
+    clock.advance(60)  # a 1m candle closed, the 1h one (almost surely) not
+    if last_close_time("1h", clock.now()) == cache.latest_close_time("BTC_USDT", "1h"):
+        cache.get_klines("BTC_USDT", "1h")
+        assert len(counting.calls) == 1
+    assert cache.miss_causes()["higher_timeframe"] == 1
+
+
+def test_single_flight_concurrent_misses(exchange, clock):
+    slow = CountingExchange(exchange, delay=0.05)
+    cache = IntelligentCache(slow, clock, 10)
+    results = []
+    barrier = threading.Barrier(16)
+
+    def read():
+        barrier.wait()
+        results.append(cache.get_klines("ETH/USDT", "1m"))
+
+    threads = [threading.Thread(target=read) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(slow.calls) == 1
+    assert all(r is results[0] for r in results)
+    stats = cache.stats()
+    assert stats.demand_misses == 16 and stats.demand_hits == 0
+    assert cache.extra_stats()["coalesced_misses"] == 15
+
+
+def test_demand_read_waits_for_a_running_prefetch(exchange, clock):
+    slow = CountingExchange(exchange, delay=0.05)
+    cache = IntelligentCache(slow, clock, 10)
+    t = threading.Thread(target=cache.prefetch, args=("SOL_USDT", "1m"))
+    t.start()
+    time.sleep(0.01)
+    assert cache.prefetch("SOL_USDT", "1m") is False  # already in flight
+    klines = cache.get_klines("SOL_USDT", "1m")
+    t.join()
+    assert len(slow.calls) == 1
+    assert klines.symbol == "SOL_USDT"
+    stats = cache.stats()
+    assert (stats.prefetches, stats.prefetches_used, stats.demand_hits) == (1, 1, 1)
+
+
+def test_prefetch_used_and_wasted(counting, clock):
+    cache = IntelligentCache(counting, clock, 10)
+    assert cache.prefetch("BTC_USDT", "1m") is True
+    assert cache.prefetch("BTC_USDT", "1m") is False  # fresh already
+    cache.get_klines("BTC_USDT", "1m")
+    assert cache.prefetch("ETH/USDT", "1m") is True
+    clock.advance(60)  # the prefetched ETH series went stale unread
+    stats = cache.stats()
+    assert (stats.prefetches, stats.prefetches_used, stats.prefetches_wasted) == (2, 1, 1)
+    assert stats.demand_hits == 1 and stats.demand_misses == 0
+    assert cache.prefetch("ETH/USDT", "1m") is True  # replaces the stale one: still 1 waste
+    assert cache.stats().prefetches_wasted == 1
+
+
+def test_failed_fetch_is_not_cached_and_waiters_see_the_error(exchange, clock):
+    slow = CountingExchange(exchange, delay=0.03)
+    slow.fail = ExchangeError("boom")
+    cache = IntelligentCache(slow, clock, 10)
+    errors = []
+
+    def read():
+        try:
+            cache.get_klines("BTC_USDT", "1m")
+        except ExchangeError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 4 and len(slow.calls) == 1
+    slow.fail = None
+    assert cache.get_klines("BTC_USDT", "1m").symbol == "BTC_USDT"
+    assert len(cache) == 1
+    with pytest.raises(ExchangeError):
+        slow.fail = ExchangeError("again")
+        cache.prefetch("ETH/USDT", "1m")
+
+
+def test_bounded_entries(counting, clock):
+    from tests.host.conftest import SYMBOLS
+
+    cache = IntelligentCache(counting, clock, 3)
+    for _ in range(5):
+        for symbol in SYMBOLS:
+            for timeframe in ("1m", "5m"):
+                cache.get_klines(symbol, timeframe)
+                assert len(cache) <= 3
+    assert cache.extra_stats()["entries"] == 3
+
+
+def test_looping_scan_larger_than_capacity_keeps_hitting(market, clock):
+    """A plain LRU would get 0 hits: each key is evicted just before it is read again."""
+    names = [f"S{i}" for i in range(30)]
+    cache = IntelligentCache(ReplayExchange(market, names, clock), clock, 20)
+    for _ in range(10):
+        for name in names:
+            cache.get_klines(name, "1m")
+    stats = cache.stats()
+    assert stats.hit_rate > 0.5
+    causes = cache.miss_causes()
+    assert causes["eviction"] > 0 and causes["new_key"] == 30
+
+
+def test_hot_keys_survive_a_one_time_scan(market, clock):
+    hot = [f"H{i}" for i in range(8)]
+    cold = [f"C{i}" for i in range(50)]
+    cache = IntelligentCache(ReplayExchange(market, hot + cold, clock), clock, 10)
+    for _ in range(3):
+        for name in hot:
+            cache.get_klines(name, "1m")
+    for name in cold:
+        cache.get_klines(name, "1m")
+    before = cache.stats().demand_hits
+    for name in hot:
+        cache.get_klines(name, "1m")
+    assert cache.stats().demand_hits - before == len(hot)
+
+
+def test_capacity_must_be_positive(counting, clock):
+    with pytest.raises(ValueError):
+        IntelligentCache(counting, clock, 0)

@@ -1,0 +1,370 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+
+import attrs
+import numpy as np
+import pytest
+
+from sltrader_plugins import ConfigError, hookimpl
+from sltrader_plugins.cli import main
+from sltrader_plugins.host.exchange import ExchangeError, ReplayExchange
+from sltrader_plugins.host.loop import Host
+from sltrader_plugins.host.workload import SIZES, workload_from
+from sltrader_plugins.manager import PluginManager
+from tests.host.conftest import TINY_CYCLES as N
+
+
+def run(workload, *plugins, exchange_wrapper=None, predictions=None):
+    manager = PluginManager()
+    for plugin in plugins:
+        manager.register(plugin, type(plugin).__name__.lower())
+    host = Host(workload, manager, predictions=predictions)
+    if exchange_wrapper is not None:
+        host.exchange = host.cache._exchange = exchange_wrapper(host.exchange)
+    return host.run()
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    return run(attrs.evolve(SIZES["small"], cycles=N))
+
+
+def test_small_run_reports_everything(baseline):
+    r = baseline
+    assert r["cycles"] == N and r["symbols_scanned"] == N * 30
+    assert r["signals"] > 0 and r["orders"] > 0
+    assert 0 < r["cache_hit_rate"] < 1
+    assert sum(r["miss_causes"].values()) == r["cache_misses"]
+    assert r["exchange_requests"] >= r["cache_misses"]
+    assert r["trained_samples"] > 0
+    assert r["skipped"] == {} and r["plugin_faults"] == {}
+
+
+def test_one_worker_and_many_workers_decide_the_same(tiny, baseline):
+    one = run(attrs.evolve(tiny, workers=1))
+    many = run(attrs.evolve(tiny, workers=8))
+    assert one["decisions_digest"] == many["decisions_digest"] == baseline["decisions_digest"]
+    assert one["signals"] == many["signals"]
+
+
+class Recorder:
+    """Checks the order and arguments of every hook call."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.active: dict[str, int] = {}
+        self.services = None
+
+    @hookimpl
+    def on_start(self, services):
+        self.services = services
+        self.calls.append("on_start")
+
+    @hookimpl
+    def on_candle_close(self, timeframe, close_time, next_scan_time):
+        assert close_time <= next_scan_time
+        self.calls.append(f"close:{timeframe}")
+
+    @hookimpl
+    def before_scan(self, symbols, timeframe, now):
+        self.calls.append("before_scan")
+
+    @hookimpl
+    def before_analyze_symbol(self, symbol, timeframe):
+        self.active[symbol] = self.active.get(symbol, 0) + 1
+
+    @hookimpl
+    def after_analyze_symbol(self, symbol, timeframe):
+        self.active[symbol] -= 1
+
+    @hookimpl
+    def on_scan_complete(self, symbols, timeframe, now):
+        assert all(v == 0 for v in self.active.values())
+        self.calls.append("scan_complete")
+
+    @hookimpl
+    def on_signal(self, symbol, signal, timeframe):
+        assert signal.symbol == symbol and timeframe == "1m"
+        self.calls.append("signal")
+
+    @hookimpl
+    def report_metrics(self):
+        return {"recorder.calls": len(self.calls)}
+
+    @hookimpl
+    def on_shutdown(self):
+        self.calls.append("on_shutdown")
+
+
+def test_hooks_called_in_order(tiny, baseline):
+    rec = Recorder()
+    r = run(tiny, rec)
+    assert rec.calls[0] == "on_start" and rec.calls[-1] == "on_shutdown"
+    assert rec.calls.count("before_scan") == rec.calls.count("scan_complete") == N
+    assert rec.calls.count("signal") == r["signals"]
+    assert rec.calls.count("close:1m") == 2  # 16 scans of 7.5 s pass two 1m closes
+    assert r["plugin_metrics"]["recorder.calls"] > 0
+    assert rec.services.workers == tiny.workers
+    assert rec.services.confirm_timeframes == ("5m", "15m", "1h")
+    assert r["decisions_digest"] == baseline["decisions_digest"]
+
+
+class RaisingPredict:
+    @hookimpl
+    def before_predict(self, symbol, features, model):
+        raise RuntimeError("batcher broke")
+
+
+class RaisingBuffers:
+    @hookimpl
+    def on_feature_build(self, symbol, timeframe, n_candles):
+        class B:
+            def empty(self, n, dtype=np.float64):
+                raise MemoryError("pool exhausted")
+
+            def release(self):
+                pass
+
+        return B()
+
+
+class WrongPredict:
+    @hookimpl
+    def before_predict(self, symbol, features, model):
+        return float("nan")
+
+
+class Predicting:
+    @hookimpl
+    def before_predict(self, symbol, features, model):
+        return model.predict_batch([features])[0]
+
+
+@pytest.mark.parametrize("plugin", [RaisingPredict, RaisingBuffers, WrongPredict, Predicting])
+def test_faulty_or_helpful_plugins_keep_decisions(tiny, baseline, plugin, caplog):
+    r = run(tiny, plugin())
+    assert r["decisions_digest"] == baseline["decisions_digest"]
+    assert r["skipped"] == {}
+    if plugin is RaisingPredict:
+        assert r["plugin_faults"] == {"raisingpredict.before_predict": N * 30}
+
+
+class Flaky:
+    """An exchange where some symbols fail, are unknown or serve NaN or short series."""
+
+    def __init__(self, inner: ReplayExchange) -> None:
+        self.inner = inner
+        self.requests = 0
+
+    def top_symbols(self, n):
+        return [*self.inner.top_symbols(n - 4), "NOT/LISTED", "FAIL_USDT", "NAN-USD", "SHORT_USDT"]
+
+    def fetch_klines(self, symbol, timeframe, limit):
+        self.requests += 1
+        if symbol == "FAIL_USDT":
+            raise ExchangeError("HTTP 502")
+        if symbol in ("NAN-USD", "SHORT_USDT"):
+            k = self.inner.fetch_klines("BTC_USDT", timeframe, limit)
+            close = k.close.copy()
+            if symbol == "NAN-USD":
+                close[-3] = np.nan
+            else:
+                return attrs.evolve(k, close=k.close[-50:], open_time=k.open_time[-50:])
+            return attrs.evolve(k, symbol=symbol, close=close)
+        return self.inner.fetch_klines(symbol, timeframe, limit)
+
+
+def test_bad_input_is_skipped_with_a_reason(tiny, caplog):
+    caplog.set_level(logging.WARNING)
+    r = run(tiny, exchange_wrapper=Flaky)
+    assert r["skipped"] == {
+        "ExchangeError": N,
+        "FeatureError": 2 * N,
+        "UnknownSymbolError": N,
+    }
+    messages = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "NOT/LISTED" in messages and "HTTP 502" in messages and "NaN" in messages
+    assert r["symbols_scanned"] == N * 26
+    assert r["cycles"] == N
+
+
+def test_internal_error_costs_one_symbol(tiny, monkeypatch):
+    from sltrader_plugins.host import features
+
+    original = features.FeatureEngine.build
+
+    def build(self, symbol, timeframe, klines):
+        if symbol == "BTC_USDT":
+            raise ZeroDivisionError("bug")
+        return original(self, symbol, timeframe, klines)
+
+    monkeypatch.setattr(features.FeatureEngine, "build", build)
+    r = run(tiny)
+    assert r["skipped"] == {"internal": N}
+
+
+def test_predictions_are_written(tiny):
+    out = io.StringIO()
+    run(tiny, predictions=out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == N * 30
+    cycle, _symbol, value = lines[0].split("\t")
+    assert cycle == "0" and 0 <= float(value) <= 1
+
+
+def test_cycles_beyond_the_replay_refused(tiny):
+    host = Host(tiny, PluginManager())
+    with pytest.raises(ValueError, match="generated for"):
+        host.run(cycles=tiny.cycles + 1)
+
+
+def test_allocations_measured(tiny):
+    host = Host(attrs.evolve(tiny, cycles=2), PluginManager())
+    r = host.run(allocations=True)
+    assert r["feature_alloc_bytes_per_build"] > 50_000
+    assert r["feature_alloc_blocks_per_build"] > 20
+
+
+def test_workload_config():
+    w = workload_from("small", {"workers": 2, "latency_ms": 1}, model="cheap")
+    assert (w.workers, w.latency_ms, w.model, w.size) == (2, 1.0, "cheap", "small")
+    full = SIZES["full"]
+    names = full.symbol_names()
+    assert len(names) >= 200 and len(set(names)) == len(names)
+    assert any("_" in n for n in names) and any("/" in n for n in names)
+    assert "1000PEPE-USD" in names
+    assert full.workers >= 8 and full.candles >= 500 and full.scan_interval_s < 60
+    assert full.cache_capacity < full.symbols * (1 + len(full.confirm_timeframes))
+    with pytest.raises(ConfigError, match="unknown workload size"):
+        workload_from("huge")
+    with pytest.raises(ConfigError, match="host"):
+        workload_from("small", {"workers": "many"})
+    with pytest.raises(ConfigError, match="workers"):
+        workload_from("small", {"workers": 0})
+    with pytest.raises(ConfigError):
+        workload_from("small", {"bogus": 1})
+
+
+# -- the commands, end to end -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sltrader_run_cli(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert (
+        main(["run", "--size", "small", "--cycles", "6", "--plugins", "", "--json", str(out)]) == 0
+    )
+    captured = capsys.readouterr()
+    assert "cache hit rate" in captured.out and "scan time" in captured.out
+    assert "cycle 6/6" in captured.err
+    report = json.loads(out.read_text())
+    assert report["cycles"] == 6 and report["active_plugins"] == []
+
+
+def test_sltrader_run_rejects_bad_options(capsys):
+    assert main(["run", "--cycles", "0", "--plugins", ""]) == 2
+    assert "--cycles" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sltrader_run_subprocess():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sltrader_plugins.cli",
+            "run",
+            "--size",
+            "small",
+            "--cycles",
+            "4",
+            "--plugins",
+            "",
+            "--quiet",
+            "--model",
+            "cheap",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "orders" in done.stdout and "active plugins    none" in done.stdout
+
+
+@pytest.mark.slow
+def test_sltrader_bench_cli(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "--size",
+            "small",
+            "--repeats",
+            "1",
+            "--cycles",
+            "6",
+            "--sets",
+            "none,none+nothing",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "skipping set 'none+nothing'" in captured.err
+    result = json.loads(out.read_text())
+    none = result["sets"]["none"]
+    for metric in (
+        "scan_wall_s",
+        "model_s_per_prediction",
+        "predict_wait_p99_s",
+        "feature_build_s",
+        "feature_alloc_bytes_per_build",
+        "feature_alloc_blocks_per_build",
+        "gc_gen0_per_1000_builds",
+        "cache_hit_rate",
+        "prefetches",
+        "prefetch_waste_ratio",
+        "exchange_requests",
+        "rss_peak_bytes",
+        "decisions_digest",
+        "max_prediction_diff",
+    ):
+        assert metric in none, metric
+    assert none["max_prediction_diff"] == 0.0
+    assert result["workload"]["size"] == "small"
+    assert "decisions digest" in captured.out
+
+
+def test_bench_set_resolution():
+    from sltrader_plugins.host.bench import _max_diff, _median, resolve_sets
+
+    assert resolve_sets("none,all,a+b,c", ["a", "b"]) == [
+        ("none", ""),
+        ("all", "a,b"),
+        ("a+b", "a,b"),
+        ("c", None),
+    ]
+    assert resolve_sets("all", []) == [("all", None)]
+    assert _median([1, 3, 2]) == 2 and _median(["x", "x"]) == "x"
+    assert _median(["x", "y"]) == "MIXED:x,y"
+    assert _max_diff({("0", "A"): 0.5}, {("0", "A"): 0.25}) == 0.25
+    assert _max_diff({("0", "A"): 0.5}, {}) == float("inf")
+
+
+def test_bench_worker_in_process(tmp_path):
+    from sltrader_plugins.host import bench_worker
+
+    out, preds = tmp_path / "r.json", tmp_path / "p.tsv"
+    args = ["--plugins", "", "--size", "small", "--cycles", "3", "--model", "cheap"]
+    assert bench_worker.main([*args, "--out", str(out), "--predictions", str(preds)]) == 0
+    report = json.loads(out.read_text())
+    assert report["cycles"] == 3 and report["feature_alloc_bytes_per_build"] > 0
+    assert len(preds.read_text().splitlines()) == 3 * 30
