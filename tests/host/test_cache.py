@@ -19,18 +19,32 @@ class CountingExchange:
         self.delay = delay
         self.calls: list[tuple[str, str]] = []
         self.fail: Exception | None = None
+        self.gate: threading.Event | None = None  # when set, requests wait for it
         self._lock = threading.Lock()
 
     def fetch_klines(self, symbol, timeframe, limit):
         with self._lock:
             self.calls.append((symbol, timeframe))
         time.sleep(self.delay)
+        if self.gate is not None:
+            self.gate.wait(10)
         if self.fail is not None:
             raise self.fail
         return self.inner.fetch_klines(symbol, timeframe, limit)
 
     def top_symbols(self, n):
         return self.inner.top_symbols(n)
+
+
+def wait_for_flight(cache, key, waiters: int = 0) -> None:
+    """Until a request for ``key`` is in flight with ``waiters`` demand reads waiting on it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        flight = cache._inflight.get(key)
+        if flight is not None and flight.demand_waiters == waiters:
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"no flight for {key} with {waiters} waiters")
 
 
 @pytest.fixture
@@ -78,18 +92,19 @@ def test_higher_timeframe_stays_fresh_longer(counting, clock):
 
 
 def test_single_flight_concurrent_misses(exchange, clock):
-    slow = CountingExchange(exchange, delay=0.05)
+    slow = CountingExchange(exchange)
+    slow.gate = threading.Event()
     cache = IntelligentCache(slow, clock, 10)
     results = []
-    barrier = threading.Barrier(16)
 
     def read():
-        barrier.wait()
         results.append(cache.get_klines("ETH/USDT", "1m"))
 
     threads = [threading.Thread(target=read) for _ in range(16)]
     for t in threads:
         t.start()
+    wait_for_flight(cache, ("ETH/USDT", "1m"), waiters=15)
+    slow.gate.set()
     for t in threads:
         t.join()
     assert len(slow.calls) == 1
@@ -100,14 +115,21 @@ def test_single_flight_concurrent_misses(exchange, clock):
 
 
 def test_demand_read_waits_for_a_running_prefetch(exchange, clock):
-    slow = CountingExchange(exchange, delay=0.05)
+    slow = CountingExchange(exchange)
+    slow.gate = threading.Event()
     cache = IntelligentCache(slow, clock, 10)
     t = threading.Thread(target=cache.prefetch, args=("SOL_USDT", "1m"))
     t.start()
-    time.sleep(0.01)
+    wait_for_flight(cache, ("SOL_USDT", "1m"))
     assert cache.prefetch("SOL_USDT", "1m") is False  # already in flight
-    klines = cache.get_klines("SOL_USDT", "1m")
+    reader = threading.Thread(target=lambda: got.append(cache.get_klines("SOL_USDT", "1m")))
+    got = []
+    reader.start()
+    wait_for_flight(cache, ("SOL_USDT", "1m"), waiters=1)
+    slow.gate.set()
+    reader.join()
     t.join()
+    (klines,) = got
     assert len(slow.calls) == 1
     assert klines.symbol == "SOL_USDT"
     stats = cache.stats()
@@ -129,8 +151,10 @@ def test_prefetch_used_and_wasted(counting, clock):
 
 
 def test_failed_fetch_is_not_cached_and_waiters_see_the_error(exchange, clock):
-    slow = CountingExchange(exchange, delay=0.03)
+    slow = CountingExchange(exchange)
     slow.fail = ExchangeError("boom")
+    gate = threading.Event()
+    slow.gate = gate
     cache = IntelligentCache(slow, clock, 10)
     errors = []
 
@@ -143,6 +167,9 @@ def test_failed_fetch_is_not_cached_and_waiters_see_the_error(exchange, clock):
     threads = [threading.Thread(target=read) for _ in range(4)]
     for t in threads:
         t.start()
+    # hold the one request until the three other readers are waiting for it
+    wait_for_flight(cache, ("BTC_USDT", "1m"), waiters=3)
+    gate.set()
     for t in threads:
         t.join()
     assert len(errors) == 4 and len(slow.calls) == 1
