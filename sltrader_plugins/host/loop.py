@@ -2,8 +2,8 @@
 
 Per cycle: advance the simulated clock by the scan interval; tell plugins about every
 candle close passed since the last scan (``on_candle_close``, idle time, not timed);
-rotate the universe; ``before_scan``; ``analyze_all_symbols`` (timed: the scan wall
-time); ``on_scan_complete``; signals, paper orders and the model update. Plugins start
+rotate the universe; ``before_scan`` and ``analyze_all_symbols`` (timed together: the
+scan wall time); ``on_scan_complete``; signals, paper orders and the model update. Plugins start
 (``on_start``) before any worker runs and stop (``on_shutdown``) in ``finally``.
 """
 
@@ -169,9 +169,10 @@ class Host:
                 hook.on_candle_close(timeframe=timeframe, close_time=close, next_scan_time=now)
                 close += step
         symbols = self.exchange.top_symbols(w.universe)
-        hook.before_scan(symbols=symbols, timeframe=w.base_timeframe, now=now)
         gen0 = gc.get_stats()[0]["collections"]
+        # The scan's own hook is timed with it: work a plugin does there delays the scan.
         start = time.perf_counter()
+        hook.before_scan(symbols=symbols, timeframe=w.base_timeframe, now=now)
         results = analyzer.analyze_all_symbols(symbols)
         self.scan_times[cycle] = time.perf_counter() - start
         self.gc_gen0 += gc.get_stats()[0]["collections"] - gen0

@@ -84,8 +84,9 @@ class Warmer:
         """A scan of ``symbols`` is about to start: fetch those the cache does not hold.
 
         These are symbols that entered the universe (or were evicted): the scan is certain
-        to read them next, so the prefetch costs no extra request and is never wasted; it
-        only takes the request out of the timed scan. Returns the prefetch calls made.
+        to read them next, so the prefetch costs no extra request and is never wasted. The
+        host times ``before_scan`` as part of the scan, so this gains scan time only by
+        fetching in parallel ahead of the workers. Returns the prefetch calls made.
         """
         if not self.config.warm_new_symbols:
             return 0
