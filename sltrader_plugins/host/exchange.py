@@ -59,9 +59,33 @@ class Klines:
     low: np.ndarray
     close: np.ndarray
     volume: np.ndarray
+    # Derived once per series, not once per feature build: a series is read by many
+    # builds (every cache hit), and these would otherwise be new objects each time.
+    n: int = attrs.field(init=False)
+    #: every price finite and positive, every volume finite and non-negative
+    valid: bool = attrs.field(init=False)
+    #: ``(close[:-1], close[1:], high[1:], low[1:], volume[1:])``: one-candle shifts
+    shifted: tuple[np.ndarray, ...] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        n = int(self.close.shape[0])
+        object.__setattr__(self, "n", n)
+        valid = n == 0 or bool(
+            np.all(np.isfinite(self.close))
+            and np.all(np.isfinite(self.high))
+            and np.all(np.isfinite(self.low))
+            and np.all(np.isfinite(self.volume))
+            and self.close.min() > 0.0
+            and self.low.min() > 0.0
+            and self.volume.min() >= 0.0
+        )
+        object.__setattr__(self, "valid", valid)
+        c = self.close
+        shifted = (c[:-1], c[1:], self.high[1:], self.low[1:], self.volume[1:])
+        object.__setattr__(self, "shifted", shifted)
 
     def __len__(self) -> int:
-        return int(self.close.shape[0])
+        return self.n
 
     @property
     def last_close_time(self) -> float | None:

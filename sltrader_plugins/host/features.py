@@ -126,12 +126,14 @@ class FeatureEngine:
         buffers: Any = None
         if self._hook is not None:
             buffers = self._hook.on_feature_build(
-                symbol=symbol, timeframe=timeframe, n_candles=len(klines)
+                symbol=symbol, timeframe=timeframe, n_candles=klines.n
             )
         if buffers is None:
             return self._compute(klines, DEFAULT_BUFFERS)
         try:
             return self._compute(klines, buffers)
+        except FeatureError:
+            raise  # the data's fault, not the buffers': the host's buffers would fail too
         except Exception as exc:  # the plugin's buffers failed: the host's own take over
             self._buffer_fault(type(buffers).__name__, exc)
             return self._compute(klines, DEFAULT_BUFFERS)
@@ -156,7 +158,7 @@ class FeatureEngine:
             )
 
     def validate(self, klines: Klines) -> None:
-        n = len(klines)
+        n = klines.n
         if n < self.min_candles:
             raise FeatureError(
                 f"{klines.symbol} {klines.timeframe}: {n} candles, need at least {self.min_candles}"
@@ -176,39 +178,21 @@ class FeatureEngine:
 
     def _compute(self, k: Klines, buffers: FeatureBuffers) -> np.ndarray:
         """The features; every temporary comes from ``buffers`` and is filled in place."""
-        c, h, lo, v = k.close, k.high, k.low, k.volume
-        lay = self._layout(c.shape[0])
+        c, v = k.close, k.volume
+        lay = self._layout(k.n)
         n, n1 = lay.n, lay.n1
         empty = buffers.empty
 
-        # Validation first: NaN fails every comparison, infinities fail the maxima.
-        # Each reduction lands in a one-element buffer: no numpy scalar, no view.
-        c_min = empty(1)
-        if c_min.dtype is not _F64:
-            raise TypeError(f"buffers.empty returned {c_min.dtype}, not float64")
-        np.minimum.reduce(c, keepdims=True, out=c_min)
-        l_min = empty(1)
-        np.minimum.reduce(lo, keepdims=True, out=l_min)
-        v_min = empty(1)
-        np.minimum.reduce(v, keepdims=True, out=v_min)
-        h_max = empty(1)
-        np.maximum.reduce(h, keepdims=True, out=h_max)
-        v_max = empty(1)
-        np.maximum.reduce(v, keepdims=True, out=v_max)
-        if not (
-            c_min.item(0) > 0.0
-            and l_min.item(0) > 0.0
-            and v_min.item(0) >= 0.0
-            and h_max.item(0) < math.inf
-            and v_max.item(0) < math.inf
-        ):
+        if not k.valid:
             raise FeatureError(
                 f"{k.symbol} {k.timeframe}: NaN, infinite or non-positive prices or volume"
             )
         last = c.item(-1)
-        c0, c1, h1, l1, v1 = c[:-1], c[1:], h[1:], lo[1:], v[1:]
+        c0, c1, h1, l1, v1 = k.shifted
 
         z = empty(n)
+        if z.dtype is not _F64:
+            raise TypeError(f"buffers.empty returned {z.dtype}, not float64")
         np.divide(c, last, out=z)
         logz = empty(n)
         np.log(z, out=logz)
@@ -281,8 +265,7 @@ class FeatureEngine:
         np.subtract(cr2[20:], cr2[:-20], out=vol_series)
         below = empty(lay.n21, np.bool_)
         np.less(vol_series, vol_series.item(-1), out=below)
-        n_below = empty(1)
-        np.add.reduce(below, dtype=np.float64, keepdims=True, out=n_below)
+        n_below = np.count_nonzero(below)
 
         # Volume: level against its mean, z-score, and signed-volume imbalance.
         lv = empty(n)
@@ -336,7 +319,7 @@ class FeatureEngine:
         out[21] = v20
         out[22] = v100
         out[23] = v20 / v100 if v100 > 0.0 else 1.0
-        out[24] = n_below.item(0) * lay.inv_n21
+        out[24] = n_below * lay.inv_n21
         m20 = (clv.item(-1) - clv.item(-21)) * 0.05
         m100 = (clv.item(-1) - clv.item(-101)) * 0.01
         var100 = max(0.0, (clv2.item(-1) - clv2.item(-101)) * 0.01 - m100 * m100)
