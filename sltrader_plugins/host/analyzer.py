@@ -154,12 +154,12 @@ class ParallelAnalyzer:
                 klines = self.cache.get_klines(symbol, timeframe)
             except ExchangeError as exc:
                 return self._skip(type(exc).__name__, symbol, str(exc))
-            start = time.perf_counter()
+            start = time.thread_time()
             try:
                 features = self.engine.build(symbol, timeframe, klines)
             except FeatureError as exc:
                 return self._skip("FeatureError", symbol, str(exc))
-            elapsed = time.perf_counter() - start
+            elapsed = time.thread_time() - start
             with self._lock:
                 self._build_seconds += elapsed
                 self._builds += 1
