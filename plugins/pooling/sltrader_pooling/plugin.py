@@ -2,6 +2,77 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Mapping
+
+from sltrader_plugins import FeatureBuffers, HostServices, hookimpl
+from sltrader_pooling.buffers import BufferPool
+from sltrader_pooling.config import PoolingConfig
+
+log = logging.getLogger(__name__)
+
 
 class PoolingPlugin:
-    """Placeholder: implements no hook yet."""
+    """Serves the intermediate arrays of every feature build from one bounded pool.
+
+    Instantiated once per host (a class entry point). Disabled by ``enabled = false``,
+    in which case it answers no build and the host allocates its own arrays.
+    """
+
+    def __init__(self) -> None:
+        self.config: PoolingConfig | None = None
+        self.pool: BufferPool | None = None
+        self._lock = threading.Lock()
+
+    @hookimpl
+    def on_start(self, services: HostServices) -> None:
+        config = PoolingConfig.from_section(services.config.plugin("pooling"))
+        pool = None
+        if config.enabled:
+            idle_builds = config.max_idle_builds
+            # No more builds run at once than there are workers, so more idle sets than
+            # workers would never be taken; a main-loop build may add one.
+            pool = BufferPool(config, services.workers + 1 if idle_builds is None else idle_builds)
+        with self._lock:
+            old, self.config, self.pool = self.pool, config, pool
+        if old is not None:
+            old.shutdown(log)
+
+    @hookimpl
+    def on_feature_build(
+        self, symbol: str, timeframe: str, n_candles: int
+    ) -> FeatureBuffers | None:
+        pool = self.pool
+        if pool is None:
+            return None
+        return pool.acquire(symbol, timeframe, n_candles)
+
+    @hookimpl
+    def report_metrics(self) -> Mapping[str, float] | None:
+        pool = self.pool
+        if pool is None:
+            return None
+        stats = pool.stats()
+        requests = stats.hits + stats.misses
+        return {
+            "pooling.hits": float(stats.hits),
+            "pooling.misses": float(stats.misses),
+            "pooling.hit_rate": stats.hits / requests if requests else 0.0,
+            "pooling.unpooled": float(stats.unpooled),
+            "pooling.builds": float(stats.builds),
+            "pooling.outstanding": float(stats.outstanding),
+            "pooling.idle_builds": float(stats.idle_builds),
+            "pooling.idle_bytes": float(stats.idle_bytes),
+            "pooling.max_idle_bytes": float(pool.config.max_idle_bytes),
+            "pooling.buffer_sets_created": float(stats.created),
+            "pooling.dropped_bytes": float(stats.dropped_bytes),
+        }
+
+    @hookimpl
+    def on_shutdown(self) -> None:
+        pool = self.pool
+        if pool is not None:
+            leaked = pool.shutdown(log)
+            if not leaked:
+                log.debug("pooling: every build released its buffers")

@@ -1,0 +1,175 @@
+"""Benchmarks of the pooling plugin (``pytest bench/test_pooling_bench.py``).
+
+- build time of one host feature build, plugin-free vs pooled;
+- gross allocation per build (bytes and blocks, the host's own probe), in
+  ``extra_info`` of the same tests' JSON (``--benchmark-json``);
+- one ``empty`` request by array size, pooled hit vs ``np.empty`` (where pooling stops
+  paying: ``min_pooled_bytes``);
+- the pool's acquire + release per build with 8 threads, one shared lock-protected pool
+  vs a ``threading.local`` one (the per-thread vs shared decision in docs/pooling.md).
+
+The scenario comparison (``none`` vs ``pooling`` on the reference workload) is
+``sltrader bench --sets none,pooling``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sltrader_plugins import Config, HostServices
+from sltrader_plugins.manager import PluginManager
+from sltrader_plugins.protocols import CacheStats
+from sltrader_pooling import BufferPool, BuildBuffers, PoolingConfig, PoolingPlugin
+
+pytest.importorskip("pytest_benchmark")
+features = pytest.importorskip("sltrader_plugins.host.features")
+allocations = pytest.importorskip("sltrader_plugins.host.allocations")
+exchange = pytest.importorskip("sltrader_plugins.host.exchange")
+
+START = 1_700_000_040.0
+WORKERS = 8
+
+
+class _Null:
+    def predict(self, features: np.ndarray) -> float:
+        return 0.0
+
+    def prefetch(self, symbol: str, timeframe: str) -> bool:
+        return False
+
+    def latest_close_time(self, symbol: str, timeframe: str) -> float | None:
+        return None
+
+    def stats(self) -> CacheStats:
+        return CacheStats()
+
+    def now(self) -> float:
+        return START
+
+
+def _services() -> HostServices:
+    null = _Null()
+    return HostServices(
+        model=null,
+        cache=null,
+        clock=null,
+        base_timeframe="1m",
+        confirm_timeframes=("5m",),
+        workers=WORKERS,
+        config=Config(),
+    )
+
+
+@pytest.fixture(scope="module")
+def klines() -> Any:
+    clock = exchange.SimClock(START)
+    config = exchange.MarketConfig(seed=1, start=START, history_s=64 * 3600.0, horizon_s=600.0)
+    replay = exchange.ReplayExchange(config, ["BTC_USDT"], clock)
+    return replay.fetch_klines("BTC_USDT", "1m", 600)
+
+
+def _engine(kind: str) -> Any:
+    manager = PluginManager()
+    if kind == "pooling":
+        manager.register(PoolingPlugin(), "pooling")
+        manager.start(_services())
+    return features.FeatureEngine(hook=manager.hook)
+
+
+@pytest.mark.parametrize("kind", ["none", "pooling"])
+def test_feature_build(benchmark: Any, klines: Any, kind: str) -> None:
+    engine = _engine(kind)
+    for _ in range(20):  # warm: the pool fills, the layout is built
+        engine.build("BTC_USDT", "1m", klines)
+    allocation = allocations.measure(lambda: engine.build("BTC_USDT", "1m", klines), repeat=20)
+    benchmark.extra_info["alloc_bytes_per_build"] = allocation.bytes
+    benchmark.extra_info["alloc_blocks_per_build"] = allocation.blocks
+    benchmark.extra_info["alloc_peak_bytes"] = allocation.peak
+    benchmark(engine.build, "BTC_USDT", "1m", klines)
+
+
+@pytest.mark.parametrize("n", [1, 16, 128, 512, 4096, 65536])
+@pytest.mark.parametrize("kind", ["np.empty", "pooled"])
+def test_empty_by_size(benchmark: Any, kind: str, n: int) -> None:
+    """32 requests of ``n`` float64 per build, written once (as a build would)."""
+    if kind == "np.empty":
+
+        def build() -> None:
+            for _ in range(32):
+                np.empty(n).fill(1.0)
+
+    else:
+        pool = BufferPool(PoolingConfig(), max_idle_builds=1)
+
+        def build() -> None:
+            buffers = pool.acquire()
+            empty = buffers.empty
+            for _ in range(32):
+                empty(n).fill(1.0)
+            buffers.release()
+
+    build()
+    benchmark(build)
+
+
+class PerThreadPool:
+    """The rejected alternative: one BuildBuffers per thread in a threading.local, no
+    lock. (A thread's second concurrent build gets a fresh one.)"""
+
+    def __init__(self, config: PoolingConfig) -> None:
+        self._shared = BufferPool(config, 1)
+        self.config = config
+        self.dtypes = self._shared.dtypes
+        self.dtype_info = self._shared.dtype_info
+        self.max_bytes_per_build = config.max_idle_bytes
+        self._poison = None
+        self._local = threading.local()
+
+    def acquire(self) -> BuildBuffers:
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None or buffers._active:
+            buffers = BuildBuffers(self, BuildBuffers._recycle)  # type: ignore[arg-type]
+            self._local.buffers = buffers
+        buffers._active = True
+        buffers._lookup = buffers._spellings
+        return buffers
+
+    def _flush(self, buffers: BuildBuffers) -> None:
+        buffers._take_counts()
+
+    def _add_dropped(self, nbytes: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["shared", "per-thread"])
+def test_acquire_release_8_threads(benchmark: Any, kind: str) -> None:
+    """Acquire + 30 hits + release per build, 8 threads building at once."""
+    config = PoolingConfig()
+    pool: Any = BufferPool(config, WORKERS + 1) if kind == "shared" else PerThreadPool(config)
+    sizes = [600, 599, 580, 550, 579, 1, 5] * 4 + [600, 2]
+    builds = 500
+
+    def work() -> None:
+        for _ in range(builds):
+            buffers = pool.acquire()
+            for n in sizes:
+                buffers.empty(n)
+            buffers.release()
+
+    def run() -> float:
+        threads = [threading.Thread(target=work) for _ in range(WORKERS)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return (time.perf_counter() - started) / (WORKERS * builds)
+
+    run()
+    per_build = benchmark.pedantic(run, rounds=5, iterations=1)
+    benchmark.extra_info["seconds_per_build"] = per_build
