@@ -1,7 +1,85 @@
-"""The ``batching`` plugin's hook implementations."""
+"""The ``batching`` plugin's hook implementations: thin glue around :class:`MicroBatcher`."""
 
 from __future__ import annotations
 
+import logging
+
+import numpy as np
+
+from sltrader_batching.batcher import MicroBatcher
+from sltrader_batching.config import BatchingConfig
+from sltrader_plugins import HostServices, Model, hookimpl
+
+log = logging.getLogger("sltrader_batching")
+
+PREFIX = "batching."
+
 
 class BatchingPlugin:
-    """Placeholder: implements no hook yet."""
+    """Micro-batches the worker threads' ``model.predict`` calls into ``predict_batch``.
+
+    One instance per host (the entry point names the class). Before ``on_start`` and
+    after ``on_shutdown`` every hook is a no-op and predictions pass through.
+    """
+
+    def __init__(self) -> None:
+        self._batcher: MicroBatcher | None = None
+        self.config: BatchingConfig | None = None
+
+    @property
+    def batcher(self) -> MicroBatcher | None:
+        return self._batcher
+
+    @hookimpl
+    def on_start(self, services: HostServices) -> None:
+        config = BatchingConfig.from_section(services.config.plugin("batching"))
+        batcher = MicroBatcher(config, workers=services.workers)
+        batcher.check_model(services.model)  # the one log line for an unbatchable model
+        self.config = config
+        self._batcher = batcher
+
+    @hookimpl
+    def before_analyze_symbol(self) -> None:
+        batcher = self._batcher
+        if batcher is not None:
+            batcher.enter()
+
+    @hookimpl
+    def after_analyze_symbol(self) -> None:
+        batcher = self._batcher
+        if batcher is not None:
+            batcher.leave()
+
+    @hookimpl
+    def before_predict(self, features: np.ndarray, model: Model) -> float | None:
+        # None hands the call back to the host: its own model.predict, its own error
+        # handling. We never raise a model's exception out of this hook, because the
+        # manager's fault guard would swallow it, blame this plugin and predict again.
+        batcher = self._batcher
+        if batcher is None:
+            return None
+        return batcher.submit(model, features)
+
+    @hookimpl
+    def on_scan_complete(self) -> None:
+        batcher = self._batcher
+        if batcher is not None:
+            batcher.flush()
+
+    @hookimpl
+    def on_shutdown(self) -> None:
+        batcher = self._batcher
+        if batcher is None:
+            return
+        if not batcher.close():
+            log.warning(
+                "batching: callers still inside the batcher at shutdown (a model call "
+                "has not returned); they will predict by themselves when it does"
+            )
+
+    @hookimpl
+    def report_metrics(self) -> dict[str, float] | None:
+        batcher = self._batcher
+        if batcher is None:
+            return None
+        return {PREFIX + name: value for name, value in batcher.metrics().items()}

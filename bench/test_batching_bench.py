@@ -1,0 +1,128 @@
+"""pytest-benchmark: single predictions against micro-batched ones.
+
+Each round is a small "scan": ``workers`` threads analyze ``SYMBOLS`` symbols; each
+symbol waits a little (standing in for the exchange and the feature build, inside the
+``enter``/``leave`` bracket the host's analyze hooks give the plugin) and then predicts,
+either straight through ``model.predict`` (``single``) or through the ``MicroBatcher``
+(``batched``). ``extra_info`` carries the model time per prediction and the mean batch
+size, the figures the plugin is about.
+
+    pytest bench/test_batching_bench.py                        # measure
+    pytest bench/test_batching_bench.py --benchmark-disable    # smoke (one round each)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sltrader_batching.batcher import MicroBatcher
+from sltrader_batching.config import BatchingConfig
+
+SYMBOLS = 96
+FEATURES = 24
+WORK_S = 0.0004  # per-symbol "fetch + features" time, GIL released
+_pause = threading.Event()  # never set: wait() is a GIL-releasing sleep
+
+
+class TimedModel:
+    """Counts the time spent inside the model, as the host does."""
+
+    def __init__(self, predict_rows: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._rows = predict_rows
+        self._lock = threading.Lock()
+        self.seconds = 0.0
+        self.predictions = 0
+
+    def _timed(self, x: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        out = self._rows(x)
+        elapsed = time.perf_counter() - start
+        with self._lock:
+            self.seconds += elapsed
+            self.predictions += len(x)
+        return out
+
+    def predict(self, features: np.ndarray) -> float:
+        return float(self._timed(features.reshape(1, -1))[0])
+
+    def predict_batch(self, features: Sequence[np.ndarray]) -> list[float]:
+        return self._timed(np.asarray(features)).tolist()
+
+
+def cheap_model() -> TimedModel:
+    weights = np.linspace(-1.0, 1.0, FEATURES)
+    return TimedModel(lambda x: 1.0 / (1.0 + np.exp(-(x @ weights))))
+
+
+def sklearn_model() -> TimedModel:
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, FEATURES))
+    clf = linear_model.SGDClassifier(loss="log_loss", random_state=0)
+    clf.fit(x, (x[:, 0] > 0).astype(int))
+    return TimedModel(lambda rows: clf.predict_proba(rows)[:, 1])
+
+
+MODELS = {"cheap": cheap_model, "sklearn": sklearn_model}
+
+
+def scan(model: TimedModel, workers: int, batcher: MicroBatcher | None) -> None:
+    features = np.random.default_rng(1).normal(size=(SYMBOLS, FEATURES))
+    next_symbol = iter(range(SYMBOLS))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(next_symbol, None)
+            if i is None:
+                return
+            if batcher is not None:
+                batcher.enter()
+            try:
+                _pause.wait(WORK_S)
+                row = features[i]
+                result = None if batcher is None else batcher.submit(model, row)
+                if result is None:
+                    model.predict(row)
+            finally:
+                if batcher is not None:
+                    batcher.leave()
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("workers", [1, 4, 8, 16])
+@pytest.mark.parametrize("mode", ["single", "batched"])
+def test_scan(benchmark: Any, mode: str, workers: int, model_name: str) -> None:
+    model = MODELS[model_name]()
+    batchers: list[MicroBatcher] = []
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        batcher = MicroBatcher(BatchingConfig(), workers=workers) if mode == "batched" else None
+        if batcher is not None:
+            batchers.append(batcher)
+        return (model, workers, batcher), {}
+
+    benchmark.group = f"{model_name} model, {workers} worker(s)"
+    benchmark.pedantic(scan, setup=setup, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["model_us_per_prediction"] = 1e6 * model.seconds / model.predictions
+    if batchers:
+        metrics = [b.metrics() for b in batchers]
+        batched = sum(m["batched_requests"] for m in metrics)
+        batches = sum(m["batches"] for m in metrics)
+        benchmark.extra_info["mean_batch_size"] = batched / batches if batches else 1.0
+        benchmark.extra_info["wait_p99_ms"] = max(m["wait_p99_ms"] for m in metrics)
+        if workers == 1:
+            assert batches == 0  # one worker never waits for company

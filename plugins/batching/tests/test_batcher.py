@@ -1,0 +1,622 @@
+"""The micro-batcher's dispatch rules, faults and lifecycle (no pluggy involved)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from batching_support import (
+    FaultyModel,
+    LinearModel,
+    SingleOnlyModel,
+    features_for,
+    make,
+    predict_via,
+    run_threads,
+    wait_until,
+)
+
+from sltrader_batching.batcher import MicroBatcher
+
+# Long enough that a test relying on it would visibly hang rather than pass by luck.
+FOREVER_MS = 60_000.0
+
+
+def metric(batcher: MicroBatcher, name: str) -> float:
+    return batcher.metrics()[name]
+
+
+def waiting(batcher: MicroBatcher) -> int:
+    return batcher._waiting  # tests only: how many callers are parked
+
+
+# -- one worker, trickles: nobody waits for company that cannot come ---------------------
+
+
+def test_one_tracked_worker_never_waits(model):
+    batcher, _ = make(max_wait_ms=FOREVER_MS, workers=8)  # `workers` is ignored once tracked
+    for i in range(500):
+        batcher.enter()
+        features = features_for(0, i)
+        assert batcher.submit(model, features) is None  # the host predicts it itself
+        batcher.leave()
+    m = batcher.metrics()
+    assert m["dispatch_idle"] == 500 and m["singles"] == 500
+    assert m["dispatch_wait"] == 0 and m["batches"] == 0 and model.batch_calls == 0
+    assert m["wait_max_ms"] < FOREVER_MS / 1000  # never parked on the timer
+
+
+def test_one_untracked_worker_never_waits(model):
+    batcher, _ = make(max_wait_ms=FOREVER_MS, workers=1)
+    for i in range(100):
+        assert batcher.submit(model, features_for(0, i)) is None
+    assert metric(batcher, "dispatch_idle") == 100 and metric(batcher, "dispatch_wait") == 0
+
+
+def test_last_worker_in_flight_is_dispatched_at_once(model):
+    """Seven of eight workers finish their symbols without predicting; the eighth does not wait."""
+    batcher, _ = make(max_wait_ms=FOREVER_MS)
+    for _ in range(8):
+        batcher.enter()
+    for _ in range(7):
+        batcher.leave()
+    assert batcher.submit(model, features_for(1, 1)) is None
+    batcher.leave()
+    assert metric(batcher, "dispatch_idle") == 1 and metric(batcher, "dispatch_wait") == 0
+
+
+def test_a_leaving_worker_releases_the_waiters(model):
+    """Two waiters, a third worker leaves without predicting: the two are batched at once."""
+    batcher, _ = make(max_wait_ms=FOREVER_MS)
+    for _ in range(3):
+        batcher.enter()
+    results: dict[int, float] = {}
+
+    def worker(i: int) -> None:
+        results[i] = predict_via(batcher, model, features_for(i, 7))
+        batcher.leave()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: waiting(batcher) == 2)
+    batcher.leave()  # the third worker is done with its symbol
+    for thread in threads:
+        thread.join(10)
+    assert results == {i: LinearModel.expected(features_for(i, 7)) for i in range(2)}
+    m = batcher.metrics()
+    assert m["dispatch_idle"] == 1 and m["dispatch_wait"] == 0 and m["batches"] == 1
+    assert model.batch_sizes == [2] and model.single_calls == 0
+
+
+def test_size_dispatch_by_the_filling_caller(model):
+    batcher, _ = make(max_batch_size=4, max_wait_ms=FOREVER_MS, workers=16)
+    out: dict[int, float] = {}
+
+    def worker(i: int) -> None:
+        out[i] = predict_via(batcher, model, features_for(i, i))
+
+    run_threads([lambda i=i: worker(i) for i in range(8)])
+    assert out == {i: LinearModel.expected(features_for(i, i)) for i in range(8)}
+    m = batcher.metrics()
+    assert m["dispatch_size"] == 2 and m["batches"] == 2 and m["mean_batch_size"] == 4
+    assert m["dispatch_wait"] == 0 and m["max_batch_size_seen"] == 4
+
+
+def test_wait_dispatch_when_company_does_not_come(model):
+    batcher, _ = make(max_batch_size=8, max_wait_ms=20, workers=8)
+    out: list[float] = []
+    run_threads(
+        [lambda i=i: out.append(predict_via(batcher, model, features_for(i, 0))) for i in range(3)]
+    )
+    m = batcher.metrics()
+    assert sorted(out) == sorted(LinearModel.expected(features_for(i, 0)) for i in range(3))
+    assert m["dispatch_wait"] >= 1 and m["dispatch_size"] == 0
+    assert m["wait_p99_ms"] >= 15  # the oldest waited for the deadline
+
+
+def test_zero_max_wait_never_waits(model):
+    batcher, _ = make(max_wait_ms=0, workers=8)
+    run_threads([lambda i=i: predict_via(batcher, model, features_for(i, 0)) for i in range(4)])
+    m = batcher.metrics()
+    assert m["dispatch_wait"] + m["dispatch_idle"] + m["dispatch_size"] >= 1
+    assert m["wait_max_ms"] < 1000
+
+
+def test_untracked_without_worker_count_uses_only_size_and_wait(model):
+    batcher, _ = make(max_batch_size=2, max_wait_ms=FOREVER_MS, workers=None)
+    run_threads([lambda i=i: predict_via(batcher, model, features_for(i, 0)) for i in range(2)])
+    assert metric(batcher, "dispatch_size") == 1 and model.batch_sizes == [2]
+
+
+# -- flush and shutdown ------------------------------------------------------------------
+
+
+def park(
+    batcher: MicroBatcher, model: object, n: int, out: dict[int, float]
+) -> list[threading.Thread]:
+    def worker(i: int) -> None:
+        out[i] = predict_via(batcher, model, features_for(i, 3))
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: waiting(batcher) == n)
+    return threads
+
+
+def test_flush_dispatches_pending_requests(model):
+    batcher, _ = make(max_batch_size=64, max_wait_ms=FOREVER_MS, workers=None)
+    out: dict[int, float] = {}
+    threads = park(batcher, model, 5, out)
+    assert batcher.flush() == 5
+    for thread in threads:
+        thread.join(10)
+    assert out == {i: LinearModel.expected(features_for(i, 3)) for i in range(5)}
+    m = batcher.metrics()
+    assert m["dispatch_flush"] == 1 and m["batches"] == 1 and m["mean_batch_size"] == 5
+    assert batcher.flush() == 0  # nothing left
+
+
+def test_shutdown_answers_pending_requests_and_leaks_nothing(model):
+    threads_before = threading.active_count()
+    batcher, _ = make(max_batch_size=64, max_wait_ms=FOREVER_MS, workers=None)
+    out: dict[int, float] = {}
+    threads = park(batcher, model, 6, out)
+    assert batcher.close() is True  # every caller answered and gone
+    for thread in threads:
+        thread.join(10)
+    assert out == {i: LinearModel.expected(features_for(i, 3)) for i in range(6)}
+    assert metric(batcher, "dispatch_flush") == 1
+    # after shutdown calls pass straight through
+    assert batcher.submit(model, features_for(9, 9)) is None
+    assert metric(batcher, "bypassed") == 1 and batcher.closed
+    assert threading.active_count() == threads_before  # the batcher owns no thread
+
+
+def test_close_reports_callers_stuck_in_a_model_call():
+    release = threading.Event()
+
+    def hang(features):
+        release.wait(30)
+        return [LinearModel.expected(f) for f in features]
+
+    model = FaultyModel(hang)
+    batcher, _ = make(max_batch_size=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS)
+    out: dict[int, float] = {}
+    threads = park_running(batcher, model, out)
+    assert batcher.close(timeout=0.05) is False  # the leader is inside predict_batch
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert out == {i: LinearModel.expected(features_for(i, 3)) for i in range(2)}
+
+
+def park_running(
+    batcher: MicroBatcher, model: FaultyModel, out: dict[int, float]
+) -> list[threading.Thread]:
+    """Two callers whose batch of two is inside ``predict_batch``."""
+
+    def worker(i: int) -> None:
+        out[i] = predict_via(batcher, model, features_for(i, 3))
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: model.batch_calls == 1)
+    return threads
+
+
+# -- faults ----------------------------------------------------------------------------
+
+
+def raise_error(features):
+    raise RuntimeError("model exploded")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        raise_error,
+        lambda features: [1.0] * (len(features) - 1),  # one result short
+        lambda features: [1.0] * (len(features) + 1),  # one too many
+        lambda features: np.ones((len(features), 2)),  # wrong shape
+        lambda features: ["x"] * len(features),  # not numbers
+        lambda features: None,  # nothing
+    ],
+    ids=["raises", "short", "long", "shape", "strings", "none"],
+)
+def test_a_failed_batch_is_predicted_singly_by_each_caller(fault, caplog):
+    model = FaultyModel(fault)
+    batcher, _ = make(max_batch_size=4, max_wait_ms=FOREVER_MS, workers=None)
+    out: dict[int, float] = {}
+    with caplog.at_level(logging.ERROR, logger="sltrader_batching"):
+        for round_ in range(3):
+            run_threads(
+                [
+                    lambda i=i, r=round_: out.__setitem__(
+                        (r, i), predict_via(batcher, model, features_for(i, r))
+                    )
+                    for i in range(4)
+                ]
+            )
+    assert out == {
+        (r, i): LinearModel.expected(features_for(i, r)) for r in range(3) for i in range(4)
+    }
+    m = batcher.metrics()
+    assert m["batch_errors"] == 3 and m["fallbacks"] == 12 and m["batches"] == 3
+    assert model.single_calls == 12  # each request predicted exactly once more, by its caller
+    assert len([r for r in caplog.records if "predict_batch failed" in r.message]) == 1
+
+
+def test_a_request_whose_single_predict_raises_gets_that_error_in_its_own_thread():
+    class Picky(FaultyModel):
+        def predict(self, features):
+            if features[0] == 2:
+                raise ValueError(f"bad features {features[1]}")
+            return super().predict(features)
+
+    model = Picky(raise_error)
+    batcher, _ = make(max_batch_size=4, max_wait_ms=FOREVER_MS, workers=None)
+    outcome: dict[int, object] = {}
+
+    def worker(i: int) -> None:
+        try:
+            outcome[i] = predict_via(batcher, model, features_for(i, 5))
+        except ValueError as exc:
+            outcome[i] = exc
+
+    run_threads([lambda i=i: worker(i) for i in range(4)])
+    assert isinstance(outcome[2], ValueError) and str(outcome[2]) == "bad features 5.0"
+    for i in (0, 1, 3):
+        assert outcome[i] == LinearModel.expected(features_for(i, 5))
+
+
+def test_a_base_exception_in_the_leader_still_answers_the_followers():
+    def interrupt(features):
+        raise KeyboardInterrupt
+
+    model = FaultyModel(interrupt)
+    batcher, _ = make(max_batch_size=3, max_wait_ms=FOREVER_MS, workers=None)
+    outcome: dict[int, object] = {}
+
+    def worker(i: int) -> None:
+        try:
+            outcome[i] = predict_via(batcher, model, features_for(i, 1))
+        except KeyboardInterrupt as exc:
+            outcome[i] = exc
+
+    run_threads([lambda i=i: worker(i) for i in range(3)])
+    interrupted = [i for i, v in outcome.items() if isinstance(v, KeyboardInterrupt)]
+    assert len(interrupted) == 1  # the leader, in its own thread
+    for i, value in outcome.items():
+        if i not in interrupted:
+            assert value == LinearModel.expected(features_for(i, 1))
+    assert waiting(batcher) == 0 and batcher._inside == 0
+
+
+def test_a_hung_batch_times_out_and_suspends_batching(caplog):
+    release = threading.Event()
+
+    def hang(features):
+        release.wait(30)
+        return [LinearModel.expected(f) for f in features]
+
+    model = FaultyModel(hang)
+    batcher, _ = make(max_batch_size=3, max_wait_ms=FOREVER_MS, timeout_ms=50, workers=None)
+    out: dict[int, float] = {}
+    finished: list[int] = []
+
+    def worker(i: int) -> None:
+        out[i] = predict_via(batcher, model, features_for(i, 2))
+        finished.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(3)]
+    with caplog.at_level(logging.WARNING, logger="sltrader_batching"):
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(finished) == 2)  # the followers gave up after timeout_ms
+        m = batcher.metrics()
+        assert m["timeouts"] == 1 and m["fallbacks"] == 2
+        # while the model call hangs, new requests are not batched behind it
+        assert batcher.submit(model, features_for(7, 7)) is None
+        assert metric(batcher, "bypassed") == 1
+        release.set()
+        for thread in threads:
+            thread.join(10)
+    assert out == {i: LinearModel.expected(features_for(i, 2)) for i in range(3)}
+    assert [r.levelno for r in caplog.records if "still running" in r.message] == [logging.WARNING]
+    # once the call returned, batching resumes
+    run_threads([lambda i=i: predict_via(batcher, model, features_for(i, 9)) for i in range(3)])
+    assert model.batch_calls == 2 and batcher._overdue == 0
+
+
+def test_a_model_without_predict_batch_passes_through_with_one_log_line(caplog):
+    model = SingleOnlyModel()
+    batcher, _ = make(workers=4)
+    with caplog.at_level(logging.WARNING, logger="sltrader_batching"):
+        assert batcher.check_model(model) is False
+        run_threads(
+            [
+                lambda i=i: [predict_via(batcher, model, features_for(i, j)) for j in range(50)]
+                for i in range(4)
+            ]
+        )
+    lines = [r for r in caplog.records if "has no predict_batch" in r.message]
+    assert len(lines) == 1 and "SingleOnlyModel" in lines[0].getMessage()
+    assert metric(batcher, "unbatchable") == 200 and metric(batcher, "batches") == 0
+    assert batcher.check_model(LinearModel()) is True
+
+
+def test_unbatchable_model_logs_on_first_call_when_not_checked(caplog):
+    batcher, _ = make(workers=4)
+    with caplog.at_level(logging.WARNING, logger="sltrader_batching"):
+        for i in range(3):
+            assert batcher.submit(SingleOnlyModel(), features_for(0, i)) is None
+    assert len([r for r in caplog.records if "has no predict_batch" in r.message]) == 1
+
+
+# -- bounded queue ---------------------------------------------------------------------
+
+
+def test_a_full_queue_makes_callers_wait_for_room(model):
+    gate = threading.Event()
+
+    def slow(features):
+        gate.wait(10)
+        return [LinearModel.expected(f) for f in features]
+
+    slow_model = FaultyModel(slow)
+    batcher, _ = make(
+        max_batch_size=2, queue_limit=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS
+    )
+    out: dict[int, float] = {}
+    threads = park_running(batcher, slow_model, out)  # the queue is full now
+    late: dict[int, float] = {}
+    extra = [
+        threading.Thread(
+            target=lambda i=i: late.__setitem__(
+                i, predict_via(batcher, slow_model, features_for(i, 4))
+            ),
+            daemon=True,
+        )
+        for i in range(10, 12)
+    ]
+    for thread in extra:
+        thread.start()
+    wait_until(lambda: waiting(batcher) == 4)  # two running, two waiting for room
+    assert slow_model.batch_calls == 1
+    gate.set()
+    for thread in threads + extra:
+        thread.join(10)
+    assert late == {i: LinearModel.expected(features_for(i, 4)) for i in range(10, 12)}
+    assert metric(batcher, "queue_full") == 0 and slow_model.batch_calls == 2
+
+
+def test_a_queue_that_stays_full_falls_back_after_the_timeout():
+    gate = threading.Event()
+
+    def slow(features):
+        gate.wait(10)
+        return [LinearModel.expected(f) for f in features]
+
+    slow_model = FaultyModel(slow)
+    batcher, _ = make(
+        max_batch_size=2, queue_limit=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS
+    )
+    out: dict[int, float] = {}
+    threads = park_running(batcher, slow_model, out)
+    batcher._timeout = 0.02  # tests only: a short room timeout without timing out the batch
+    assert batcher.submit(slow_model, features_for(5, 5)) is None
+    m = batcher.metrics()
+    assert m["queue_full"] == 1 and m["fallbacks"] == 1
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(out) == 2
+
+
+# -- several models ----------------------------------------------------------------------
+
+
+def test_each_model_gets_its_own_batches():
+    first, second = LinearModel(), LinearModel()
+    batcher, _ = make(max_batch_size=4, max_wait_ms=FOREVER_MS, workers=8)
+    out: dict[tuple[int, int], float] = {}
+
+    def worker(m: LinearModel, k: int, i: int) -> None:
+        out[(k, i)] = predict_via(batcher, m, features_for(i, k))
+
+    run_threads(
+        [
+            lambda i=i, k=k, m=m: worker(m, k, i)
+            for k, m in enumerate((first, second))
+            for i in range(4)
+        ]
+    )
+    assert out == {
+        (k, i): LinearModel.expected(features_for(i, k)) for k in range(2) for i in range(4)
+    }
+    assert sum(first.batch_sizes) + first.single_calls == 4
+    assert sum(second.batch_sizes) + second.single_calls == 4
+
+
+def test_idle_wakes_every_models_batch():
+    first, second = LinearModel(), LinearModel()
+    batcher, _ = make(max_batch_size=8, max_wait_ms=FOREVER_MS, workers=4)
+    out: dict[tuple[int, int], float] = {}
+
+    def worker(m: LinearModel, k: int, i: int) -> None:
+        out[(k, i)] = predict_via(batcher, m, features_for(i, k))
+
+    run_threads(
+        [
+            lambda i=i, k=k, m=m: worker(m, k, i)
+            for k, m in enumerate((first, second))
+            for i in range(2)
+        ]
+    )
+    assert len(out) == 4
+    assert metric(batcher, "dispatch_wait") == 0 and metric(batcher, "dispatch_idle") >= 1
+
+
+# -- metrics ---------------------------------------------------------------------------
+
+
+def test_metrics_are_finite_and_bounded(model):
+    batcher, _ = make(max_batch_size=4, max_wait_ms=1, workers=4)
+    run_threads(
+        [
+            lambda i=i: [predict_via(batcher, model, features_for(i, j)) for j in range(200)]
+            for i in range(4)
+        ]
+    )
+    m = batcher.metrics()
+    assert all(np.isfinite(v) for v in m.values())
+    assert m["requests"] == 800
+    assert m["batched_requests"] + m["singles"] == 800
+    assert m["dispatch_size"] + m["dispatch_wait"] + m["dispatch_idle"] + m["dispatch_flush"] == (
+        m["batches"] + m["singles"]
+    )
+    assert 0 <= m["wait_p50_ms"] <= m["wait_p99_ms"] <= m["wait_max_ms"] + 1e-9
+    assert len(batcher._waits._bins) == 401  # fixed, whatever the number of samples
+
+
+def test_empty_metrics():
+    batcher, _ = make()
+    m = batcher.metrics()
+    assert m["mean_batch_size"] == 0 and m["wait_p99_ms"] == 0 and m["requests"] == 0
+
+
+def test_elapsed_time_is_not_used_for_correctness(model):
+    # A smoke check that a long-running caller mix finishes well inside the bounds.
+    batcher, _ = make(max_batch_size=8, max_wait_ms=2, workers=8)
+    started = time.perf_counter()
+    run_threads(
+        [
+            lambda i=i: [predict_via(batcher, model, features_for(i, j)) for j in range(100)]
+            for i in range(8)
+        ]
+    )
+    assert time.perf_counter() - started < 30
+
+
+# -- a caller interrupted while waiting ------------------------------------------------
+
+
+class InterruptingCondition(threading.Condition):
+    """A batch condition whose first ``wait`` in a chosen thread raises."""
+
+    victim: int | None = None
+    made: list[threading.Condition] = []
+
+    def __init__(self, lock: Any = None) -> None:
+        super().__init__(lock)
+        InterruptingCondition.made.append(self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if threading.get_ident() == InterruptingCondition.victim:
+            InterruptingCondition.victim = None
+            raise KeyboardInterrupt
+        return super().wait(timeout)
+
+
+def test_a_caller_interrupted_in_an_open_batch_withdraws_its_request(model, monkeypatch):
+    batcher, _ = make(max_batch_size=8, max_wait_ms=FOREVER_MS, workers=None)
+    monkeypatch.setattr("sltrader_batching.batcher.threading.Condition", InterruptingCondition)
+    InterruptingCondition.victim = threading.get_ident()
+    with pytest.raises(KeyboardInterrupt):
+        batcher.submit(model, features_for(0, 0))
+    assert not batcher._open and batcher._queued == 0
+    assert batcher._waiting == 0 and batcher._inside == 0
+    # the batcher still works afterwards
+    out: dict[int, float] = {}
+    threads = park(batcher, model, 2, out)
+    batcher.flush()
+    for thread in threads:
+        thread.join(10)
+    assert out == {i: LinearModel.expected(features_for(i, 3)) for i in range(2)}
+
+
+def test_a_caller_interrupted_while_its_batch_runs_leaves_cleanly(monkeypatch):
+    gate = threading.Event()
+
+    def slow(features):
+        gate.wait(10)
+        return [LinearModel.expected(f) for f in features]
+
+    model = FaultyModel(slow)
+    batcher, _ = make(max_batch_size=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS)
+    monkeypatch.setattr("sltrader_batching.batcher.threading.Condition", InterruptingCondition)
+    InterruptingCondition.made.clear()
+    outcome: dict[str, object] = {}
+
+    def follower() -> None:
+        try:
+            outcome["follower"] = batcher.submit(model, features_for(0, 0))
+        except KeyboardInterrupt as exc:
+            outcome["follower"] = exc
+
+    def leader() -> None:
+        outcome["leader"] = predict_via(batcher, model, features_for(1, 1))
+
+    first = threading.Thread(target=follower, daemon=True)
+    first.start()
+    wait_until(lambda: waiting(batcher) == 1)
+    second = threading.Thread(target=leader, daemon=True)
+    second.start()
+    wait_until(lambda: model.batch_calls == 1)
+    InterruptingCondition.victim = first.ident  # its next wait raises
+    with batcher._lock:  # a spurious wake-up: the follower re-waits on the running batch
+        (cond,) = [c for c in InterruptingCondition.made if c._lock is batcher._lock]
+        cond.notify_all()
+    first.join(10)
+    assert isinstance(outcome["follower"], KeyboardInterrupt)
+    assert batcher._queued == 2  # the running batch still holds both slots
+    gate.set()
+    second.join(10)
+    assert outcome["leader"] == LinearModel.expected(features_for(1, 1))
+    assert batcher._waiting == 0 and batcher._inside == 0 and batcher._queued == 0
+
+
+# -- the wait limit follows the model's cost ---------------------------------------------
+
+
+def batches_of_two(batcher: MicroBatcher, model: object, rounds: int) -> None:
+    for r in range(rounds):
+        together = threading.Barrier(2)
+        run_threads(
+            [
+                lambda i=i, r=r, t=together: (
+                    t.wait(),
+                    predict_via(batcher, model, features_for(i, r)),
+                )
+                for i in range(2)
+            ]
+        )
+
+
+def test_a_cheap_model_is_not_waited_for(model):
+    batcher, _ = make(max_batch_size=2, max_wait_ms=50, workers=None)
+    assert metric(batcher, "wait_limit_ms") == 50  # nothing measured yet
+    batches_of_two(batcher, model, 12)
+    m = batcher.metrics()
+    assert m["batches"] == 12
+    assert m["wait_limit_ms"] == pytest.approx(max(0.0, 4 * m["batch_call_ms"] - 0.1))
+    assert m["wait_limit_ms"] < 50
+
+
+def test_a_costly_model_is_waited_for_up_to_max_wait():
+    def slow(features):
+        threading.Event().wait(0.005)
+        return [LinearModel.expected(f) for f in features]
+
+    model = FaultyModel(slow)
+    batcher, _ = make(max_batch_size=2, max_wait_ms=2, workers=None)
+    batches_of_two(batcher, model, 9)
+    m = batcher.metrics()
+    assert m["batch_call_ms"] >= 4 and m["wait_limit_ms"] == 2

@@ -1,0 +1,263 @@
+"""The plugin through a real ``PluginManager``: hooks called with keywords, as a host does."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import logging
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from batching_support import (
+    FaultyModel,
+    LinearModel,
+    SingleOnlyModel,
+    features_for,
+    run_threads,
+    wait_until,
+)
+
+from sltrader_batching.plugin import BatchingPlugin
+from sltrader_plugins import Config, ConfigError, HostServices
+from sltrader_plugins.manager import PluginManager
+
+FOREVER_MS = 60_000.0
+
+
+class FakeClock:
+    def now(self) -> float:
+        return 1_700_000_000.0
+
+
+def services(model: object, workers: int, section: dict | None = None) -> HostServices:
+    config = Config(plugins={"batching": section or {}})
+    return HostServices(model, None, FakeClock(), "1m", ("5m",), workers, config)  # type: ignore[arg-type]
+
+
+def started(
+    model: object, workers: int, section: dict | None = None
+) -> tuple[PluginManager, BatchingPlugin]:
+    manager = PluginManager()
+    plugin = BatchingPlugin()
+    manager.register(plugin, "batching")
+    manager.start(services(model, workers, section))
+    return manager, plugin
+
+
+def analyze(
+    manager: PluginManager,
+    model: object,
+    symbol: str,
+    features: np.ndarray,
+    work: Callable[[], object] | None = None,
+) -> float:
+    """What the host's ``analyze_symbol`` does around its prediction."""
+    manager.hook.before_analyze_symbol(symbol=symbol, timeframe="1m")
+    try:
+        if work is not None:
+            work()  # fetching klines and building features
+        result = manager.hook.before_predict(symbol=symbol, features=features, model=model)
+        return model.predict(features) if result is None else result
+    finally:
+        manager.hook.after_analyze_symbol(symbol=symbol, timeframe="1m")
+
+
+def metrics(manager: PluginManager) -> dict[str, float]:
+    (found,) = manager.hook.report_metrics()
+    return found
+
+
+def test_the_entry_point_names_the_plugin_class():
+    (ep,) = [
+        ep for ep in importlib.metadata.entry_points(group="sltrader") if ep.name == "batching"
+    ]
+    assert ep.load() is BatchingPlugin
+
+
+def test_loaded_through_the_entry_point():
+    manager = PluginManager()
+    manager.load(Config(), cli="batching", environ={})
+    assert manager.active_names() == ["batching"]
+    hooks = set(manager.hooks_of("batching"))
+    assert {"before_predict", "before_analyze_symbol", "after_analyze_symbol"} <= hooks
+    assert {"on_start", "on_shutdown", "on_scan_complete", "report_metrics"} <= hooks
+
+
+def test_a_scan_through_the_manager_is_exact_and_batched():
+    model = LinearModel()
+    workers = 8
+    manager, _ = started(model, workers, {"max_batch_size": 8, "max_wait_ms": 5})
+    symbols = [f"S{i}_USDT" if i % 3 else f"S{i}/USD-T" for i in range(400)]
+    results: dict[str, float] = {}
+    lock = threading.Lock()
+    queue = list(enumerate(symbols))
+
+    pause = threading.Event()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                i, symbol = queue.pop()
+            work = functools.partial(pause.wait, 0.0002 * (i % 5))  # uneven fetch + features
+            value = analyze(manager, model, symbol, features_for(i, i * 7), work)
+            with lock:
+                results[symbol] = value
+
+    run_threads([worker] * workers)
+    manager.hook.on_scan_complete(symbols=symbols, timeframe="1m", now=0.0)
+    assert results == {
+        s: LinearModel.expected(features_for(i, i * 7)) for i, s in enumerate(symbols)
+    }
+    m = metrics(manager)
+    assert all(name.startswith("batching.") for name in m)
+    assert m["batching.requests"] == 400 and m["batching.batches"] > 0
+    assert m["batching.mean_batch_size"] >= 2
+    assert sum(model.batch_sizes) + model.single_calls == 400
+    assert manager.faults() == {}
+    manager.shutdown()
+
+
+def test_one_worker_through_the_manager_never_waits():
+    model = LinearModel()
+    manager, _ = started(model, 1, {"max_wait_ms": FOREVER_MS})
+    for i in range(200):
+        assert analyze(manager, model, "BTC_USDT", features_for(0, i)) == LinearModel.expected(
+            features_for(0, i)
+        )
+    m = metrics(manager)
+    assert m["batching.dispatch_idle"] == 200 and m["batching.singles"] == 200
+    assert m["batching.dispatch_wait"] == 0 and model.batch_calls == 0
+    manager.shutdown()
+
+
+def test_a_single_predict_error_reaches_the_callers_thread_not_the_fault_guard():
+    """The host's own predict raises, as without the plugin; the plugin is not blamed."""
+
+    class Broken(FaultyModel):
+        def predict(self, features):
+            raise ArithmeticError("diverged")
+
+    def fail(features):
+        raise RuntimeError("batch failed")
+
+    model = Broken(fail)
+    manager, _ = started(model, 4, {"max_batch_size": 4, "max_wait_ms": FOREVER_MS})
+    errors: list[BaseException] = []
+    together = threading.Barrier(4)
+
+    def worker(i: int) -> None:
+        try:
+            analyze(manager, model, f"S{i}", features_for(i, 0), together.wait)
+        except ArithmeticError as exc:
+            errors.append(exc)
+
+    run_threads([lambda i=i: worker(i) for i in range(4)])
+    assert len(errors) == 4 and all(str(e) == "diverged" for e in errors)
+    assert manager.faults() == {}  # the plugin never raised out of a hook
+    assert metrics(manager)["batching.fallbacks"] == 4
+    manager.shutdown()
+
+
+def test_unbatchable_model_logs_once_at_start(caplog):
+    model = SingleOnlyModel()
+    with caplog.at_level(logging.WARNING, logger="sltrader_batching"):
+        manager, _ = started(model, 4)
+        for i in range(20):
+            analyze(manager, model, "ETH-USD", features_for(1, i))
+    assert len([r for r in caplog.records if "has no predict_batch" in r.message]) == 1
+    assert metrics(manager)["batching.unbatchable"] == 20
+    manager.shutdown()
+
+
+def test_shutdown_with_pending_requests_answers_them():
+    model = LinearModel()
+    # untracked callers and an unknown worker count: only a flush can release them
+    manager = PluginManager()
+    plugin = BatchingPlugin()
+    manager.register(plugin, "batching")
+    manager.start(services(model, 0, {"max_batch_size": 64, "max_wait_ms": FOREVER_MS}))
+    plugin.batcher._workers = None  # tests only: a host that does not know its worker count
+    out: dict[int, float] = {}
+
+    def caller(i: int) -> None:
+        result = manager.hook.before_predict(symbol="X", features=features_for(i, 1), model=model)
+        out[i] = model.predict(features_for(i, 1)) if result is None else result
+
+    threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(5)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: plugin.batcher._waiting == 5)
+    before = threading.active_count()
+    manager.shutdown()
+    for thread in threads:
+        thread.join(10)
+    assert out == {i: LinearModel.expected(features_for(i, 1)) for i in range(5)}
+    assert metrics(manager)["batching.dispatch_flush"] == 1
+    assert threading.active_count() <= before
+    # after shutdown: pass-through
+    assert manager.hook.before_predict(symbol="X", features=features_for(0, 0), model=model) is None
+
+
+def test_shutdown_warns_about_a_model_call_that_never_returns(caplog):
+    release = threading.Event()
+
+    def hang(features):
+        release.wait(30)
+        return [LinearModel.expected(f) for f in features]
+
+    model = FaultyModel(hang)
+    manager, _ = started(
+        model, 2, {"max_batch_size": 2, "timeout_ms": 30, "max_wait_ms": FOREVER_MS}
+    )
+    together = threading.Barrier(2)
+    threads = [
+        threading.Thread(
+            target=analyze,
+            args=(manager, model, f"S{i}", features_for(i, 0), together.wait),
+            daemon=True,
+        )
+        for i in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: model.batch_calls == 1)
+    with caplog.at_level(logging.WARNING, logger="sltrader_batching"):
+        manager.shutdown()
+    assert any("still inside the batcher at shutdown" in r.message for r in caplog.records)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+
+
+def test_hooks_before_start_are_no_ops():
+    plugin = BatchingPlugin()
+    plugin.before_analyze_symbol()
+    plugin.after_analyze_symbol()
+    assert plugin.before_predict(features_for(0, 0), LinearModel()) is None
+    plugin.on_scan_complete()
+    plugin.on_shutdown()
+    assert plugin.report_metrics() is None and plugin.batcher is None
+
+
+def test_config_errors_stop_start_up_and_name_the_key():
+    manager = PluginManager()
+    manager.register(BatchingPlugin(), "batching")
+    with pytest.raises(ConfigError, match=r"plugins\.batching\.max_batch_size"):
+        manager.start(services(LinearModel(), 4, {"max_batch_size": "lots"}))
+
+
+def test_the_features_the_host_passes_are_not_modified():
+    model = LinearModel()
+    manager, _ = started(model, 2, {"max_batch_size": 2, "max_wait_ms": FOREVER_MS})
+    arrays = [features_for(i, 3) for i in range(2)]
+    copies = [a.copy() for a in arrays]
+    together = threading.Barrier(2)
+    run_threads([lambda a=a: analyze(manager, model, "S", a, together.wait) for a in arrays])
+    for array, copy in zip(arrays, copies, strict=True):
+        assert np.array_equal(array, copy)
+    assert model.batch_sizes == [2]
+    manager.shutdown()
