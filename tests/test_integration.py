@@ -23,12 +23,15 @@ INSTALLED = {ep.name for ep in installed_entry_points()} & set(PLUGINS)
 WORKLOAD = SIZES["small"]
 
 
-def trade(plugins: str, workers: int = WORKLOAD.workers) -> tuple[dict, dict[str, float]]:
+def trade(
+    plugins: str, workers: int = WORKLOAD.workers, model: str = WORKLOAD.model
+) -> tuple[dict, dict[str, float]]:
     manager = PluginManager()
     manager.load(Config(), cli=plugins, environ={})
     assert manager.active_names() == sorted(filter(None, plugins.split(",")))
     predictions = io.StringIO()
-    report = Host(attrs.evolve(WORKLOAD, workers=workers), manager, predictions=predictions).run()
+    workload = attrs.evolve(WORKLOAD, workers=workers, model=model)
+    report = Host(workload, manager, predictions=predictions).run()
     by_key = {}
     for line in predictions.getvalue().splitlines():
         cycle, symbol, value = line.split("\t")
@@ -65,6 +68,15 @@ def test_a_plugin_set_makes_the_same_predictions_signals_and_orders(baseline, pl
     )
     assert predictions.keys() == expected.keys()
     assert max(abs(predictions[k] - expected[k]) for k in expected) <= 1e-9
+
+
+@pytest.mark.skipif("batching" not in INSTALLED, reason="batching not installed here")
+def test_batching_a_cheap_model_bypasses_and_decides_the_same():
+    expected_report, expected = trade("", model="cheap")
+    report, predictions = trade("batching", model="cheap")
+    assert report["decisions_digest"] == expected_report["decisions_digest"]
+    assert max(abs(predictions[k] - expected[k]) for k in expected) <= 1e-9
+    assert report["plugin_metrics"]["batching.bypass"] == 1.0
 
 
 def test_the_baseline_decides_something(baseline):

@@ -50,6 +50,9 @@ _PROBE_EVERY = 64
 #: Batch calls measured before the cost estimate is trusted, and its smoothing.
 _COST_WARMUP = 8
 _COST_ALPHA = 0.05
+#: In bypass, one single prediction in this many is timed, to notice a model that became
+#: costly enough to batch again.
+_SAMPLE_EVERY = 64
 
 #: Extra wait of a batch member that is not the batch's opener, past the batch deadline:
 #: the opener closes the batch on time; this only matters if the opener cannot.
@@ -166,6 +169,13 @@ class MicroBatcher:
         self._call_cost = 0.0  # smoothed seconds per predict_batch call
         self._calls_timed = 0
         self._opened = 0  # batches not opened because the model is cheap, for probing
+        # Bypass: the model is too cheap for any batch to pay, so the hooks return at once
+        # and nothing is tracked. Read without the lock on the hot path; written only by
+        # review(), at a scan boundary, when no caller is in flight.
+        self.bypass = False
+        self._single_cost = 0.0  # smoothed seconds per single predict, sampled in bypass
+        self._singles_timed = 0
+        self._sample_tick = 0
 
     # -- in-flight tracking ----------------------------------------------------------
 
@@ -467,6 +477,63 @@ class MicroBatcher:
             # Smoothed, so a model that gets costlier (or cheaper) as it learns is followed.
             self._call_cost += _COST_ALPHA * (seconds - self._call_cost)
 
+    # -- bypass for cheap models ------------------------------------------------------
+
+    def sample_single(self, model: object, features: np.ndarray) -> float | None:
+        """Bypass: let the caller predict, but time one call in ``_SAMPLE_EVERY`` here.
+
+        :return: the timed prediction, or ``None`` (the caller predicts by itself; also
+            when the sampled call raised, so the caller sees the model's error itself).
+        """
+        # Unlocked on purpose: a lost increment only shifts which call gets sampled.
+        self._sample_tick += 1
+        if self._sample_tick % _SAMPLE_EVERY:
+            return None
+        started = time.perf_counter()
+        try:
+            result = model.predict(features)  # type: ignore[attr-defined]
+        except Exception:
+            return None
+        elapsed = time.perf_counter() - started
+        with self._lock:
+            self._singles_timed += 1
+            if self._singles_timed == 1:
+                self._single_cost = elapsed
+            else:
+                self._single_cost += _COST_ALPHA * (elapsed - self._single_cost)
+        return result
+
+    def review(self) -> bool:
+        """At a scan boundary: bypass while the model is too cheap for batching to pay.
+
+        Call only when no caller is between :meth:`enter` and :meth:`leave` (the host
+        calls ``on_scan_complete`` after the scan's last ``after_analyze_symbol``).
+        :return: whether the batcher is now in bypass.
+        """
+        with self._lock:
+            if self._inside or self._open:
+                return self.bypass
+            if self.bypass:
+                cost = WAIT_PER_CALL_COST * self._single_cost - PARK_COST_S
+                if self._singles_timed >= _COST_WARMUP and cost > 0.0:
+                    self.bypass = False
+                    self._in_flight = 0  # nobody was tracked while bypassed
+                    self._calls_timed = 0  # measure batch calls afresh
+                    log.info("batching: the model became costly enough to batch again")
+            elif (
+                self._in_flight == 0
+                and self._calls_timed >= _COST_WARMUP
+                and self._wait_limit() == 0.0
+            ):
+                self.bypass = True
+                self._singles_timed = 0
+                log.info(
+                    "batching: a batch call costs %.0f µs, too little for waiting to pay; "
+                    "predictions pass through until the model gets costlier",
+                    self._call_cost * 1e6,
+                )
+            return self.bypass
+
     # -- lifecycle -------------------------------------------------------------------
 
     def flush(self) -> int:
@@ -556,6 +623,8 @@ class MicroBatcher:
                 "wait_max_ms": self._waits.max * 1000.0,
                 "wait_limit_ms": self._wait_limit() * 1000.0,
                 "batch_call_ms": self._call_cost * 1000.0,
+                "single_call_ms": self._single_cost * 1000.0,
+                "bypass": float(self.bypass),
             }
 
 

@@ -41,13 +41,13 @@ class BatchingPlugin:
     @hookimpl
     def before_analyze_symbol(self) -> None:
         batcher = self._batcher
-        if batcher is not None:
+        if batcher is not None and not batcher.bypass:
             batcher.enter()
 
     @hookimpl
     def after_analyze_symbol(self) -> None:
         batcher = self._batcher
-        if batcher is not None:
+        if batcher is not None and not batcher.bypass:
             batcher.leave()
 
     @hookimpl
@@ -58,6 +58,8 @@ class BatchingPlugin:
         batcher = self._batcher
         if batcher is None:
             return None
+        if batcher.bypass:
+            return batcher.sample_single(model, features)
         return batcher.submit(model, features)
 
     @hookimpl
@@ -65,6 +67,8 @@ class BatchingPlugin:
         batcher = self._batcher
         if batcher is not None:
             batcher.flush()
+            # Every worker of the scan has left: the one safe moment to change mode.
+            batcher.review()
 
     @hookimpl
     def on_shutdown(self) -> None:
