@@ -36,9 +36,9 @@ from sltrader_batching.stats import LogHistogram
 log = logging.getLogger("sltrader_batching")
 
 #: The oldest request waits for company at most this many times what one batch call
-#: costs (measured, in CPU time), less what parking and waking a thread costs. Waiting longer costs its
-#: worker more than the call the company would save; with a costly model ``max_wait`` is
-#: the limit, with a cheap one requests are not parked on a timer at all.
+#: costs (measured, in CPU time), less what parking and waking a thread costs. Waiting
+#: longer costs its worker more than the call the company would save; with a costly model
+#: ``max_wait`` is the limit, with a cheap one requests are not parked on a timer at all.
 WAIT_PER_CALL_COST = 4.0
 #: What parking a caller on a condition and waking it costs, GIL hand-over included
 #: (measured on the reference box: 50-100 µs under load).
