@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 
-def _workload_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", choices=("small", "full"), default="small", help="workload")
+def _workload_options(parser: argparse.ArgumentParser, size: str) -> None:
+    parser.add_argument(
+        "--size", choices=("small", "full"), default=size, help=f"workload (default: {size})"
+    )
     parser.add_argument("--workers", type=int, default=None, help="worker threads")
     parser.add_argument("--model", choices=("sgd", "cheap"), default=None, help="model")
     parser.add_argument("--seed", type=int, default=None, help="market seed")
@@ -26,7 +28,7 @@ def add_commands(commands: Any) -> None:
 
     run = commands.add_parser("run", help="run the reference trader with the active plugins")
     add_plugin_options(run)
-    _workload_options(run)
+    _workload_options(run, "full")  # the main job: the headline workload, about 20 s
     run.add_argument("--cycles", type=int, default=None, help="scan cycles to run")
     run.add_argument("--json", metavar="PATH", type=Path, default=None, help="write the report")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -36,7 +38,7 @@ def add_commands(commands: Any) -> None:
         "bench", help="compare plugin sets side by side on the reference workload"
     )
     add_plugin_options(bench)
-    _workload_options(bench)
+    _workload_options(bench, "small")  # 5 sets x 3 fresh processes: small unless asked
     bench.add_argument("--repeats", type=int, default=3, help="runs per set (interleaved)")
     bench.add_argument("--cycles", type=int, default=None, help="scan cycles per run")
     bench.add_argument(
