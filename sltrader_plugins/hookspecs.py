@@ -114,6 +114,9 @@ def before_predict(symbol: str, features: np.ndarray, model: Model) -> float | N
     :param model: the model the host would call.
     :return: the prediction ``model.predict(features)`` would give (to 1e-9), or ``None``
         to let the host call ``model.predict`` itself. The first non-``None`` result wins.
+        When the model fails, return ``None`` rather than raise its error: the host's own
+        call then raises it in this thread as without plugins, while an exception from the
+        hook counts as the plugin's fault.
     """
 
 
