@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import attrs
 import pytest
 
@@ -32,3 +34,11 @@ def exchange(market: MarketConfig, clock: SimClock) -> ReplayExchange:
 def tiny() -> Workload:
     """The small workload, shortened: a run takes well under a second."""
     return attrs.evolve(SIZES["small"], cycles=TINY_CYCLES)
+
+
+def tracing() -> bool:
+    """A tracer runs (coverage: settrace, or sys.monitoring on 3.12+): it allocates too."""
+    monitoring = getattr(sys, "monitoring", None)
+    return sys.gettrace() is not None or (
+        monitoring is not None and monitoring.get_tool(monitoring.COVERAGE_ID) is not None
+    )

@@ -19,6 +19,7 @@ from sltrader_plugins.host.features import (
     ema_weights,
 )
 from sltrader_plugins.manager import PluginManager
+from tests.host.conftest import tracing
 
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -177,15 +178,7 @@ def test_pooled_buffers_bit_identical_and_released_once(klines):
         assert not any(np.shares_memory(out, a) for a in pool.arrays)
 
 
-def _tracing() -> bool:
-    """A tracer (coverage: settrace, or sys.monitoring on 3.12+) allocates too."""
-    monitoring = getattr(sys, "monitoring", None)
-    return sys.gettrace() is not None or (
-        monitoring is not None and monitoring.get_tool(monitoring.COVERAGE_ID) is not None
-    )
-
-
-TRACED = pytest.mark.skipif(_tracing(), reason="a tracer (coverage) allocates too")
+TRACED = pytest.mark.skipif(tracing(), reason="a tracer (coverage) allocates too")
 
 
 @TRACED

@@ -17,6 +17,7 @@ from sltrader_plugins.host.loop import Host
 from sltrader_plugins.host.workload import SIZES, workload_from
 from sltrader_plugins.manager import PluginManager
 from tests.host.conftest import TINY_CYCLES as N
+from tests.host.conftest import tracing
 
 
 def run(workload, *plugins, exchange_wrapper=None, predictions=None):
@@ -227,8 +228,8 @@ def test_allocations_measured(tiny):
     host = Host(attrs.evolve(tiny, cycles=2), PluginManager())
     r = host.run(allocations=True)
     assert r["feature_alloc_bytes_per_build"] > 50_000
-    # how many blocks the probe sees depends on the interpreter (and on a coverage tracer)
-    assert r["feature_alloc_blocks_per_build"] > 0
+    if not tracing():  # a coverage tracer hides blocks from the probe (3.12+: all of them)
+        assert r["feature_alloc_blocks_per_build"] > 0
 
 
 def test_workload_config():
