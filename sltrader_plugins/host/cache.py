@@ -120,7 +120,8 @@ class IntelligentCache:
                 if flight.prefetch:
                     # A prefetch serves this read: it did not have to go to the exchange.
                     self._hits += 1
-                    self._prefetches_used += 1
+                    if flight.demand_waiters == 1:  # a prefetch is used once, not per reader
+                        self._prefetches_used += 1
                 else:
                     self._misses += 1
                     self._coalesced += 1
@@ -210,20 +211,33 @@ class IntelligentCache:
             klines = self._exchange.fetch_klines(symbol, timeframe, self.limit(timeframe))
         except BaseException as exc:
             with self._lock:
-                del self._inflight[key]
+                self._land_locked(key, flight)
             flight.future.set_exception(exc)
             raise
-        with self._lock:
-            del self._inflight[key]
-            prefetched = flight.prefetch and flight.demand_waiters == 0
-            self._store_locked(key, klines, prefetched)
-        flight.future.set_result(klines)
+        try:
+            with self._lock:
+                self._land_locked(key, flight)
+                prefetched = flight.prefetch and flight.demand_waiters == 0
+                self._store_locked(key, klines, prefetched)
+        finally:
+            flight.future.set_result(klines)  # whatever happens, nobody waits forever
         return klines
+
+    def _land_locked(self, key: Key, flight: _Flight) -> None:
+        # A candle may have closed while this fetch ran, and a newer flight for the same
+        # key taken its slot: that one is not ours to remove.
+        if self._inflight.get(key) is flight:
+            del self._inflight[key]
 
     def _store_locked(self, key: Key, klines: Klines, prefetched: bool) -> None:
         close = klines.last_close_time
         new = _Entry(klines, float("-inf") if close is None else close, prefetched)
         old = self._entries.get(key)
+        if old is not None and old.last_close > new.last_close:
+            # An older fetch landed after a newer one: keep the newer series.
+            if prefetched:
+                self._prefetches_wasted += 1
+            return
         if old is not None:
             if old.prefetched:
                 self._prefetches_wasted += 1  # replaced before any demand read

@@ -224,3 +224,90 @@ def test_hot_keys_survive_a_one_time_scan(market, clock):
 def test_capacity_must_be_positive(counting, clock):
     with pytest.raises(ValueError):
         IntelligentCache(counting, clock, 0)
+
+
+class SequencedExchange:
+    """Each request waits for its own gate, in the order requests arrive."""
+
+    def __init__(self, inner: ReplayExchange, gates: list[threading.Event]) -> None:
+        self.inner = inner
+        self.gates = list(gates)
+        self._lock = threading.Lock()
+
+    def fetch_klines(self, symbol, timeframe, limit):
+        with self._lock:
+            gate = self.gates.pop(0)
+        gate.wait(10)
+        return self.inner.fetch_klines(symbol, timeframe, limit)
+
+
+def test_a_candle_closing_during_a_fetch_does_not_break_single_flight(exchange, clock):
+    """An older fetch that lands after a newer one took its slot must leave that slot."""
+    first, second = threading.Event(), threading.Event()
+    cache = IntelligentCache(SequencedExchange(exchange, [first, second]), clock, 10)
+    key = ("BTC_USDT", "1m")
+    got: dict[str, object] = {}
+
+    def read(name: str) -> None:
+        try:
+            got[name] = cache.get_klines(*key)
+        except Exception as exc:  # pragma: no cover - the failure this test guards against
+            got[name] = exc
+
+    a = threading.Thread(target=read, args=("a",))
+    a.start()
+    wait_for_flight(cache, key)
+    clock.advance(60)  # a newer candle closes while A's request runs
+    b = threading.Thread(target=read, args=("b",))
+    b.start()
+    deadline = time.monotonic() + 10
+    while cache._inflight.get(key) is None or cache._inflight[key].target <= 0:
+        time.sleep(0.001)
+        if time.monotonic() > deadline:  # pragma: no cover
+            raise AssertionError("B never started its fetch")
+    newer = cache._inflight[key]
+    c = threading.Thread(target=read, args=("c",))
+    c.start()
+    wait_for_flight(cache, key, waiters=1)
+    assert cache._inflight[key] is newer
+    first.set()  # A lands first: it must not remove B's flight
+    a.join(10)
+    assert cache._inflight.get(key) is newer
+    second.set()
+    b.join(10)
+    c.join(10)
+    assert not (a.is_alive() or b.is_alive() or c.is_alive())
+    assert got["b"] is got["c"]
+    assert cache.latest_close_time(*key) == got["b"].last_close_time
+    assert cache._inflight == {}
+
+
+def test_readers_of_one_prefetch_count_one_use(exchange, clock):
+    slow = CountingExchange(exchange)
+    slow.gate = threading.Event()
+    cache = IntelligentCache(slow, clock, 10)
+    key = ("ETH/USDT", "1m")
+    t = threading.Thread(target=cache.prefetch, args=key)
+    t.start()
+    wait_for_flight(cache, key)
+    readers = [threading.Thread(target=cache.get_klines, args=key) for _ in range(3)]
+    for r in readers:
+        r.start()
+    wait_for_flight(cache, key, waiters=3)
+    slow.gate.set()
+    for r in (*readers, t):
+        r.join(10)
+    stats = cache.stats()
+    assert (stats.prefetches, stats.prefetches_used, stats.demand_hits) == (1, 1, 3)
+
+
+def test_an_older_series_landing_late_does_not_replace_a_newer_one(exchange, clock):
+    cache = IntelligentCache(exchange, clock, 10)
+    older = exchange.fetch_klines("BTC_USDT", "1m", 600)
+    clock.advance(60)
+    newer = cache.get_klines("BTC_USDT", "1m")
+    assert newer.last_close_time > older.last_close_time
+    with cache._lock:
+        cache._store_locked(("BTC_USDT", "1m"), older, prefetched=True)
+    assert cache.get_klines("BTC_USDT", "1m") is newer
+    assert cache.stats().prefetches_wasted == 1
