@@ -247,12 +247,18 @@ class PluginManager:
     # -- fault isolation --------------------------------------------------------------
 
     def _guard(self, function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+        starting = hook == "on_start"
+
+        # pluggy passes arguments that have defaults in the implementation by keyword
         @functools.wraps(function)
-        def guarded(*args: Any) -> Any:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
-                return function(*args)
+                return function(*args, **kwargs)
             except ConfigError:
-                raise  # a wrong setting is the user's to fix, not a fault to hide
+                if starting:
+                    raise  # a wrong setting is the user's to fix, not a fault to hide
+                self._record_fault(plugin, hook)
+                return None
             except Exception:
                 self._record_fault(plugin, hook)
                 return None

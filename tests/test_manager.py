@@ -343,3 +343,41 @@ def test_registering_twice_is_an_error():
 def test_parse_names():
     assert parse_names("") == ()
     assert parse_names("a, b,,c ") == ("a", "b", "c")
+
+
+class WithDefaults:
+    """Hook implementations with defaulted arguments: pluggy passes those by keyword."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, float]] = []
+
+    @hookimpl
+    def on_scan_complete(self, symbols, now=0.0):
+        self.seen.append((symbols[0], now))
+
+    @hookimpl
+    def before_analyze_symbol(self, symbol, timeframe="?"):
+        raise RuntimeError(f"boom {symbol} {timeframe}")
+
+
+def test_the_guard_passes_keyword_arguments_and_still_isolates_faults():
+    manager = PluginManager()
+    plugin = WithDefaults()
+    manager.register(plugin, "defaults")
+    manager.hook.on_scan_complete(symbols=["BTC_USDT"], timeframe="1m", now=60.0)
+    manager.hook.before_analyze_symbol(symbol="BTC_USDT", timeframe="1m")
+    assert plugin.seen in ([("BTC_USDT", 60.0)], [("BTC_USDT", 0.0)])
+    assert manager.faults() == {"defaults.before_analyze_symbol": 1}
+
+
+class ConfigErrorLater:
+    @hookimpl
+    def on_scan_complete(self):
+        raise ConfigError("'plugins.x.size': expected an integer")
+
+
+def test_a_configuration_error_after_start_is_an_isolated_fault():
+    manager = PluginManager()
+    manager.register(ConfigErrorLater(), "x")
+    assert manager.hook.on_scan_complete(symbols=[], timeframe="1m", now=0.0) == []
+    assert manager.faults() == {"x.on_scan_complete": 1}
