@@ -115,8 +115,10 @@ class Host:
         hook = self.manager.hook
         self.scan_times = np.zeros(cycles)
         started = time.perf_counter()
-        self.manager.start(self.services(w.workers))
         try:
+            # Inside the try: if one plugin refuses its configuration, those already
+            # started still get on_shutdown.
+            self.manager.start(self.services(w.workers))
             with ThreadPoolExecutor(w.workers, thread_name_prefix="sltrader-worker") as pool:
                 analyzer = ParallelAnalyzer(
                     self.cache,
@@ -198,8 +200,11 @@ class Host:
         scans = self.scan_times[: self.cycles_done]
         plugin_metrics: dict[str, float] = {}
         for result in self.manager.hook.report_metrics() or []:
-            if result:
-                plugin_metrics.update({k: float(v) for k, v in result.items()})
+            for name, value in (result or {}).items():
+                try:
+                    plugin_metrics[str(name)] = float(value)
+                except (TypeError, ValueError):  # a plugin's bad metric costs that metric only
+                    log.warning("plugin metric %r is not a number: %r", name, value)
         return {
             "workload": self.workload.as_dict(),
             "cycles": self.cycles_done,

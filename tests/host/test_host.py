@@ -370,3 +370,39 @@ def test_bench_worker_in_process(tmp_path):
     report = json.loads(out.read_text())
     assert report["cycles"] == 3 and report["feature_alloc_bytes_per_build"] > 0
     assert len(preds.read_text().splitlines()) == 3 * 30
+
+
+class BadMetric:
+    @hookimpl
+    def report_metrics(self):
+        return {"badmetric.text": "lots", "badmetric.count": 3}
+
+
+def test_a_plugin_metric_that_is_not_a_number_costs_only_that_metric(tiny, caplog):
+    with caplog.at_level(logging.WARNING):
+        report = run(attrs.evolve(tiny, cycles=2), BadMetric())
+    assert report["plugin_metrics"]["badmetric.count"] == 3.0
+    assert "badmetric.text" not in report["plugin_metrics"]
+    assert "'badmetric.text' is not a number" in caplog.text
+
+
+class Stopping:
+    def __init__(self) -> None:
+        self.stopped = False
+
+    @hookimpl
+    def on_shutdown(self):
+        self.stopped = True
+
+
+class RefusingConfig:
+    @hookimpl
+    def on_start(self):
+        raise ConfigError("'plugins.refusing.size': expected an integer, got 'big'")
+
+
+def test_a_plugin_refusing_its_config_stops_start_up_and_the_others_shut_down(tiny):
+    stopping = Stopping()
+    with pytest.raises(ConfigError, match=r"plugins\.refusing\.size"):
+        run(attrs.evolve(tiny, cycles=2), stopping, RefusingConfig())
+    assert stopping.stopped

@@ -51,8 +51,11 @@ _PROBE_EVERY = 64
 _COST_WARMUP = 8
 _COST_ALPHA = 0.05
 #: In bypass, one single prediction in this many is timed, to notice a model that became
-#: costly enough to batch again.
+#: costly enough to batch again; one in ``_SAMPLE_EARLY`` until the estimate is trusted, so
+#: a model that was cheap only before its first update (an online learner) is batched
+#: again within a fraction of a scan.
 _SAMPLE_EVERY = 64
+_SAMPLE_EARLY = 8
 
 #: Extra wait of a batch member that is not the batch's opener, past the batch deadline:
 #: the opener closes the batch on time; this only matters if the opener cannot.
@@ -176,6 +179,7 @@ class MicroBatcher:
         self._single_cost = 0.0  # smoothed seconds per single predict, sampled in bypass
         self._singles_timed = 0
         self._sample_tick = 0
+        self._passed = 0  # calls seen in bypass
 
     # -- in-flight tracking ----------------------------------------------------------
 
@@ -369,7 +373,11 @@ class MicroBatcher:
         if self._calls_timed < _COST_WARMUP:
             return self._max_wait
         limit = WAIT_PER_CALL_COST * self._call_cost - PARK_COST_S
-        return min(self._max_wait, max(limit, 0.0))
+        if limit < PARK_COST_S:
+            # Too short for anyone to join: every batch would close with one request,
+            # which is never timed, so the estimate would freeze just above zero.
+            return 0.0
+        return min(self._max_wait, limit)
 
     def _skip_wait(self) -> Reason | None:
         """``WAIT`` when a new batch would not wait at all (lock held); probes excepted."""
@@ -487,9 +495,12 @@ class MicroBatcher:
         :return: the timed prediction, or ``None`` (the caller predicts by itself; also
             when the sampled call raised, so the caller sees the model's error itself).
         """
-        # Unlocked on purpose: a lost increment only shifts which call gets sampled.
+        # Unlocked on purpose: a lost increment only shifts which call gets sampled, or
+        # undercounts a metric by one.
+        self._passed += 1
         self._sample_tick += 1
-        if self._sample_tick % _SAMPLE_EVERY:
+        every = _SAMPLE_EVERY if self._singles_timed >= _COST_WARMUP else _SAMPLE_EARLY
+        if self._sample_tick % every:
             return None
         started = time.thread_time()  # CPU time, as for batch calls
         try:
@@ -604,7 +615,8 @@ class MicroBatcher:
         """A snapshot of the counters (names without the plugin prefix)."""
         with self._lock:
             return {
-                "requests": float(self._requests),
+                "requests": float(self._requests + self._passed),
+                "passed_through": float(self._passed),
                 "batches": float(self._batches),
                 "batched_requests": float(self._batched_requests),
                 "mean_batch_size": (

@@ -608,7 +608,8 @@ def test_a_cheap_model_is_not_waited_for(model):
     # once the estimate is trusted (8 calls) a cheap model's requests stop waiting
     assert m["batches"] >= 8
     assert m["batches"] + m["singles"] / 2 >= 12 or m["dispatch_wait"] > 0
-    assert m["wait_limit_ms"] == pytest.approx(max(0.0, 4 * m["batch_call_ms"] - 0.1))
+    limit = 4 * m["batch_call_ms"] - 0.1
+    assert m["wait_limit_ms"] == pytest.approx(limit if limit >= 0.1 else 0.0)
     assert m["wait_limit_ms"] < 50
 
 
@@ -660,10 +661,13 @@ def test_a_cheap_model_is_bypassed_after_a_scan_and_batched_again_when_costly():
     seem_cheap(batcher)
     assert batcher.review() is True and batcher.bypass
     assert metric(batcher, "bypass") == 1.0
-    # bypassed: the caller predicts, except one call in 64 that is timed and answered
-    answers = [batcher.sample_single(model, features_for(0, i)) for i in range(64 * 8)]
+    # bypassed: the caller predicts, except one call in 8 (then, once 8 are timed, one in
+    # 64) that the plugin times and answers
+    answers = [batcher.sample_single(model, features_for(0, i)) for i in range(64 + 64 * 2)]
     timed = [(i, a) for i, a in enumerate(answers) if a is not None]
-    assert len(timed) == 8
+    assert [i for i, _ in timed] == [7, 15, 23, 31, 39, 47, 55, 63, 127, 191]
+    assert metric(batcher, "passed_through") == 192
+    assert metric(batcher, "requests") >= 192
     assert all(a == model.predict(features_for(0, i)) for i, a in timed)
     model.cost = 0.001
     for i in range(64 * 8):
@@ -698,3 +702,13 @@ def test_a_sampled_call_that_raises_lets_the_caller_predict():
     batcher, _ = make(workers=None)
     batcher.bypass = True
     assert all(batcher.sample_single(Failing(), features_for(0, i)) is None for i in range(128))
+
+
+def test_a_wait_limit_too_short_for_company_counts_as_zero():
+    batcher, _ = make(max_batch_size=2, max_wait_ms=50, workers=None)
+    for _ in range(100):
+        batcher._note_call_cost(0.000030)  # 4 x 30 us - 100 us = 20 us: nobody could join
+    assert metric(batcher, "wait_limit_ms") == 0.0
+    for _ in range(200):
+        batcher._note_call_cost(0.000300)  # 4 x 300 us - 100 us = 1.1 ms
+    assert metric(batcher, "wait_limit_ms") == pytest.approx(1.1, rel=0.05)
