@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
+
 from sltrader_plugins import __version__
 from sltrader_plugins.config import Config, ConfigError, load_config
 from sltrader_plugins.manager import PluginError, PluginInfo, PluginManager
@@ -33,15 +35,7 @@ def add_plugin_options(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
-    if args.strict:
-        config = Config(
-            enable=config.enable,
-            strict=True,
-            host=config.host,
-            plugins=config.plugins,
-            source=config.source,
-        )
-    return config
+    return attrs.evolve(config, strict=True) if args.strict else config
 
 
 def load_manager(args: argparse.Namespace) -> PluginManager:

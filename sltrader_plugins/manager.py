@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -303,17 +303,3 @@ class PluginManager:
     def shutdown(self) -> None:
         """Call ``on_shutdown``."""
         self.hook.on_shutdown()
-
-
-def create_manager(
-    config: Config,
-    cli: str | None = None,
-    environ: Mapping[str, str] | None = None,
-    extra: Sequence[tuple[object, str]] = (),
-) -> PluginManager:
-    """A manager with the chosen installed plugins loaded and ``extra`` plugins registered."""
-    manager = PluginManager()
-    manager.load(config, cli=cli, environ=environ)
-    for plugin, name in extra:
-        manager.register(plugin, name)
-    return manager

@@ -203,19 +203,13 @@ class FeatureEngine:
         # Rolling means and variances from inclusive cumulative sums.
         cs = empty(n)
         np.add.accumulate(z, out=cs)
-        sma20 = empty(lay.n20)
-        np.subtract(cs[20:], cs[:-20], out=sma20)
-        np.multiply(sma20, 0.05, out=sma20)
-        sma50 = empty(lay.n50)
-        np.subtract(cs[50:], cs[:-50], out=sma50)
-        np.multiply(sma50, 0.02, out=sma50)
+        sma20 = _rolling_mean(cs, 20, empty(lay.n20))
+        sma50 = _rolling_mean(cs, 50, empty(lay.n50))
         sq = empty(n)
         np.multiply(z, z, out=sq)
         cs2 = empty(n)
         np.add.accumulate(sq, out=cs2)
-        std20 = empty(lay.n20)
-        np.subtract(cs2[20:], cs2[:-20], out=std20)
-        np.multiply(std20, 0.05, out=std20)
+        std20 = _rolling_mean(cs2, 20, empty(lay.n20))
         mean_sq = empty(lay.n20)
         np.multiply(sma20, sma20, out=mean_sq)
         np.subtract(std20, mean_sq, out=std20)
@@ -328,6 +322,13 @@ class FeatureEngine:
         total = volume_sum.item(0)
         out[27] = signed_sum.item(0) / total if total > 0.0 else 0.0
         return out
+
+
+def _rolling_mean(cumsum: np.ndarray, window: int, out: np.ndarray) -> np.ndarray:
+    """Mean of every full ``window`` from an inclusive cumulative sum, written to ``out``."""
+    np.subtract(cumsum[window:], cumsum[:-window], out=out)
+    np.multiply(out, 1.0 / window, out=out)  # 1/20 and 1/50 are exact: same bits as 0.05
+    return out
 
 
 class _Layout:

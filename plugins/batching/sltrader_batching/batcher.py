@@ -598,11 +598,7 @@ class MicroBatcher:
         with self._lock:
             self._requests += 1
             self._unbatchable += 1
-            kind = type(model)
-            if kind in self._no_batch_types:
-                return
-            self._no_batch_types.add(kind)
-        _log_unbatchable(kind)
+        self.check_model(model)  # logs once per model type
 
     def _log_once(self, key: str, level: int, message: str, *args: object) -> None:
         # Called with or without the lock; the set is only ever added to.

@@ -423,9 +423,10 @@ def test_a_queue_that_stays_full_falls_back_after_the_timeout():
 # -- several models ----------------------------------------------------------------------
 
 
-def test_each_model_gets_its_own_batches():
-    first, second = LinearModel(), LinearModel()
-    batcher, _ = make(max_batch_size=4, max_wait_ms=FOREVER_MS, workers=8)
+def predict_per_model(
+    batcher: MicroBatcher, models: tuple[LinearModel, ...], per_model: int
+) -> dict[tuple[int, int], float]:
+    """``per_model`` threads per model, each predicting once; results by (model, thread)."""
     out: dict[tuple[int, int], float] = {}
 
     def worker(m: LinearModel, k: int, i: int) -> None:
@@ -434,10 +435,17 @@ def test_each_model_gets_its_own_batches():
     run_threads(
         [
             lambda i=i, k=k, m=m: worker(m, k, i)
-            for k, m in enumerate((first, second))
-            for i in range(4)
+            for k, m in enumerate(models)
+            for i in range(per_model)
         ]
     )
+    return out
+
+
+def test_each_model_gets_its_own_batches():
+    first, second = LinearModel(), LinearModel()
+    batcher, _ = make(max_batch_size=4, max_wait_ms=FOREVER_MS, workers=8)
+    out = predict_per_model(batcher, (first, second), 4)
     assert out == {
         (k, i): LinearModel.expected(features_for(i, k)) for k in range(2) for i in range(4)
     }
@@ -448,18 +456,7 @@ def test_each_model_gets_its_own_batches():
 def test_idle_wakes_every_models_batch():
     first, second = LinearModel(), LinearModel()
     batcher, _ = make(max_batch_size=8, max_wait_ms=FOREVER_MS, workers=4)
-    out: dict[tuple[int, int], float] = {}
-
-    def worker(m: LinearModel, k: int, i: int) -> None:
-        out[(k, i)] = predict_via(batcher, m, features_for(i, k))
-
-    run_threads(
-        [
-            lambda i=i, k=k, m=m: worker(m, k, i)
-            for k, m in enumerate((first, second))
-            for i in range(2)
-        ]
-    )
+    out = predict_per_model(batcher, (first, second), 2)
     assert len(out) == 4
     assert metric(batcher, "dispatch_wait") == 0 and metric(batcher, "dispatch_idle") >= 1
 

@@ -8,6 +8,7 @@ host's ``FeatureEngine`` is importable, ``test_equivalence`` runs against it too
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -154,3 +155,17 @@ def series() -> Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]:
 @pytest.fixture
 def plain() -> type[PlainBuffers]:
     return PlainBuffers
+
+
+@pytest.fixture
+def in_threads() -> Callable[[Callable[[int], None], int], None]:
+    """Run ``work(i)`` in ``n`` threads at once and wait for all of them."""
+
+    def run(work: Callable[[int], None], n: int) -> None:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    return run

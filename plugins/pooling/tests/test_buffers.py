@@ -259,7 +259,9 @@ def test_idle_bytes_stay_within_the_bound_over_10000_builds(build: Build) -> Non
 # -- concurrency ------------------------------------------------------------------------
 
 
-def test_concurrent_builds_never_share_a_buffer(build: Build, series: Callable[..., Any]) -> None:
+def test_concurrent_builds_never_share_a_buffer(
+    build: Build, series: Callable[..., Any], in_threads
+) -> None:
     pool = make_pool(workers=8)
     owner: dict[tuple[int, int], int] = {}
     guard = threading.Lock()
@@ -298,11 +300,7 @@ def test_concurrent_builds_never_share_a_buffer(build: Build, series: Callable[.
             if not np.array_equal(got, expected):
                 errors.append(f"T{tid}: features differ")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(work, 8)
     assert errors == []
     stats = pool.stats()
     assert stats.outstanding == 0

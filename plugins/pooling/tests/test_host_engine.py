@@ -143,7 +143,7 @@ class _Checked:
         self.inner.release()
 
 
-def test_many_threads_build_at_once(services: Callable[..., HostServices]) -> None:
+def test_many_threads_build_at_once(services: Callable[..., HostServices], in_threads) -> None:
     ex = replay()
     plugin = PoolingPlugin()
     plugin.on_start(services({}))
@@ -163,11 +163,7 @@ def test_many_threads_build_at_once(services: Callable[..., HostServices]) -> No
             if not same_bits(pooled.build(k.symbol, k.timeframe, k), expected[j]):
                 errors.append(f"{k.symbol} {k.timeframe} differs")
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(work, 8)
     assert errors == []
     assert check.errors == []
     assert plugin.pool is not None

@@ -152,7 +152,7 @@ def test_shutdown_without_leaks_logs_nothing(caplog: pytest.LogCaptureFixture) -
     assert caplog.text == ""
 
 
-def test_threads_never_get_the_same_object() -> None:
+def test_threads_never_get_the_same_object(in_threads) -> None:
     pool: ObjectPool[list[int]] = ObjectPool(list, max_size=4, reset=list.clear)
     errors: list[str] = []
     holders: dict[int, int] = {}
@@ -169,11 +169,7 @@ def test_threads_never_get_the_same_object() -> None:
                 with guard:
                     del holders[id(obj)]
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(work, 8)
     assert errors == []
     stats = pool.stats()
     assert stats.outstanding == 0 and stats.idle <= 4
