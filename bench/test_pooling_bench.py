@@ -1,6 +1,9 @@
 """Benchmarks of the pooling plugin (``pytest bench/test_pooling_bench.py``).
 
-- build time of one host feature build, plugin-free vs pooled;
+- build time of one host feature build, plugin-free vs pooled vs the *floor*
+  (``bench/floor/sltrader_floor.py``: buffers that cost nothing, the fastest any buffer
+  plugin can make a build through ``on_feature_build``); one thread, and 8 threads at
+  once (thread CPU time per build, as the host's scan measures it);
 - gross allocation per build (bytes and blocks, the host's own probe), in
   ``extra_info`` of the same tests' JSON (``--benchmark-json``);
 - one ``empty`` request by array size, pooled hit vs ``np.empty`` (where pooling stops
@@ -14,8 +17,10 @@ The scenario comparison (``none`` vs ``pooling`` on the reference workload) is
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +30,9 @@ from sltrader_plugins import Config, HostServices
 from sltrader_plugins.manager import PluginManager
 from sltrader_plugins.protocols import CacheStats
 from sltrader_pooling import BufferPool, BuildBuffers, PoolingConfig, PoolingPlugin
+
+sys.path.insert(0, str(Path(__file__).parent / "floor"))  # an experiment, not installed
+from sltrader_floor import FloorPlugin
 
 pytest.importorskip("pytest_benchmark")
 features = pytest.importorskip("sltrader_plugins.host.features")
@@ -78,10 +86,20 @@ def _engine(kind: str) -> Any:
     if kind == "pooling":
         manager.register(PoolingPlugin(), "pooling")
         manager.start(_services())
+    elif kind == "floor":
+        manager.register(FloorPlugin(), "floor")
     return features.FeatureEngine(hook=manager.hook)
 
 
-@pytest.mark.parametrize("kind", ["none", "pooling"])
+def test_floor_is_exact(klines: Any) -> None:
+    """The floor computes the same features (else its time would mean nothing)."""
+    expected = _engine("none").build("BTC_USDT", "1m", klines)
+    floor = _engine("floor")
+    for _ in range(3):
+        assert np.array_equal(floor.build("BTC_USDT", "1m", klines), expected)
+
+
+@pytest.mark.parametrize("kind", ["none", "pooling", "floor"])
 def test_feature_build(benchmark: Any, klines: Any, kind: str) -> None:
     engine = _engine(kind)
     for _ in range(20):  # warm: the pool fills, the layout is built
@@ -91,6 +109,34 @@ def test_feature_build(benchmark: Any, klines: Any, kind: str) -> None:
     benchmark.extra_info["alloc_blocks_per_build"] = allocation.blocks
     benchmark.extra_info["alloc_peak_bytes"] = allocation.peak
     benchmark(engine.build, "BTC_USDT", "1m", klines)
+
+
+@pytest.mark.parametrize("kind", ["none", "pooling", "floor"])
+def test_feature_build_8_threads(benchmark: Any, klines: Any, kind: str) -> None:
+    """Thread CPU time per build with 8 threads building at once (the scan's metric)."""
+    engine = _engine(kind)
+    builds = 300
+
+    def run() -> float:
+        spent: list[float] = []
+
+        def work() -> None:
+            start = time.thread_time()
+            for _ in range(builds):
+                engine.build("BTC_USDT", "1m", klines)
+            spent.append(time.thread_time() - start)
+
+        threads = [threading.Thread(target=work) for _ in range(WORKERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(spent) / (WORKERS * builds)
+
+    cpu: list[float] = []
+    benchmark.pedantic(lambda: cpu.append(run()), rounds=7, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["thread_cpu_per_build_median"] = sorted(cpu)[len(cpu) // 2]
+    assert all(value > 0 for value in cpu)
 
 
 @pytest.mark.parametrize("n", [1, 16, 128, 512, 4096, 65536])

@@ -21,11 +21,14 @@ from typing import Any
 #: Metrics of the table, in order: (key, label, format).
 TABLE = (
     ("scan_wall_s", "scan wall time (s/scan)", ".4f"),
+    ("scan_after_close_s", "  after a candle close (s)", ".4f"),
+    ("scan_mid_candle_s", "  mid-candle (s)", ".4f"),
     ("scan_p99_s", "scan p99 (s)", ".4f"),
     ("model_s_per_prediction", "model time / prediction (s)", ".2e"),
     ("predict_wait_p50_s", "predict wait p50 (s)", ".2e"),
     ("predict_wait_p99_s", "predict wait p99 (s)", ".2e"),
-    ("feature_build_s", "feature build (s)", ".2e"),
+    ("feature_build_s", "feature build, in the scan (s)", ".2e"),
+    ("feature_build_uncontended_s", "feature build, one thread (s)", ".2e"),
     ("feature_alloc_bytes_per_build", "alloc bytes / build", ".0f"),
     ("feature_alloc_blocks_per_build", "alloc blocks / build", ".1f"),
     ("gc_gen0_per_1000_builds", "gen-0 GCs / 1000 builds", ".2f"),
@@ -41,12 +44,15 @@ TABLE = (
 #: Report keys copied into the JSON per run (plus plugin metrics and miss causes).
 SCALARS = (
     "scan_wall_s",
+    "scan_after_close_s",
+    "scan_mid_candle_s",
     "scan_p50_s",
     "scan_p99_s",
     "model_s_per_prediction",
     "predict_wait_p50_s",
     "predict_wait_p99_s",
     "feature_build_s",
+    "feature_build_uncontended_s",
     "feature_alloc_bytes_per_build",
     "feature_alloc_blocks_per_build",
     "feature_alloc_peak_bytes",

@@ -218,6 +218,22 @@ def test_predictions_are_written(tiny):
     assert cycle == "0" and 0 <= float(value) <= 1
 
 
+def test_scan_wall_split_at_candle_closes(baseline):
+    w = SIZES["small"]
+    host_start = Host(w, PluginManager()).clock.now()
+    # A scan is "after a close" when a base (1m) candle closed since the previous scan.
+    minutes = [int((host_start + i * w.scan_interval_s) // 60) for i in range(N + 1)]
+    after = [minutes[i + 1] > minutes[i] for i in range(N)]
+    assert baseline["scans_after_close"] == sum(after)
+    assert 0 < sum(after) < N
+    # The two parts average back to the whole.
+    mean = (
+        baseline["scan_after_close_s"] * sum(after)
+        + baseline["scan_mid_candle_s"] * (N - sum(after))
+    ) / N
+    assert mean == pytest.approx(baseline["scan_wall_s"], rel=1e-9)
+
+
 def test_cycles_beyond_the_replay_refused(tiny):
     host = Host(tiny, PluginManager())
     with pytest.raises(ValueError, match="generated for"):
@@ -228,6 +244,8 @@ def test_allocations_measured(tiny):
     host = Host(attrs.evolve(tiny, cycles=2), PluginManager())
     r = host.run(allocations=True)
     assert r["feature_alloc_bytes_per_build"] > 50_000
+    # One thread's build costs CPU time, and less than the whole run's scans took.
+    assert 0 < r["feature_build_uncontended_s"] < r["scan_wall_s"]
     if not tracing():  # a coverage tracer hides blocks from the probe (3.12+: all of them)
         assert r["feature_alloc_blocks_per_build"] > 0
 
@@ -325,9 +343,12 @@ def test_sltrader_bench_cli(tmp_path, capsys):
     none = result["sets"]["none"]
     for metric in (
         "scan_wall_s",
+        "scan_after_close_s",
+        "scan_mid_candle_s",
         "model_s_per_prediction",
         "predict_wait_p99_s",
         "feature_build_s",
+        "feature_build_uncontended_s",
         "feature_alloc_bytes_per_build",
         "feature_alloc_blocks_per_build",
         "gc_gen0_per_1000_builds",
