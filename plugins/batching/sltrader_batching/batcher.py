@@ -152,6 +152,10 @@ class MicroBatcher:
         self._waiting = 0
         self._queued = 0  # requests in batches not yet done (the bounded queue)
         self._overdue = 0  # running batches past the timeout: the model looks hung
+        # The size of the first batch that overran the timeout, until its warning is
+        # logged, which happens after the lock is released: a slow log handler must not
+        # stall every worker at the moment the model already does.
+        self._timeout_to_log: int | None = None
         self._closed = False
         self._no_batch_types: set[type] = set()
         self._logged: set[str] = set()
@@ -213,6 +217,7 @@ class MicroBatcher:
         if not callable(predict_batch):
             self._note_unbatchable(model)
             return None
+        timed_out: int | None = None
         with self._lock:
             self._requests += 1
             if self._closed or self._overdue:
@@ -239,7 +244,17 @@ class MicroBatcher:
                 raise
             if batch is None:
                 self._exit_locked()
-                return None if request is None else request.result
+                timed_out, self._timeout_to_log = self._timeout_to_log, None
+        if batch is None:
+            if timed_out is not None:
+                log.warning(
+                    "batching: predict_batch of %d requests still running after %.0f ms; "
+                    "its callers predict by themselves and batching is suspended until it "
+                    "returns",
+                    timed_out,
+                    self._config.timeout_ms,
+                )
+            return None if request is None else request.result
         try:
             self._run(batch)
         finally:
@@ -354,14 +369,8 @@ class MicroBatcher:
             batch.overdue = True
             self._overdue += 1
             self._timeouts += 1
-            self._log_once(
-                "timeout",
-                logging.WARNING,
-                "batching: predict_batch of %d requests still running after %.0f ms; its "
-                "callers predict by themselves and batching is suspended until it returns",
-                len(batch.requests),
-                self._config.timeout_ms,
-            )
+            if self._timeouts == 1:  # logged once per batcher, by submit() once unlocked
+                self._timeout_to_log = len(batch.requests)
 
     def _idle(self) -> bool:
         """Every caller that could still submit is already inside (lock held)."""

@@ -315,6 +315,17 @@ def test_a_hung_batch_times_out_and_suspends_batching(caplog):
         out[i] = predict_via(batcher, model, features_for(i, 2))
         finished.append(i)
 
+    logged_unlocked: list[bool] = []
+
+    class LockProbe(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            free = batcher._lock.acquire(blocking=False)
+            if free:
+                batcher._lock.release()
+            logged_unlocked.append(free)
+
+    probe = LockProbe()
+    logging.getLogger("sltrader_batching").addHandler(probe)
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(3)]
     with caplog.at_level(logging.WARNING, logger="sltrader_batching"):
         for thread in threads:
@@ -329,7 +340,10 @@ def test_a_hung_batch_times_out_and_suspends_batching(caplog):
         for thread in threads:
             thread.join(10)
     assert out == {i: LinearModel.expected(features_for(i, 2)) for i in range(3)}
+    logging.getLogger("sltrader_batching").removeHandler(probe)
     assert [r.levelno for r in caplog.records if "still running" in r.message] == [logging.WARNING]
+    # logged with the batcher's lock free: a slow handler does not hold up the workers
+    assert logged_unlocked == [True]
     # once the call returned, batching resumes
     run_threads([lambda i=i: predict_via(batcher, model, features_for(i, 9)) for i in range(3)])
     assert model.batch_calls == 2 and batcher._overdue == 0

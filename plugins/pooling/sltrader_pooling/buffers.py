@@ -275,7 +275,10 @@ class BuildBuffers:
                         self._nbytes -= nbytes
                         dropped += nbytes
                     if not slot.arrays:
-                        # A length no longer served (e.g. the series grew): forget it.
+                        # A length no longer served (e.g. the series grew): forget it,
+                        # after counting what it lent in this build (_recycle sums the
+                        # slots that remain).
+                        self._hits += slot.used
                         del table[length]
                         self._slots.remove(slot)
                     if self._nbytes <= max_bytes:
