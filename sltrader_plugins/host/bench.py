@@ -137,6 +137,9 @@ def _max_diff(a: dict[tuple[str, str], float], b: dict[tuple[str, str], float]) 
 def _flatten(report: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {k: report.get(k) for k in SCALARS if k in report}
     row.update({f"miss.{k}": v for k, v in report["miss_causes"].items()})
+    row.update(
+        {f"miss.higher_timeframe.{k}": v for k, v in report["higher_timeframe_miss_causes"].items()}
+    )
     row.update(report["plugin_metrics"])
     row["plugin_faults"] = sum(report["plugin_faults"].values())
     row["decisions_digest"] = report["decisions_digest"]

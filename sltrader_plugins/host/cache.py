@@ -87,6 +87,7 @@ class IntelligentCache:
         self._refused = 0
         self._coalesced = 0
         self._causes: Counter[str] = Counter()
+        self._higher_causes: Counter[str] = Counter()  # higher_timeframe misses, split
 
     def limit(self, timeframe: str) -> int:
         return self._limits.get(timeframe, self._default_limit)
@@ -125,10 +126,10 @@ class IntelligentCache:
                 else:
                     self._misses += 1
                     self._coalesced += 1
-                    self._causes[self._cause(key, entry)] += 1
+                    self._count_miss(key, entry)
             else:
                 self._misses += 1
-                self._causes[self._cause(key, entry)] += 1
+                self._count_miss(key, entry)
                 flight = _Flight(target, prefetch=False)
                 self._inflight[key] = flight
         if not owner:
@@ -189,6 +190,12 @@ class IntelligentCache:
         """
         with self._lock:
             return {cause: self._causes[cause] for cause in MISS_CAUSES}
+
+    def higher_timeframe_causes(self) -> dict[str, int]:
+        """The ``higher_timeframe`` misses split like base ones: ``candle_close``,
+        ``new_key``, ``eviction`` (they sum to ``miss_causes()["higher_timeframe"]``)."""
+        with self._lock:
+            return {cause: self._higher_causes[cause] for cause in MISS_CAUSES[:3]}
 
     def extra_stats(self) -> dict[str, int]:
         """Counters beyond :class:`CacheStats`: size, refused admissions, coalesced misses."""
@@ -276,11 +283,15 @@ class IntelligentCache:
             self._freq = {k: v // 2 for k, v in self._freq.items() if v > 1}
             self._freq_events = 0
 
-    def _cause(self, key: Key, entry: _Entry | None) -> str:
-        if key[1] != self.base_timeframe:
-            return "higher_timeframe"
+    def _count_miss(self, key: Key, entry: _Entry | None) -> None:
         if entry is not None:
-            return "candle_close"
-        if key in self._ghosts:
-            return "eviction"
-        return "new_key"
+            cause = "candle_close"
+        elif key in self._ghosts:
+            cause = "eviction"
+        else:
+            cause = "new_key"
+        if key[1] == self.base_timeframe:
+            self._causes[cause] += 1
+        else:
+            self._causes["higher_timeframe"] += 1
+            self._higher_causes[cause] += 1

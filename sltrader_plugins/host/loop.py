@@ -228,6 +228,7 @@ class Host:
             "cache_hits": stats.demand_hits,
             "cache_misses": stats.demand_misses,
             "miss_causes": self.cache.miss_causes(),
+            "higher_timeframe_miss_causes": self.cache.higher_timeframe_causes(),
             "prefetches": stats.prefetches,
             "prefetches_used": stats.prefetches_used,
             "prefetches_wasted": stats.prefetches_wasted,

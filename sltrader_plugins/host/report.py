@@ -25,7 +25,9 @@ def format_report(r: dict[str, Any]) -> str:
         f"  cache hit rate    {r['cache_hit_rate']:.3f} ({r['cache_hits']} hits, "
         f"{r['cache_misses']} misses: "
         + ", ".join(f"{k} {v}" for k, v in r["miss_causes"].items())
-        + ")",
+        + " ["
+        + ", ".join(f"{k} {v}" for k, v in r["higher_timeframe_miss_causes"].items())
+        + "])",
         f"  prefetches        {r['prefetches']} (used {r['prefetches_used']}, "
         f"wasted {r['prefetches_wasted']})",
         f"  exchange requests {r['exchange_requests']}",

@@ -91,6 +91,20 @@ def test_higher_timeframe_stays_fresh_longer(counting, clock):
     assert cache.miss_causes()["higher_timeframe"] == 1
 
 
+def test_higher_timeframe_misses_are_split_like_base_ones(counting, clock):
+    cache = IntelligentCache(counting, clock, 1, base_timeframe="1m")
+    cache.get_klines("BTC_USDT", "5m")  # new key, cached
+    cache.get_klines("ETH/USDT", "5m")  # new key; no more frequent than BTC: refused
+    cache.get_klines("ETH/USDT", "5m")  # refused just now: eviction; now admitted
+    clock.advance(300)
+    cache.get_klines("ETH/USDT", "5m")  # its candle closed: stale
+    split = cache.higher_timeframe_causes()
+    assert split == {"candle_close": 1, "new_key": 2, "eviction": 1}
+    causes = cache.miss_causes()
+    assert causes["higher_timeframe"] == sum(split.values()) == cache.stats().demand_misses
+    assert causes["candle_close"] == causes["new_key"] == causes["eviction"] == 0
+
+
 def test_single_flight_concurrent_misses(exchange, clock):
     slow = CountingExchange(exchange)
     slow.gate = threading.Event()

@@ -41,6 +41,7 @@ def test_small_run_reports_everything(baseline):
     assert r["signals"] > 0 and r["orders"] > 0
     assert 0 < r["cache_hit_rate"] < 1
     assert sum(r["miss_causes"].values()) == r["cache_misses"]
+    assert sum(r["higher_timeframe_miss_causes"].values()) == r["miss_causes"]["higher_timeframe"]
     assert r["exchange_requests"] >= r["cache_misses"]
     assert r["trained_samples"] > 0
     assert r["skipped"] == {} and r["plugin_faults"] == {}
