@@ -25,7 +25,12 @@ from sltrader_plugins.protocols import (
     Model,
 )
 from sltrader_plugins.signals import Signal
-from sltrader_plugins.timeframes import last_close_time, next_close_time, timeframe_seconds
+from sltrader_plugins.timeframes import (
+    closes_between,
+    last_close_time,
+    next_close_time,
+    timeframe_seconds,
+)
 
 __version__ = "0.1.0"
 
@@ -44,6 +49,7 @@ __all__ = [
     "Model",
     "Signal",
     "__version__",
+    "closes_between",
     "hookimpl",
     "last_close_time",
     "next_close_time",

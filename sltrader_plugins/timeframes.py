@@ -32,3 +32,18 @@ def last_close_time(timeframe: str, now: float) -> float:
 def next_close_time(timeframe: str, now: float) -> float:
     """Close time of the first candle of ``timeframe`` that closes strictly after ``now``."""
     return last_close_time(timeframe, now) + timeframe_seconds(timeframe)
+
+
+def closes_between(timeframe: str, after: float, until: float) -> list[float]:
+    """Close times of the candles of ``timeframe`` that close in ``(after, until]``.
+
+    What a loop that last looked at ``after`` and now sees ``until`` has to announce
+    (``on_candle_close``): a close exactly at ``after`` was the previous look's.
+    """
+    step = timeframe_seconds(timeframe)
+    closes = []
+    close = last_close_time(timeframe, after) + step
+    while close <= until:
+        closes.append(close)
+        close += step
+    return closes

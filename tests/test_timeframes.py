@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from sltrader_plugins import Signal, last_close_time, next_close_time, timeframe_seconds
+from sltrader_plugins import (
+    Signal,
+    closes_between,
+    last_close_time,
+    next_close_time,
+    timeframe_seconds,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,6 +31,14 @@ def test_candle_boundaries():
     assert next_close_time("1m", 120.0) == 180.0
     assert last_close_time("1h", 7199.0) == 3600.0
     assert next_close_time("5m", 301.0) == 600.0
+
+
+def test_closes_between_is_open_at_the_start_and_closed_at_the_end():
+    assert closes_between("1m", 60.0, 120.0) == [120.0]  # 60 was the previous look's
+    assert closes_between("1m", 59.999, 120.0) == [60.0, 120.0]
+    assert closes_between("1m", 60.0, 119.999) == []
+    assert closes_between("1m", 125.0, 132.5) == []
+    assert closes_between("5m", 0.0, 1200.0) == [300.0, 600.0, 900.0, 1200.0]
 
 
 def test_signal_side_is_validated():

@@ -21,8 +21,8 @@ from typing import Any
 #: Metrics of the table, in order: (key, label, format).
 TABLE = (
     ("scan_wall_s", "scan wall time (s/scan)", ".4f"),
-    ("scan_after_close_s", "  after a candle close (s)", ".4f"),
-    ("scan_mid_candle_s", "  mid-candle (s)", ".4f"),
+    ("scan_stale_s", "  of stale series (s)", ".4f"),
+    ("scan_fresh_s", "  of fresh series (s)", ".4f"),
     ("scan_p99_s", "scan p99 (s)", ".4f"),
     ("model_s_per_prediction", "model time / prediction (s)", ".2e"),
     ("predict_wait_p50_s", "predict wait p50 (s)", ".2e"),
@@ -44,8 +44,8 @@ TABLE = (
 #: Report keys copied into the JSON per run (plus plugin metrics and miss causes).
 SCALARS = (
     "scan_wall_s",
-    "scan_after_close_s",
-    "scan_mid_candle_s",
+    "scan_stale_s",
+    "scan_fresh_s",
     "scan_p50_s",
     "scan_p99_s",
     "model_s_per_prediction",

@@ -30,7 +30,7 @@ from sltrader_plugins.host.trading import TradingConfig, TradingService
 from sltrader_plugins.host.workload import Workload
 from sltrader_plugins.manager import PluginManager
 from sltrader_plugins.protocols import HostServices
-from sltrader_plugins.timeframes import last_close_time, timeframe_seconds
+from sltrader_plugins.timeframes import closes_between
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,9 @@ class Host:
         self.skips = SkipLog()
         self.predict_waits = Samples(max(1000, w.cycles * w.universe), seed=w.seed)
         self.scan_times = np.zeros(0)
-        # Whether a base candle closed since the previous scan: only such a scan finds its
-        # series stale, so only it can be sped up by warming.
-        self.after_close = np.zeros(0, dtype=bool)
+        # Whether a scan finds its series stale or missing: the first scan, and each one
+        # after a base candle close. Only those have misses for a warmer to remove.
+        self.stale_scans = np.zeros(0, dtype=bool)
         self.cycles_done = 0
         self.gc_gen0 = 0
         self.last_results: list[Analysis] = []
@@ -119,7 +119,9 @@ class Host:
             raise ValueError(f"the replay is generated for {w.cycles} cycles, not {cycles}")
         hook = self.manager.hook
         self.scan_times = np.zeros(cycles)
-        self.after_close = np.zeros(cycles, dtype=bool)
+        self.stale_scans = np.zeros(cycles, dtype=bool)
+        if cycles:
+            self.stale_scans[0] = True  # nothing is cached yet
         started = time.perf_counter()
         try:
             # Inside the try: if one plugin refuses its configuration, those already
@@ -171,13 +173,10 @@ class Host:
         before = self.clock.now()
         now = self.clock.advance(w.scan_interval_s)
         for timeframe in (w.base_timeframe, *w.confirm_timeframes):
-            step = timeframe_seconds(timeframe)
-            close = last_close_time(timeframe, before) + step
-            while close <= now:
+            for close in closes_between(timeframe, before, now):
                 hook.on_candle_close(timeframe=timeframe, close_time=close, next_scan_time=now)
-                close += step
                 if timeframe == w.base_timeframe:
-                    self.after_close[cycle] = True
+                    self.stale_scans[cycle] = True
         symbols = self.exchange.top_symbols(w.universe)
         gen0 = gc.get_stats()[0]["collections"]
         # The scan's own hook is timed with it: work a plugin does there delays the scan.
@@ -206,7 +205,7 @@ class Host:
         predictions = max(1.0, model["predictions"])
         builds = max(1.0, analyzer["feature_builds"])
         scans = self.scan_times[: self.cycles_done]
-        after_close = self.after_close[: self.cycles_done]
+        stale = self.stale_scans[: self.cycles_done]
         plugin_metrics: dict[str, float] = {}
         for result in self.manager.hook.report_metrics() or []:
             for name, value in (result or {}).items():
@@ -243,9 +242,9 @@ class Host:
             "predict_wait_p50_s": self.predict_waits.percentile(50),
             "predict_wait_p99_s": self.predict_waits.percentile(99),
             "scan_wall_s": _mean(scans),
-            "scan_after_close_s": _mean(scans[after_close]),
-            "scan_mid_candle_s": _mean(scans[~after_close]),
-            "scans_after_close": int(after_close.sum()),
+            "scan_stale_s": _mean(scans[stale]),
+            "scan_fresh_s": _mean(scans[~stale]),
+            "stale_scans": int(stale.sum()),
             "scan_p50_s": float(np.percentile(scans, 50)) if len(scans) else 0.0,
             "scan_p99_s": float(np.percentile(scans, 99)) if len(scans) else 0.0,
             "feature_build_s": analyzer["feature_build_seconds"] / builds,
@@ -265,10 +264,13 @@ class Host:
         series (main thread, workers idle, so nothing else allocates or competes for the
         GIL meanwhile); ``run(allocations=True)`` calls it before the plugins shut down.
 
-        The scan's ``feature_build_s`` is measured under the workers' contention, where
-        most of a build's CPU time goes to handing the GIL over at numpy calls; this one
-        is the build's own cost: the fastest of ``timings`` passes over the sample.
+        The scan's ``feature_build_s`` is measured under the workers' contention, where a
+        build's CPU time grows with what the other threads run; this one is the build's
+        own cost: the fastest of ``timings`` untraced passes over the sample (left out
+        when tracemalloc was already on, as it would be traced).
         """
+        import tracemalloc
+
         from sltrader_plugins.host.allocations import measure
 
         chosen = sorted(self.last_results, key=lambda a: a.symbol)[:sample]
@@ -282,17 +284,19 @@ class Host:
 
         build_all()  # warm: pools fill, layouts are built
         allocation = measure(build_all, repeat=2)
-        fastest = math.inf
-        for _ in range(timings):
-            start = time.thread_time()
-            build_all()
-            fastest = min(fastest, time.thread_time() - start)
-        return {
+        report = {
             "feature_alloc_bytes_per_build": allocation.bytes / len(chosen),
             "feature_alloc_blocks_per_build": allocation.blocks / len(chosen),
             "feature_alloc_peak_bytes": allocation.peak,
-            "feature_build_uncontended_s": fastest / len(chosen),
         }
+        if not tracemalloc.is_tracing():
+            fastest = math.inf
+            for _ in range(timings):
+                start = time.thread_time()
+                build_all()
+                fastest = min(fastest, time.thread_time() - start)
+            report["feature_build_uncontended_s"] = fastest / len(chosen)
+        return report
 
 
 def _mean(values: np.ndarray) -> float:

@@ -36,8 +36,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"  predict wait      p50 {_ms(r['predict_wait_p50_s'])}, "
         f"p99 {_ms(r['predict_wait_p99_s'])}",
         f"  scan time         p50 {_ms(r['scan_p50_s'])}, p99 {_ms(r['scan_p99_s'])}; "
-        f"mean {_ms(r['scan_after_close_s'])} after a candle close "
-        f"({r['scans_after_close']} scans), {_ms(r['scan_mid_candle_s'])} mid-candle",
+        f"mean {_ms(r['scan_stale_s'])} with stale series ({r['stale_scans']} scans: "
+        f"the first, and after a candle close), {_ms(r['scan_fresh_s'])} with fresh ones",
         f"  feature build     {r['feature_build_s'] * 1e6:.1f} µs",
         "  skipped symbols   " + (", ".join(f"{k} {v}" for k, v in r["skipped"].items()) or "none"),
         f"  active plugins    {', '.join(r['active_plugins']) or 'none'}",

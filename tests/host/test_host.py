@@ -219,19 +219,16 @@ def test_predictions_are_written(tiny):
     assert cycle == "0" and 0 <= float(value) <= 1
 
 
-def test_scan_wall_split_at_candle_closes(baseline):
+def test_scan_wall_split_into_stale_and_fresh_scans(baseline):
     w = SIZES["small"]
     host_start = Host(w, PluginManager()).clock.now()
-    # A scan is "after a close" when a base (1m) candle closed since the previous scan.
+    # Stale: the first scan (nothing cached) and every scan after a base (1m) close.
     minutes = [int((host_start + i * w.scan_interval_s) // 60) for i in range(N + 1)]
-    after = [minutes[i + 1] > minutes[i] for i in range(N)]
-    assert baseline["scans_after_close"] == sum(after)
-    assert 0 < sum(after) < N
+    stale = [i == 0 or minutes[i + 1] > minutes[i] for i in range(N)]
+    assert baseline["stale_scans"] == sum(stale)
+    assert 1 < sum(stale) < N
     # The two parts average back to the whole.
-    mean = (
-        baseline["scan_after_close_s"] * sum(after)
-        + baseline["scan_mid_candle_s"] * (N - sum(after))
-    ) / N
+    mean = (baseline["scan_stale_s"] * sum(stale) + baseline["scan_fresh_s"] * (N - sum(stale))) / N
     assert mean == pytest.approx(baseline["scan_wall_s"], rel=1e-9)
 
 
@@ -344,8 +341,8 @@ def test_sltrader_bench_cli(tmp_path, capsys):
     none = result["sets"]["none"]
     for metric in (
         "scan_wall_s",
-        "scan_after_close_s",
-        "scan_mid_candle_s",
+        "scan_stale_s",
+        "scan_fresh_s",
         "model_s_per_prediction",
         "predict_wait_p99_s",
         "feature_build_s",

@@ -319,7 +319,9 @@ def test_a_hung_batch_times_out_and_suspends_batching(caplog):
 
     class LockProbe(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            free = batcher._lock.acquire(blocking=False)
+            # Another thread may hold the lock for a moment; only this one holding it
+            # would keep it from being free within a second.
+            free = batcher._lock.acquire(timeout=1.0)
             if free:
                 batcher._lock.release()
             logged_unlocked.append(free)
@@ -327,20 +329,23 @@ def test_a_hung_batch_times_out_and_suspends_batching(caplog):
     probe = LockProbe()
     logging.getLogger("sltrader_batching").addHandler(probe)
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(3)]
-    with caplog.at_level(logging.WARNING, logger="sltrader_batching"):
-        for thread in threads:
-            thread.start()
-        wait_until(lambda: len(finished) == 2)  # the followers gave up after timeout_ms
-        m = batcher.metrics()
-        assert m["timeouts"] == 1 and m["fallbacks"] == 2
-        # while the model call hangs, new requests are not batched behind it
-        assert batcher.submit(model, features_for(7, 7)) is None
-        assert metric(batcher, "bypassed") == 1
+    try:
+        with caplog.at_level(logging.WARNING, logger="sltrader_batching"):
+            for thread in threads:
+                thread.start()
+            wait_until(lambda: len(finished) == 2)  # the followers gave up after timeout_ms
+            m = batcher.metrics()
+            assert m["timeouts"] == 1 and m["fallbacks"] == 2
+            # while the model call hangs, new requests are not batched behind it
+            assert batcher.submit(model, features_for(7, 7)) is None
+            assert metric(batcher, "bypassed") == 1
+            release.set()
+            for thread in threads:
+                thread.join(10)
+    finally:
         release.set()
-        for thread in threads:
-            thread.join(10)
+        logging.getLogger("sltrader_batching").removeHandler(probe)
     assert out == {i: LinearModel.expected(features_for(i, 2)) for i in range(3)}
-    logging.getLogger("sltrader_batching").removeHandler(probe)
     assert [r.levelno for r in caplog.records if "still running" in r.message] == [logging.WARNING]
     # logged with the batcher's lock free: a slow handler does not hold up the workers
     assert logged_unlocked == [True]
