@@ -93,6 +93,27 @@ def run_threads(targets: Sequence[Callable[[], None]], timeout: float = 30.0) ->
         raise errors[0]
 
 
+def outcomes(
+    batcher: MicroBatcher,
+    model: Any,
+    workers: int,
+    index: int,
+    expected: type[BaseException] | tuple[type[BaseException], ...],
+) -> dict[int, object]:
+    """Predict ``features_for(i, index)`` from one thread per worker ``i``; each worker's
+    result, or the ``expected`` error it raised."""
+    outcome: dict[int, object] = {}
+
+    def worker(i: int) -> None:
+        try:
+            outcome[i] = predict_via(batcher, model, features_for(i, index))
+        except expected as exc:
+            outcome[i] = exc
+
+    run_threads([lambda i=i: worker(i) for i in range(workers)])
+    return outcome
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll (tests only) until ``condition()``; fail after ``timeout``."""
     event = threading.Event()

@@ -15,6 +15,7 @@ from batching_support import (
     SingleOnlyModel,
     features_for,
     make,
+    outcomes,
     predict_via,
     run_threads,
     wait_until,
@@ -262,15 +263,7 @@ def test_a_request_whose_single_predict_raises_gets_that_error_in_its_own_thread
 
     model = Picky(raise_error)
     batcher, _ = make(max_batch_size=4, max_wait_ms=FOREVER_MS, workers=None)
-    outcome: dict[int, object] = {}
-
-    def worker(i: int) -> None:
-        try:
-            outcome[i] = predict_via(batcher, model, features_for(i, 5))
-        except ValueError as exc:
-            outcome[i] = exc
-
-    run_threads([lambda i=i: worker(i) for i in range(4)])
+    outcome = outcomes(batcher, model, 4, 5, ValueError)
     assert isinstance(outcome[2], ValueError) and str(outcome[2]) == "bad features 5.0"
     for i in (0, 1, 3):
         assert outcome[i] == LinearModel.expected(features_for(i, 5))
@@ -282,15 +275,7 @@ def test_a_base_exception_in_the_leader_still_answers_the_followers():
 
     model = FaultyModel(interrupt)
     batcher, _ = make(max_batch_size=3, max_wait_ms=FOREVER_MS, workers=None)
-    outcome: dict[int, object] = {}
-
-    def worker(i: int) -> None:
-        try:
-            outcome[i] = predict_via(batcher, model, features_for(i, 1))
-        except KeyboardInterrupt as exc:
-            outcome[i] = exc
-
-    run_threads([lambda i=i: worker(i) for i in range(3)])
+    outcome = outcomes(batcher, model, 3, 1, KeyboardInterrupt)
     interrupted = [i for i, v in outcome.items() if isinstance(v, KeyboardInterrupt)]
     assert len(interrupted) == 1  # the leader, in its own thread
     for i, value in outcome.items():
