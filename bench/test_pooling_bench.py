@@ -28,7 +28,6 @@ import pytest
 
 from sltrader_plugins import Config, HostServices
 from sltrader_plugins.manager import PluginManager
-from sltrader_plugins.protocols import CacheStats
 from sltrader_pooling import BufferPool, BuildBuffers, PoolingConfig, PoolingPlugin
 
 sys.path.insert(0, str(Path(__file__).parent / "floor"))  # an experiment, not installed
@@ -43,34 +42,9 @@ START = 1_700_000_040.0
 WORKERS = 8
 
 
-class _Null:
-    def predict(self, features: np.ndarray) -> float:
-        return 0.0
-
-    def prefetch(self, symbol: str, timeframe: str) -> bool:
-        return False
-
-    def latest_close_time(self, symbol: str, timeframe: str) -> float | None:
-        return None
-
-    def stats(self) -> CacheStats:
-        return CacheStats()
-
-    def now(self) -> float:
-        return START
-
-
 def _services() -> HostServices:
-    null = _Null()
-    return HostServices(
-        model=null,
-        cache=null,
-        clock=null,
-        base_timeframe="1m",
-        confirm_timeframes=("5m",),
-        workers=WORKERS,
-        config=Config(),
-    )
+    # The pooling plugin reads only the configuration and the worker count.
+    return HostServices(None, None, None, "1m", ("5m",), WORKERS, Config())  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,17 @@ class FaultyModel(LinearModel):
         return self._fault(features)
 
 
+def gated_model(gate: threading.Event, timeout: float = 10.0) -> FaultyModel:
+    """A model whose ``predict_batch`` blocks until ``gate`` is set (at most ``timeout``
+    seconds, so a broken test ends), then answers correctly."""
+
+    def blocked(features: Sequence[np.ndarray]) -> list[float]:
+        gate.wait(timeout)
+        return [LinearModel.expected(f) for f in features]
+
+    return FaultyModel(blocked)
+
+
 class SingleOnlyModel:
     """A model without ``predict_batch``."""
 

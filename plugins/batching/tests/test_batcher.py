@@ -14,6 +14,7 @@ from batching_support import (
     LinearModel,
     SingleOnlyModel,
     features_for,
+    gated_model,
     make,
     outcomes,
     predict_via,
@@ -181,12 +182,7 @@ def test_shutdown_answers_pending_requests_and_leaks_nothing(model):
 
 def test_close_reports_callers_stuck_in_a_model_call():
     release = threading.Event()
-
-    def hang(features):
-        release.wait(30)
-        return [LinearModel.expected(f) for f in features]
-
-    model = FaultyModel(hang)
+    model = gated_model(release, timeout=30)
     batcher, _ = make(max_batch_size=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS)
     out: dict[int, float] = {}
     threads = park_running(batcher, model, out)
@@ -286,12 +282,7 @@ def test_a_base_exception_in_the_leader_still_answers_the_followers():
 
 def test_a_hung_batch_times_out_and_suspends_batching(caplog):
     release = threading.Event()
-
-    def hang(features):
-        release.wait(30)
-        return [LinearModel.expected(f) for f in features]
-
-    model = FaultyModel(hang)
+    model = gated_model(release, timeout=30)
     batcher, _ = make(max_batch_size=3, max_wait_ms=FOREVER_MS, timeout_ms=50, workers=None)
     out: dict[int, float] = {}
     finished: list[int] = []
@@ -369,12 +360,7 @@ def test_unbatchable_model_logs_on_first_call_when_not_checked(caplog):
 
 def test_a_full_queue_makes_callers_wait_for_room(model):
     gate = threading.Event()
-
-    def slow(features):
-        gate.wait(10)
-        return [LinearModel.expected(f) for f in features]
-
-    slow_model = FaultyModel(slow)
+    slow_model = gated_model(gate)
     batcher, _ = make(
         max_batch_size=2, queue_limit=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS
     )
@@ -403,12 +389,7 @@ def test_a_full_queue_makes_callers_wait_for_room(model):
 
 def test_a_queue_that_stays_full_falls_back_after_the_timeout():
     gate = threading.Event()
-
-    def slow(features):
-        gate.wait(10)
-        return [LinearModel.expected(f) for f in features]
-
-    slow_model = FaultyModel(slow)
+    slow_model = gated_model(gate)
     batcher, _ = make(
         max_batch_size=2, queue_limit=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS
     )
@@ -545,12 +526,7 @@ def test_a_caller_interrupted_in_an_open_batch_withdraws_its_request(model, monk
 
 def test_a_caller_interrupted_while_its_batch_runs_leaves_cleanly(monkeypatch):
     gate = threading.Event()
-
-    def slow(features):
-        gate.wait(10)
-        return [LinearModel.expected(f) for f in features]
-
-    model = FaultyModel(slow)
+    model = gated_model(gate)
     batcher, _ = make(max_batch_size=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS)
     monkeypatch.setattr("sltrader_batching.batcher.threading.Condition", InterruptingCondition)
     InterruptingCondition.made.clear()

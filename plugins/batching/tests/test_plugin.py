@@ -15,6 +15,7 @@ from batching_support import (
     LinearModel,
     SingleOnlyModel,
     features_for,
+    gated_model,
     run_threads,
     wait_until,
 )
@@ -204,12 +205,7 @@ def test_shutdown_with_pending_requests_answers_them():
 
 def test_shutdown_warns_about_a_model_call_that_never_returns(caplog):
     release = threading.Event()
-
-    def hang(features):
-        release.wait(30)
-        return [LinearModel.expected(f) for f in features]
-
-    model = FaultyModel(hang)
+    model = gated_model(release, timeout=30)
     manager, _ = started(
         model, 2, {"max_batch_size": 2, "timeout_ms": 30, "max_wait_ms": FOREVER_MS}
     )
