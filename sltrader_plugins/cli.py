@@ -38,10 +38,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return attrs.evolve(config, strict=True) if args.strict else config
 
 
-def load_manager(args: argparse.Namespace) -> PluginManager:
+def load_manager(args: argparse.Namespace, config: Config | None = None) -> PluginManager:
     """A plugin manager with the plugins these arguments choose."""
     manager = PluginManager()
-    manager.load(config_from_args(args), cli=args.plugins)
+    manager.load(config or config_from_args(args), cli=args.plugins)
     return manager
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -9,6 +10,8 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TIMEFRAME = re.compile(r"^([1-9][0-9]*)([smhdw])$")
 
 
+# Called on hot paths (every cache read, every fetch) with a handful of distinct values.
+@functools.lru_cache(maxsize=64)
 def timeframe_seconds(timeframe: str) -> int:
     """Length of one candle of ``timeframe`` in seconds.
 

@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config, workload = workload_for(args)
-    manager = load_manager(args)
+    manager = load_manager(args, config)
     with args.predictions.open("w", encoding="utf-8") as predictions:
         host = Host(workload, manager, config, predictions=predictions)
         report = host.run(allocations=True)

@@ -54,23 +54,21 @@ def workload_for(args: argparse.Namespace) -> Any:
     from sltrader_plugins.cli import config_from_args
     from sltrader_plugins.host.workload import workload_from
 
+    cycles = getattr(args, "cycles", None)
+    if cycles is not None and cycles < 1:
+        from sltrader_plugins.config import ConfigError
+
+        raise ConfigError(f"--cycles must be at least 1, got {cycles}")
     config = config_from_args(args)
     workload = workload_from(
-        args.size, config.host, workers=args.workers, model=args.model, seed=args.seed
+        args.size,
+        config.host,
+        workers=args.workers,
+        model=args.model,
+        seed=args.seed,
+        cycles=cycles,
     )
-    if getattr(args, "cycles", None) is not None:
-        if args.cycles < 1:
-            from sltrader_plugins.config import ConfigError
-
-            raise ConfigError(f"--cycles must be at least 1, got {args.cycles}")
-        workload = _evolve(workload, cycles=args.cycles)
     return config, workload
-
-
-def _evolve(workload: Any, **changes: Any) -> Any:
-    import attrs
-
-    return attrs.evolve(workload, **changes)
 
 
 def _progress(done: int, total: int, scan_s: float) -> None:
@@ -85,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sltrader_plugins.host.report import format_report
 
     config, workload = workload_for(args)
-    manager = load_manager(args)
+    manager = load_manager(args, config)
     host = Host(workload, manager, config)
     report = host.run(progress=None if args.quiet else _progress)
     print(format_report(report))

@@ -16,7 +16,6 @@ import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -301,7 +300,3 @@ class Host:
 
 def _mean(values: np.ndarray) -> float:
     return float(np.mean(values)) if len(values) else 0.0
-
-
-def open_predictions(path: Path | None) -> IO[str] | None:
-    return None if path is None else path.open("w", encoding="utf-8")

@@ -88,16 +88,14 @@ class TradingService:
         self._decided: dict[str, float] = {}  # symbol -> close time already decided on
         self._pending: dict[str, deque[tuple[float, np.ndarray]]] = {}
         self._digest = hashlib.sha256()
-        self._current: dict[str, Any] = {}
 
     # -- one cycle ------------------------------------------------------------------
 
     def process(self, results: Sequence[Analysis]) -> list[Signal]:
         """Learn from outcomes, close expired positions, confirm and act on candidates."""
         by_symbol = {a.symbol: a for a in results}
-        self._current = {a.symbol: a.klines for a in results}
         self._collect_samples(results)
-        self._learn()
+        self._learn(by_symbol)
         for symbol, analysis in by_symbol.items():
             if symbol in self.positions:
                 self.last_price[symbol] = analysis.close
@@ -204,7 +202,7 @@ class TradingService:
             if not queue or queue[-1][0] < analysis.close_time:
                 queue.append((analysis.close_time, analysis.features))
 
-    def _learn(self) -> None:
+    def _learn(self, by_symbol: dict[str, Analysis]) -> None:
         """Label every pending sample whose next candle has closed, then train once."""
         rows: list[tuple[float, str, np.ndarray, int]] = []
         for symbol, queue in self._pending.items():
@@ -214,7 +212,9 @@ class TradingService:
             klines = None
             while queue and queue[0][0] + self.step <= newest:
                 close_time, features = queue.popleft()
-                klines = klines or self._series_of(symbol)
+                # The series the analyzer just read for this symbol, from this cycle's
+                # results rather than a second cache read (no extra demand read).
+                klines = klines or getattr(by_symbol.get(symbol), "klines", None)
                 label = _label(klines, close_time, self.step) if klines is not None else None
                 if label is not None:
                     rows.append((close_time, symbol, features, label))
@@ -225,11 +225,6 @@ class TradingService:
         y = np.array([row[3] for row in rows])
         self.model.learn(x, y)
         self.trained += len(rows)
-
-    def _series_of(self, symbol: str) -> Any:
-        # The newest sample's series is the one the analyzer just read: take it from
-        # this cycle's results instead of reading the cache again (no extra demand read).
-        return self._current.get(symbol)
 
     def _forget(self, by_symbol: dict[str, Analysis]) -> None:
         # Keep state bounded: symbols that left the universe are forgotten.

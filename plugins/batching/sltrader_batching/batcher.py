@@ -182,7 +182,6 @@ class MicroBatcher:
         self.bypass = False
         self._single_cost = 0.0  # smoothed seconds per single predict, sampled in bypass
         self._singles_timed = 0
-        self._sample_tick = 0
         self._passed = 0  # calls seen in bypass
 
     # -- in-flight tracking ----------------------------------------------------------
@@ -229,7 +228,7 @@ class MicroBatcher:
                 # Kept allocation-free: a batch of one, answered by the caller's predict,
                 # when nobody else can arrive (one worker) or when the model is too cheap
                 # to be worth parking this caller for company.
-                reason = Reason.IDLE if self._alone() else self._skip_wait()
+                reason = Reason.IDLE if self._idle(1) else self._skip_wait()
                 if reason is not None:
                     self._reasons[reason] += 1
                     self._singles += 1
@@ -372,10 +371,10 @@ class MicroBatcher:
             if self._timeouts == 1:  # logged once per batcher, by submit() once unlocked
                 self._timeout_to_log = len(batch.requests)
 
-    def _idle(self) -> bool:
+    def _idle(self, arriving: int = 0) -> bool:
         """Every caller that could still submit is already inside (lock held)."""
         active = self._in_flight if self._tracking else self._workers
-        return active is not None and self._waiting >= active
+        return active is not None and self._waiting + arriving >= active
 
     def _wait_limit(self) -> float:
         """How long a new batch may wait for company (lock held)."""
@@ -399,11 +398,6 @@ class MicroBatcher:
         limit = self._wait_limit()
         # A zero limit gets here only as a probe (see _skip_wait): measure with max_wait.
         return now + (limit if limit > 0.0 else self._max_wait)
-
-    def _alone(self) -> bool:
-        """A new caller would complete the idle set on its own arrival (lock held)."""
-        active = self._in_flight if self._tracking else self._workers
-        return active is not None and self._waiting + 1 >= active
 
     def _wake_if_idle(self) -> None:
         if not self._idle():
@@ -507,9 +501,8 @@ class MicroBatcher:
         # Unlocked on purpose: a lost increment only shifts which call gets sampled, or
         # undercounts a metric by one.
         self._passed += 1
-        self._sample_tick += 1
         every = _SAMPLE_EVERY if self._singles_timed >= _COST_WARMUP else _SAMPLE_EARLY
-        if self._sample_tick % every:
+        if self._passed % every:
             return None
         started = time.thread_time()  # CPU time, as for batch calls
         try:
@@ -532,6 +525,7 @@ class MicroBatcher:
         calls ``on_scan_complete`` after the scan's last ``after_analyze_symbol``).
         :return: whether the batcher is now in bypass.
         """
+        message: str | None = None
         with self._lock:
             if self._inside or self._open:
                 return self.bypass
@@ -541,7 +535,7 @@ class MicroBatcher:
                     self.bypass = False
                     self._in_flight = 0  # nobody was tracked while bypassed
                     self._calls_timed = 0  # measure batch calls afresh
-                    log.info("batching: the model became costly enough to batch again")
+                    message = "batching: the model became costly enough to batch again"
             elif (
                 self._in_flight == 0
                 and self._calls_timed >= _COST_WARMUP
@@ -549,12 +543,14 @@ class MicroBatcher:
             ):
                 self.bypass = True
                 self._singles_timed = 0
-                log.info(
-                    "batching: a batch call costs %.0f µs, too little for waiting to pay; "
-                    "predictions pass through until the model gets costlier",
-                    self._call_cost * 1e6,
+                message = (
+                    f"batching: a batch call costs {self._call_cost * 1e6:.0f} µs, too little "
+                    "for waiting to pay; predictions pass through until the model gets costlier"
                 )
-            return self.bypass
+            bypass = self.bypass
+        if message is not None:
+            log.info(message)
+        return bypass
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -597,8 +593,7 @@ class MicroBatcher:
         if callable(getattr(model, "predict_batch", None)):
             return True
         with self._lock:
-            first = type(model) not in self._no_batch_types
-            self._no_batch_types.add(type(model))
+            first = self._first_unbatchable_locked(type(model))
         if first:
             _log_unbatchable(type(model))
         return False
@@ -607,7 +602,14 @@ class MicroBatcher:
         with self._lock:
             self._requests += 1
             self._unbatchable += 1
-        self.check_model(model)  # logs once per model type
+            first = self._first_unbatchable_locked(type(model))
+        if first:
+            _log_unbatchable(type(model))
+
+    def _first_unbatchable_locked(self, kind: type) -> bool:
+        first = kind not in self._no_batch_types
+        self._no_batch_types.add(kind)
+        return first
 
     def _log_once(self, key: str, level: int, message: str, *args: object) -> None:
         # Called with or without the lock; the set is only ever added to.

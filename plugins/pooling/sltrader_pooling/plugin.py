@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 
 from sltrader_plugins import FeatureBuffers, HostServices, hookimpl
@@ -23,7 +22,6 @@ class PoolingPlugin:
     def __init__(self) -> None:
         self.config: PoolingConfig | None = None
         self.pool: BufferPool | None = None
-        self._lock = threading.Lock()
 
     @hookimpl
     def on_start(self, services: HostServices) -> None:
@@ -34,8 +32,8 @@ class PoolingPlugin:
             # No more builds run at once than there are workers, so more idle sets than
             # workers would never be taken; a main-loop build may add one.
             pool = BufferPool(config, services.workers + 1 if idle_builds is None else idle_builds)
-        with self._lock:
-            old, self.config, self.pool = self.pool, config, pool
+        # on_start runs before any worker builds, so workers only ever read self.pool.
+        old, self.config, self.pool = self.pool, config, pool
         if old is not None:
             old.shutdown(log)
 

@@ -14,7 +14,6 @@ Keys are always the tuple ``(symbol, timeframe)``: symbols such as ``BTC_USDT``,
 
 from __future__ import annotations
 
-import functools
 import sys
 import zlib
 from collections import OrderedDict
@@ -33,11 +32,6 @@ _MASK64 = (1 << 64) - 1
 _SEEDS = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xC2B2AE3D27D4EB4F)
 _DEPTH = len(_SEEDS)
 _COUNTER_MAX = 255
-
-
-@functools.lru_cache(maxsize=64)
-def _seconds(timeframe: str) -> int:
-    return timeframe_seconds(timeframe)
 
 
 def _key_hash(symbol: str, timeframe: str) -> int:
@@ -161,7 +155,7 @@ class AccessTracker:
         return key in self._table
 
     def is_active(self, timeframe: str, last_access: float, now: float) -> bool:
-        return now - last_access <= self.recency_candles * _seconds(timeframe)
+        return now - last_access <= self.recency_candles * timeframe_seconds(timeframe)
 
     def record(self, symbol: str, timeframe: str, weight: int, now: float) -> None:
         """Count ``weight`` accesses of ``(symbol, timeframe)`` at ``now``."""
