@@ -1,20 +1,32 @@
 """sltrader-plugins: the hook contract of a synchronous, thread-based trading bot.
 
-A plugin marks its hook implementations with :data:`hookimpl`::
+A trader calls its plugins through :class:`Plugins` (or the manager's ``hook`` relay) and
+may build on the public pieces here: :class:`Klines`, :class:`SingleFlightCache`,
+:class:`ModelAdapter`, :class:`NumpyBuffers`, :class:`WallClock`. A plugin marks its hook
+implementations with :data:`hookimpl`::
 
     from sltrader_plugins import hookimpl
 
     class MyPlugin:
         @hookimpl
         def on_scan_complete(self, symbols, timeframe, now): ...
+
+Nothing here imports the reference host (``sltrader_plugins.host``) or a model library.
 """
 
 from __future__ import annotations
 
 import pluggy
 
-from sltrader_plugins.config import Config, ConfigError, section_from
+from sltrader_plugins.buffers import NumpyBuffers
+from sltrader_plugins.cache import SingleFlightCache
+from sltrader_plugins.callsites import Plugins
+from sltrader_plugins.clock import WallClock
+from sltrader_plugins.config import Config, ConfigError, PluginSettings, load_config, section_from
 from sltrader_plugins.hookspecs import PROJECT_NAME
+from sltrader_plugins.klines import Klines
+from sltrader_plugins.manager import PluginError, PluginManager
+from sltrader_plugins.model import ModelAdapter, ModelTimes
 from sltrader_plugins.protocols import (
     BatchModel,
     CacheStats,
@@ -26,6 +38,7 @@ from sltrader_plugins.protocols import (
 )
 from sltrader_plugins.signals import Signal
 from sltrader_plugins.timeframes import (
+    close_boundary,
     closes_between,
     last_close_time,
     next_close_time,
@@ -46,12 +59,24 @@ __all__ = [
     "FeatureBuffers",
     "HostServices",
     "KlineCache",
+    "Klines",
     "Model",
+    "ModelAdapter",
+    "ModelTimes",
+    "NumpyBuffers",
+    "PluginError",
+    "PluginManager",
+    "PluginSettings",
+    "Plugins",
     "Signal",
+    "SingleFlightCache",
+    "WallClock",
     "__version__",
+    "close_boundary",
     "closes_between",
     "hookimpl",
     "last_close_time",
+    "load_config",
     "next_close_time",
     "section_from",
     "timeframe_seconds",

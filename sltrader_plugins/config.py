@@ -77,6 +77,11 @@ class Config:
         """``False`` when the plugin's section says ``enabled = false``."""
         return bool(self.plugin(name).get("enabled", True))
 
+    def settings(self, name: str) -> PluginSettings:
+        """What plugin ``name`` is given: its section, less ``enabled`` (the manager's)."""
+        section = {k: v for k, v in self.plugin(name).items() if k != "enabled"}
+        return PluginSettings(name, section)
+
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: Path | None = None) -> Config:
         """Validate a parsed TOML document.
@@ -111,6 +116,27 @@ class Config:
             plugins={name: dict(section) for name, section in plugins.items()},
             source=source,
         )
+
+
+@attrs.frozen
+class PluginSettings:
+    """One plugin's own part of the configuration, handed to it by ``on_start``.
+
+    :ivar name: the entry-point name the plugin was loaded under: its section is
+        ``[plugins.<name>]`` and its metrics are reported as ``<name>.<metric>``.
+    :ivar section: that section's keys, less ``enabled`` (which the manager applies
+        before the plugin loads).
+    """
+
+    name: str
+    section: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def parse(self, cls: type[T]) -> T:
+        """The section as the attrs class ``cls`` (see :func:`section_from`).
+
+        :raises ConfigError: naming ``plugins.<name>.<key>`` and what was expected.
+        """
+        return section_from(cls, self.section, f"plugins.{self.name}")
 
 
 def load_config(path: Path | None = None, cwd: Path | None = None) -> Config:

@@ -2,9 +2,10 @@
 
 Every hook is called with keyword arguments. A plugin implements a hook by defining a
 function or method of the same name, marked with :data:`sltrader_plugins.hookimpl`; it
-may accept any subset of the arguments below. An exception raised by a plugin's hook is
-logged once (with the plugin's name), counted, and treated as if the plugin had returned
-``None``: the host falls back to its own behaviour and the other plugins still run.
+may accept any subset of the arguments below. An exception raised by a plugin's hook, or
+a return value of the wrong kind, is logged once (with the plugin's name), counted, and
+treated as if the plugin had returned ``None``: the host falls back to its own behaviour
+and the other plugins still run.
 
 Threading: ``before_analyze_symbol``, ``after_analyze_symbol``, ``before_predict`` and
 ``on_feature_build`` are called from worker threads, many at once. Every other hook is
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pluggy
 
+from sltrader_plugins.config import PluginSettings
 from sltrader_plugins.protocols import FeatureBuffers, HostServices, Model
 from sltrader_plugins.signals import Signal
 
@@ -30,13 +32,16 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
 
 @hookspec
-def on_start(services: HostServices) -> None:
+def on_start(services: HostServices, settings: PluginSettings) -> None:
     """The host has built its services and registered every plugin; no worker runs yet.
 
-    A plugin reads its configuration section here (``services.config.plugin(name)``),
-    validates it and builds its state. Called once per host.
+    A plugin validates its own settings here (``settings.parse(MyConfig)``) and builds
+    its state. Called once per host, for each plugin with its own ``settings``. Raising
+    :class:`sltrader_plugins.ConfigError` stops start-up (a wrong setting is the user's
+    to fix); any other exception unregisters the plugin.
 
-    :param services: the model, cache, clock and configuration of the host.
+    :param services: the model, cache, clock and timeframes of the host.
+    :param settings: this plugin's name and configuration section.
     """
 
 
@@ -98,7 +103,9 @@ def on_feature_build(symbol: str, timeframe: str, n_candles: int) -> FeatureBuff
     :param timeframe: the timeframe of the klines.
     :param n_candles: the number of candles in the series (the length of most buffers).
     :return: the buffers for this build, or ``None`` to let the host allocate its own.
-        The first non-``None`` result wins.
+        The first non-``None`` result wins. The host sees it through a guard: a request
+        that raises or answers the wrong shape or dtype, or a ``release`` that raises,
+        counts as this plugin's fault and the build goes on with ``np.empty``.
     """
 
 
@@ -113,7 +120,8 @@ def before_predict(symbol: str, features: np.ndarray, model: Model) -> float | N
     :param features: the feature vector (1-D float64).
     :param model: the model the host would call.
     :return: the prediction ``model.predict(features)`` would give (to 1e-9), or ``None``
-        to let the host call ``model.predict`` itself. The first non-``None`` result wins.
+        to let the host call ``model.predict`` itself. The first non-``None`` result wins;
+        one that is not a finite number is this plugin's fault and the host predicts.
         When the model fails, return ``None`` rather than raise its error: the host's own
         call then raises it in this thread as without plugins, while an exception from the
         hook counts as the plugin's fault.
@@ -146,9 +154,10 @@ def on_candle_close(timeframe: str, close_time: float, next_scan_time: float) ->
     """Between scans, the host's clock has passed the close of a candle of ``timeframe``.
 
     This is the host's idle time: what a plugin does here is not part of a scan. Called
-    from the main loop before the next scan starts, once per close and timeframe.
+    from the main loop before the next scan starts, once per close and timeframe, for the
+    base timeframe and each of ``services.confirm_timeframes``.
 
-    :param timeframe: the timeframe whose candle closed (the base timeframe at least).
+    :param timeframe: the timeframe whose candle closed.
     :param close_time: the close time of that candle (epoch seconds, ``<= now``).
     :param next_scan_time: when the next scan is due (epoch seconds, clock time).
     """
@@ -163,6 +172,7 @@ def report_metrics() -> Mapping[str, float] | None:
 
     Called from the main loop after the last scan (and by benchmarks between runs).
 
-    :return: numbers by metric name, each name prefixed with the plugin's entry-point
-        name and a dot (``"batching.batches"``), or ``None``. Values must be finite.
+    :return: finite numbers by metric name (``{"batches": 12}``), or ``None``. The
+        manager prefixes each name with the plugin's entry-point name and a dot
+        (``"batching.batches"``). Anything else is this plugin's fault.
     """

@@ -12,6 +12,7 @@ import functools
 import importlib.metadata
 import inspect
 import logging
+import math
 import os
 import threading
 from collections import Counter
@@ -19,9 +20,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
+import numpy as np
 import pluggy
 
 from sltrader_plugins import hookspecs
+from sltrader_plugins.buffers import GuardedBuffers
 from sltrader_plugins.config import Config, ConfigError
 from sltrader_plugins.protocols import HostServices
 
@@ -123,6 +126,7 @@ class PluginManager:
         self._lock = threading.Lock()
         self._faults: Counter[tuple[str, str]] = Counter()
         self._failed_at_start: set[str] = set()
+        self.config = Config()  #: what ``load`` was given; plugins' settings come from it
 
     # -- loading --------------------------------------------------------------------
 
@@ -142,6 +146,7 @@ class PluginManager:
         :raises PluginError: an enable list names a plugin that is not installed; in strict
             mode, a plugin fails to import or to validate.
         """
+        self.config = config
         eps = list(installed_entry_points() if entry_points is None else entry_points)
         by_name: dict[str, importlib.metadata.EntryPoint] = {}
         for ep in eps:
@@ -248,50 +253,70 @@ class PluginManager:
 
     def _guard(self, function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
         starting = hook == "on_start"
+        check = _RESULT_CHECKS.get(hook)
 
         # pluggy passes arguments that have defaults in the implementation by keyword
         @functools.wraps(function)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
-                return function(*args, **kwargs)
+                result = function(*args, **kwargs)
             except ConfigError:
                 if starting:
                     raise  # a wrong setting is the user's to fix, not a fault to hide
-                self._record_fault(plugin, hook)
+                self._record_fault(plugin, hook, exc_info=True)
                 return None
             except Exception:
-                self._record_fault(plugin, hook)
+                self._record_fault(plugin, hook, exc_info=True)
                 return None
+            if result is None or check is None:
+                return result
+            return check(self, plugin, result)
 
         return guarded
 
-    def _record_fault(self, plugin: str, hook: str) -> None:
+    def _record_fault(
+        self, plugin: str, hook: str, reason: str | None = None, exc_info: bool = False
+    ) -> None:
+        """Count a fault of ``plugin`` in ``hook``; log the first of each pair."""
         with self._lock:
             self._faults[(plugin, hook)] += 1
             first = self._faults[(plugin, hook)] == 1
             if hook == "on_start":
                 self._failed_at_start.add(plugin)
         if first:
-            log.exception(
-                "plugin %r raised in hook %r; the host falls back to its own behaviour "
-                "(further errors of this plugin in this hook are only counted)",
+            what = "raised" if reason is None else reason
+            log.error(
+                "plugin %r %s in hook %r; the host falls back to its own behaviour "
+                "(further faults of this plugin in this hook are only counted)",
                 plugin,
+                what,
                 hook,
+                exc_info=exc_info,
             )
 
+    def fault(self, plugin: str, hook: str, reason: str) -> None:
+        """Report a fault found outside a hook call (a plugin's buffers, say)."""
+        self._record_fault(plugin, hook, reason)
+
     def faults(self) -> dict[str, int]:
-        """Exceptions raised by plugins' hooks, as ``{"plugin.hook": count}``."""
+        """Faults of plugins' hooks (exceptions, wrong returns), as ``{"plugin.hook": n}``."""
         with self._lock:
             return {f"{plugin}.{hook}": n for (plugin, hook), n in sorted(self._faults.items())}
 
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self, services: HostServices) -> None:
-        """Call ``on_start``; a plugin whose ``on_start`` raises is unregistered.
+        """Call each plugin's ``on_start`` with its own settings.
+
+        A plugin whose ``on_start`` raises is unregistered.
 
         :raises ConfigError: a plugin refused its configuration section.
         """
-        self.hook.on_start(services=services)
+        plugins = [(name, p) for name, p in self._pm.list_name_plugin() if p is not None]
+        for name, plugin in reversed(plugins):  # pluggy's order: last registered first
+            others = [p for _, p in plugins if p is not plugin]
+            call = self._pm.subset_hook_caller("on_start", remove_plugins=others)
+            call(services=services, settings=self.config.settings(name))
         for name in sorted(self._failed_at_start):
             plugin = self._pm.get_plugin(name)
             if plugin is not None:
@@ -300,6 +325,65 @@ class PluginManager:
             self._infos[name] = attrs.evolve(info, active=False, reason="failed in on_start")
         self._failed_at_start.clear()
 
+    def metrics(self) -> dict[str, float]:
+        """Every plugin's ``report_metrics``, merged (names carry the plugin's prefix)."""
+        merged: dict[str, float] = {}
+        for result in self.hook.report_metrics():
+            merged.update(result)
+        return dict(sorted(merged.items()))
+
     def shutdown(self) -> None:
         """Call ``on_shutdown``."""
         self.hook.on_shutdown()
+
+
+# -- what a hook may return -----------------------------------------------------------
+# Each check gets a non-None result of one plugin and gives what the host receives:
+# the result (perhaps wrapped), or None after recording the plugin's fault.
+
+
+def _check_buffers(manager: PluginManager, plugin: str, result: Any) -> Any:
+    if callable(getattr(result, "empty", None)) and callable(getattr(result, "release", None)):
+        return GuardedBuffers(result, plugin, manager.fault)
+    manager.fault(plugin, "on_feature_build", f"returned a {type(result).__name__}, not buffers")
+    return None
+
+
+def _finite_number(value: Any) -> float | None:
+    # bool is an int, and np.bool_ is neither: both are refused as predictions and metrics
+    if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number):
+            return number
+    return None
+
+
+def _check_prediction(manager: PluginManager, plugin: str, result: Any) -> Any:
+    value = _finite_number(result)
+    if value is None:
+        manager.fault(plugin, "before_predict", f"returned {result!r}, not a finite number")
+    return value
+
+
+def _check_metrics(manager: PluginManager, plugin: str, result: Any) -> Any:
+    if isinstance(result, Mapping):
+        metrics: dict[str, float] = {}
+        for name, value in result.items():
+            number = _finite_number(value)
+            if not isinstance(name, str) or number is None:
+                break
+            metrics[f"{plugin}.{name}"] = number
+        else:
+            return metrics
+        reason = f"returned {name!r}: {value!r}, not a name and a finite number"
+    else:
+        reason = f"returned a {type(result).__name__}, not a mapping"
+    manager.fault(plugin, "report_metrics", reason)
+    return None
+
+
+_RESULT_CHECKS: dict[str, Callable[[PluginManager, str, Any], Any]] = {
+    "on_feature_build": _check_buffers,
+    "before_predict": _check_prediction,
+    "report_metrics": _check_metrics,
+}

@@ -7,13 +7,10 @@ protocols; nothing here imports the reference host.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import numpy as np
-
-if TYPE_CHECKING:
-    from sltrader_plugins.config import Config
 
 
 @runtime_checkable
@@ -81,7 +78,12 @@ class KlineCache(Protocol):
         ...
 
     def latest_close_time(self, symbol: str, timeframe: str) -> float | None:
-        """Close time (epoch seconds) of the newest cached candle, ``None`` if not cached."""
+        """Close time (epoch seconds) of the newest cached candle, ``None`` if not cached.
+
+        The candle's boundary (``open + interval``); an exchange's ``open + interval -
+        1 ms`` is accepted too: readers round it up with
+        :func:`sltrader_plugins.close_boundary`.
+        """
         ...
 
     def stats(self) -> CacheStats:
@@ -110,22 +112,20 @@ class FeatureBuffers(Protocol):
 
 @attrs.frozen
 class HostServices:
-    """What the host hands its plugins at start-up (``on_start``).
+    """What the host hands its plugins at start-up (``on_start``), the same for each.
 
     :ivar model: the model as the host calls it (a plugin that predicts must use this one,
         so that the host's model-time accounting stays true).
     :ivar cache: the kline cache in front of the exchange.
     :ivar clock: the host's clock.
     :ivar base_timeframe: the timeframe every scan reads, e.g. ``"1m"``.
-    :ivar confirm_timeframes: the higher timeframes read to confirm a candidate signal.
     :ivar workers: the number of worker threads that call ``before_predict``.
-    :ivar config: the whole configuration; ``config.plugin(name)`` is a plugin's section.
+    :ivar confirm_timeframes: the higher timeframes read to confirm a candidate signal.
     """
 
     model: Model
     cache: KlineCache
     clock: Clock
     base_timeframe: str
-    confirm_timeframes: tuple[str, ...]
     workers: int
-    config: Config
+    confirm_timeframes: tuple[str, ...] = attrs.field(default=(), converter=tuple)

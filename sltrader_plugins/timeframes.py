@@ -50,3 +50,20 @@ def closes_between(timeframe: str, after: float, until: float) -> list[float]:
         closes.append(close)
         close += step
     return closes
+
+
+#: Close times this close below a boundary name that boundary (exchanges state
+#: ``open + interval - 1 ms``); a few milliseconds, far below any candle.
+CLOSE_TOLERANCE_S = 0.005
+
+
+def close_boundary(timeframe: str, close_time: float) -> float:
+    """The candle boundary a close time names: ``close_time`` rounded up to it.
+
+    Accepts both conventions: the boundary itself (``open + interval``, used throughout
+    sltrader) and an exchange's ``open + interval - 1 ms``. A time more than
+    :data:`CLOSE_TOLERANCE_S` past a boundary is not a close time; it rounds up to the
+    next one, as a candle still open at that time closes there.
+    """
+    step = timeframe_seconds(timeframe)
+    return float(math.ceil((close_time - CLOSE_TOLERANCE_S) / step) * step)

@@ -1,30 +1,29 @@
 """``ParallelAnalyzer``: one scan, symbol by symbol, on a thread pool.
 
-Each symbol is read through the cache, turned into features and predicted, with the
-hook call sites around it: ``before_analyze_symbol``/``after_analyze_symbol`` (the
-latter in ``finally``) and ``before_predict`` where the host would call
-``model.predict``. A symbol that cannot be analyzed is skipped with a logged reason;
+Each symbol is read through the cache, turned into features and predicted, inside the
+public call sites of :class:`sltrader_plugins.Plugins`: ``plugins.analyzing`` (the
+``before_``/``after_analyze_symbol`` hooks) and ``plugins.predict`` (``before_predict``,
+else ``model.predict``). A symbol that cannot be analyzed is skipped with a logged reason;
 nothing a symbol does can stop the scan.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Any
 
 import attrs
 import numpy as np
 
-from sltrader_plugins.host.cache import IntelligentCache
-from sltrader_plugins.host.exchange import ExchangeError, Klines
+from sltrader_plugins.cache import SingleFlightCache
+from sltrader_plugins.callsites import Plugins
+from sltrader_plugins.host.exchange import ExchangeError
 from sltrader_plugins.host.features import FeatureEngine, FeatureError
-from sltrader_plugins.host.model import TimedModel
+from sltrader_plugins.klines import Klines
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +119,9 @@ class ParallelAnalyzer:
 
     def __init__(
         self,
-        cache: IntelligentCache,
+        cache: SingleFlightCache,
         engine: FeatureEngine,
-        model: TimedModel,
-        hook: Any,
+        plugins: Plugins,
         executor: Executor,
         timeframe: str,
         predict_waits: Samples,
@@ -131,8 +129,7 @@ class ParallelAnalyzer:
     ) -> None:
         self.cache = cache
         self.engine = engine
-        self.model = model
-        self.hook = hook
+        self.plugins = plugins
         self.executor = executor
         self.timeframe = timeframe
         self.predict_waits = predict_waits
@@ -140,7 +137,6 @@ class ParallelAnalyzer:
         self._lock = threading.Lock()
         self._build_seconds = 0.0
         self._builds = 0
-        self._bad_predictions = 0
 
     def analyze_all_symbols(self, symbols: Sequence[str]) -> list[Analysis | Skipped]:
         """Every symbol analyzed by the pool; the list is in the order of ``symbols``."""
@@ -148,42 +144,31 @@ class ParallelAnalyzer:
 
     def analyze_symbol(self, symbol: str) -> Analysis | Skipped:
         timeframe = self.timeframe
-        self.hook.before_analyze_symbol(symbol=symbol, timeframe=timeframe)
-        try:
+        with self.plugins.analyzing(symbol, timeframe):
             try:
-                klines = self.cache.get_klines(symbol, timeframe)
-            except ExchangeError as exc:
-                return self._skip(type(exc).__name__, symbol, str(exc))
-            start = time.thread_time()
-            try:
-                features = self.engine.build(symbol, timeframe, klines)
-            except FeatureError as exc:
-                return self._skip("FeatureError", symbol, str(exc))
-            elapsed = time.thread_time() - start
-            with self._lock:
-                self._build_seconds += elapsed
-                self._builds += 1
-            return Analysis(symbol, klines, features, self._predict(symbol, features))
-        except Exception as exc:  # a bug must cost one symbol, not the scan
-            log.exception("unexpected error analyzing %s", symbol)
-            return self._skip("internal", symbol, f"{type(exc).__name__}: {exc}")
-        finally:
-            self.hook.after_analyze_symbol(symbol=symbol, timeframe=timeframe)
+                try:
+                    klines = self.cache.get_klines(symbol, timeframe)
+                except ExchangeError as exc:
+                    return self._skip(type(exc).__name__, symbol, str(exc))
+                start = time.thread_time()
+                try:
+                    features = self.engine.build(symbol, timeframe, klines)
+                except FeatureError as exc:
+                    return self._skip("FeatureError", symbol, str(exc))
+                elapsed = time.thread_time() - start
+                with self._lock:
+                    self._build_seconds += elapsed
+                    self._builds += 1
+                return Analysis(symbol, klines, features, self._predict(symbol, features))
+            except Exception as exc:  # a bug must cost one symbol, not the scan
+                log.exception("unexpected error analyzing %s", symbol)
+                return self._skip("internal", symbol, f"{type(exc).__name__}: {exc}")
 
     def _predict(self, symbol: str, features: np.ndarray) -> float:
         start = time.perf_counter()
-        prediction = self.hook.before_predict(symbol=symbol, features=features, model=self.model)
-        if prediction is not None and not _is_probability(prediction):
-            with self._lock:
-                self._bad_predictions += 1
-                first = self._bad_predictions == 1
-            if first:
-                log.error("before_predict returned %r, not a probability; ignored", prediction)
-            prediction = None
-        if prediction is None:
-            prediction = self.model.predict(features)
+        prediction = self.plugins.predict(symbol, features)
         self.predict_waits.add(time.perf_counter() - start)
-        return float(prediction)
+        return prediction
 
     def _skip(self, kind: str, symbol: str, reason: str) -> Skipped:
         self.skips.record(kind, symbol, reason)
@@ -194,13 +179,4 @@ class ParallelAnalyzer:
             return {
                 "feature_build_seconds": self._build_seconds,
                 "feature_builds": self._builds,
-                "bad_plugin_predictions": self._bad_predictions,
             }
-
-
-def _is_probability(value: Any) -> bool:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return False
-    return math.isfinite(number) and 0.0 <= number <= 1.0

@@ -19,6 +19,7 @@ from typing import Protocol
 import attrs
 import numpy as np
 
+from sltrader_plugins.klines import Klines, readonly
 from sltrader_plugins.protocols import Clock
 from sltrader_plugins.timeframes import last_close_time, timeframe_seconds
 
@@ -35,64 +36,6 @@ class UnknownSymbolError(ExchangeError):
 
 class RateLimitExceeded(ExchangeError):
     """More requests in one simulated minute than the exchange's budget allows."""
-
-
-def _readonly(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
-
-
-@attrs.frozen(eq=False)
-class Klines:
-    """Closed candles of one ``(symbol, timeframe)``, oldest first.
-
-    The arrays are float64 and read-only, so one series can be shared by many threads
-    without copying. ``open_time`` is epoch seconds; a candle closes at
-    ``open_time + timeframe_seconds(timeframe)``.
-    """
-
-    symbol: str
-    timeframe: str
-    open_time: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-    # Derived once per series, not once per feature build: a series is read by many
-    # builds (every cache hit), and these would otherwise be new objects each time.
-    n: int = attrs.field(init=False)
-    #: every price finite and positive, every volume finite and non-negative
-    valid: bool = attrs.field(init=False)
-    #: ``(close[:-1], close[1:], high[1:], low[1:], volume[1:])``: one-candle shifts
-    shifted: tuple[np.ndarray, ...] = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        n = int(self.close.shape[0])
-        object.__setattr__(self, "n", n)
-        valid = n == 0 or bool(
-            np.all(np.isfinite(self.close))
-            and np.all(np.isfinite(self.high))
-            and np.all(np.isfinite(self.low))
-            and np.all(np.isfinite(self.volume))
-            and self.close.min() > 0.0
-            and self.low.min() > 0.0
-            and self.volume.min() >= 0.0
-        )
-        object.__setattr__(self, "valid", valid)
-        c = self.close
-        shifted = (c[:-1], c[1:], self.high[1:], self.low[1:], self.volume[1:])
-        object.__setattr__(self, "shifted", shifted)
-
-    def __len__(self) -> int:
-        return self.n
-
-    @property
-    def last_close_time(self) -> float | None:
-        """Close time of the newest candle, ``None`` for an empty series."""
-        if not len(self):
-            return None
-        return float(self.open_time[-1]) + timeframe_seconds(self.timeframe)
 
 
 class Exchange(Protocol):
@@ -296,7 +239,7 @@ class ReplayExchange:
         return Klines(
             symbol,
             timeframe,
-            *(_readonly(a[begin:end].copy()) for a in attrs.astuple(series, recurse=False)),
+            *(readonly(a[begin:end].copy()) for a in attrs.astuple(series, recurse=False)),
         )
 
     def top_symbols(self, n: int) -> list[str]:

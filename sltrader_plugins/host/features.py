@@ -1,9 +1,10 @@
 """``FeatureEngine``: technical-indicator features of one kline series, with numpy.
 
 Every intermediate array of a build comes from a :class:`sltrader_plugins.FeatureBuffers`
-(``on_feature_build`` may supply one; the default allocates with ``np.empty``) and is
-filled through numpy ``out=`` arguments, so a build given pooled buffers allocates
-almost nothing else. The maths is the same whatever the buffers are, so features are
+(``plugins.feature_buffers``: a plugin's, behind the manager's fault guard, or
+:class:`sltrader_plugins.NumpyBuffers`), filled through numpy ``out=`` arguments,
+so a build given pooled buffers allocates almost nothing else. The maths is the same
+whatever the buffers are, so features are
 bit-identical with and without a plugin. The returned feature vector is a fresh copy.
 
 Indicators are computed on the close normalised by the last close, which makes every
@@ -15,17 +16,15 @@ exponentially decaying, normalised weights, evaluated as one matrix product.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
-from typing import Any
 
 import numpy as np
 
-from sltrader_plugins.host.exchange import Klines
+from sltrader_plugins.buffers import DEFAULT_BUFFERS
+from sltrader_plugins.callsites import Plugins
+from sltrader_plugins.klines import Klines
 from sltrader_plugins.protocols import FeatureBuffers
-
-log = logging.getLogger(__name__)
 
 FEATURE_NAMES: tuple[str, ...] = (
     "ret_1",
@@ -58,24 +57,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "volume_imbalance",
 )
 N_FEATURES = len(FEATURE_NAMES)
-_F64 = np.dtype(np.float64)
 
 
 class FeatureError(ValueError):
     """The series cannot be turned into features (too short, NaN, non-positive prices)."""
-
-
-class NumpyBuffers:
-    """The default buffers: a fresh ``np.empty`` per request; nothing to release."""
-
-    def empty(self, n: int, dtype: Any = np.float64) -> np.ndarray:
-        return np.empty(n, dtype=dtype)
-
-    def release(self) -> None:
-        return None
-
-
-DEFAULT_BUFFERS = NumpyBuffers()
 
 
 def ema_weights(span: float, window: int, alpha: float | None = None) -> np.ndarray:
@@ -88,15 +73,17 @@ def ema_weights(span: float, window: int, alpha: float | None = None) -> np.ndar
 class FeatureEngine:
     """Builds the feature vector of one series; thread-safe (no state but counters).
 
-    :param hook: the plugin manager's hook relay (``manager.hook``), or ``None``.
+    :param plugins: the trader's plugins, or ``None`` for the host's own buffers only.
     :param min_candles: the shortest series accepted.
     :param ema_window: how many candles the exponential averages weigh.
     """
 
-    def __init__(self, hook: Any = None, min_candles: int = 500, ema_window: int = 480) -> None:
+    def __init__(
+        self, plugins: Plugins | None = None, min_candles: int = 500, ema_window: int = 480
+    ) -> None:
         if min_candles < 300 or ema_window >= min_candles:
             raise ValueError("need min_candles >= 300 and ema_window < min_candles")
-        self._hook = hook
+        self._plugins = plugins
         self.min_candles = min_candles
         self.window = ema_window
         L = ema_window
@@ -111,8 +98,7 @@ class FeatureEngine:
         self._ema_matrix = np.ascontiguousarray(np.vstack([w12, w26, w50, macd, signal]))
         self._wilder = ema_weights(0, L, alpha=1.0 / 14.0).reshape(1, L)
         self._layouts: dict[int, _Layout] = {}
-        self._fallback_lock = threading.Lock()
-        self._buffer_faults: set[str] = set()
+        self._layouts_lock = threading.Lock()
 
     # -- the hook call site ---------------------------------------------------------
 
@@ -123,39 +109,10 @@ class FeatureEngine:
             prices.
         """
         self.validate(klines)
-        buffers: Any = None
-        if self._hook is not None:
-            buffers = self._hook.on_feature_build(
-                symbol=symbol, timeframe=timeframe, n_candles=klines.n
-            )
-        if buffers is None:
+        if self._plugins is None:
             return self._compute(klines, DEFAULT_BUFFERS)
-        try:
+        with self._plugins.feature_buffers(symbol, timeframe, klines.n) as buffers:
             return self._compute(klines, buffers)
-        except FeatureError:
-            raise  # the data's fault, not the buffers': the host's buffers would fail too
-        except Exception as exc:  # the plugin's buffers failed: the host's own take over
-            self._buffer_fault(type(buffers).__name__, exc)
-            return self._compute(klines, DEFAULT_BUFFERS)
-        finally:
-            try:
-                buffers.release()
-            except Exception as exc:
-                self._buffer_fault(type(buffers).__name__ + ".release", exc)
-
-    def _buffer_fault(self, where: str, exc: Exception) -> None:
-        with self._fallback_lock:
-            first = where not in self._buffer_faults
-            if first:
-                self._buffer_faults.add(where)
-        if first:
-            log.error(
-                "feature buffers %s failed (%s: %s); this build and later failing ones use "
-                "the host's own buffers",
-                where,
-                type(exc).__name__,
-                exc,
-            )
 
     def validate(self, klines: Klines) -> None:
         n = klines.n
@@ -168,7 +125,7 @@ class FeatureEngine:
         layout = self._layouts.get(n)
         if layout is None:
             layout = _Layout(n, self._ema_matrix, self._wilder)
-            with self._fallback_lock:
+            with self._layouts_lock:
                 if len(self._layouts) >= 8:  # series lengths are few; stay bounded anyway
                     self._layouts.clear()
                 self._layouts[n] = layout
@@ -191,8 +148,6 @@ class FeatureEngine:
         c0, c1, h1, l1, v1 = k.shifted
 
         z = empty(n)
-        if z.dtype is not _F64:
-            raise TypeError(f"buffers.empty returned {z.dtype}, not float64")
         np.divide(c, last, out=z)
         logz = empty(n)
         np.log(z, out=logz)

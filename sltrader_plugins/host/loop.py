@@ -20,16 +20,16 @@ from typing import IO, Any
 
 import numpy as np
 
+from sltrader_plugins.cache import SingleFlightCache
+from sltrader_plugins.callsites import Plugins
 from sltrader_plugins.config import Config
 from sltrader_plugins.host.analyzer import Analysis, ParallelAnalyzer, Samples, SkipLog
-from sltrader_plugins.host.cache import IntelligentCache
 from sltrader_plugins.host.exchange import MarketConfig, ReplayExchange, SimClock
 from sltrader_plugins.host.features import FeatureEngine
 from sltrader_plugins.host.trading import TradingConfig, TradingService
 from sltrader_plugins.host.workload import Workload
 from sltrader_plugins.manager import PluginManager
-from sltrader_plugins.protocols import HostServices
-from sltrader_plugins.timeframes import closes_between
+from sltrader_plugins.model import ModelAdapter
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,11 @@ class Host:
         predictions: IO[str] | None = None,
         exchange: Any = None,
     ) -> None:
-        from sltrader_plugins.host.model import TimedModel, make_model  # imports sklearn
+        from sltrader_plugins.host.model import make_model  # imports sklearn
 
         self.workload = w = workload
         self.manager = manager
+        self.plugins = Plugins(manager)
         self.config = config or Config()
         self._predictions = predictions
         # Start a few seconds after a candle close so the first scan is mid-candle.
@@ -73,12 +74,12 @@ class Host:
         )
         limits = {w.base_timeframe: w.candles}
         limits.update({tf: w.confirm_candles for tf in w.confirm_timeframes})
-        self.cache = IntelligentCache(
-            self.exchange, self.clock, w.cache_capacity, w.base_timeframe, limits
+        self.cache = SingleFlightCache(
+            self.exchange.fetch_klines, self.clock, w.cache_capacity, w.base_timeframe, limits
         )
         self.learner = make_model(w.model, w.seed)
-        self.model = TimedModel(self.learner)
-        self.engine = FeatureEngine(manager.hook, min_candles=w.min_candles)
+        self.model = ModelAdapter(self.learner)
+        self.engine = FeatureEngine(self.plugins, min_candles=w.min_candles)
         self.skips = SkipLog()
         self.predict_waits = Samples(max(1000, w.cycles * w.universe), seed=w.seed)
         self.scan_times = np.zeros(0)
@@ -88,17 +89,6 @@ class Host:
         self.cycles_done = 0
         self.gc_gen0 = 0
         self.last_results: list[Analysis] = []
-
-    def services(self, workers: int) -> HostServices:
-        return HostServices(
-            model=self.model,
-            cache=self.cache,
-            clock=self.clock,
-            base_timeframe=self.workload.base_timeframe,
-            confirm_timeframes=self.workload.confirm_timeframes,
-            workers=workers,
-            config=self.config,
-        )
 
     def run(
         self,
@@ -116,7 +106,6 @@ class Host:
         cycles = w.cycles if cycles is None else cycles
         if cycles > w.cycles:
             raise ValueError(f"the replay is generated for {w.cycles} cycles, not {cycles}")
-        hook = self.manager.hook
         self.scan_times = np.zeros(cycles)
         self.stale_scans = np.zeros(cycles, dtype=bool)
         if cycles:
@@ -125,13 +114,19 @@ class Host:
         try:
             # Inside the try: if one plugin refuses its configuration, those already
             # started still get on_shutdown.
-            self.manager.start(self.services(w.workers))
+            self.plugins.start(
+                model=self.model,
+                cache=self.cache,
+                clock=self.clock,
+                base_timeframe=w.base_timeframe,
+                workers=w.workers,
+                confirm_timeframes=w.confirm_timeframes,
+            )
             with ThreadPoolExecutor(w.workers, thread_name_prefix="sltrader-worker") as pool:
                 analyzer = ParallelAnalyzer(
                     self.cache,
                     self.engine,
-                    self.model,
-                    hook,
+                    self.plugins,
                     pool,
                     w.base_timeframe,
                     self.predict_waits,
@@ -140,7 +135,7 @@ class Host:
                 trading = TradingService(
                     self.cache,
                     self.learner,
-                    hook,
+                    self.plugins,
                     pool,
                     self.clock,
                     w.base_timeframe,
@@ -164,27 +159,22 @@ class Host:
                 report.update(self.measure_allocations())
             return report
         finally:
-            self.manager.shutdown()
+            self.plugins.close()
 
     def _cycle(self, cycle: int, analyzer: ParallelAnalyzer, trading: TradingService) -> None:
         w = self.workload
-        hook = self.manager.hook
-        before = self.clock.now()
         now = self.clock.advance(w.scan_interval_s)
-        for timeframe in (w.base_timeframe, *w.confirm_timeframes):
-            for close in closes_between(timeframe, before, now):
-                hook.on_candle_close(timeframe=timeframe, close_time=close, next_scan_time=now)
-                if timeframe == w.base_timeframe:
-                    self.stale_scans[cycle] = True
+        closes = self.plugins.candle_closes(next_scan_time=now)
+        if any(timeframe == w.base_timeframe for timeframe, _ in closes):
+            self.stale_scans[cycle] = True
         symbols = self.exchange.top_symbols(w.universe)
         gen0 = gc.get_stats()[0]["collections"]
         # The scan's own hook is timed with it: work a plugin does there delays the scan.
         start = time.perf_counter()
-        hook.before_scan(symbols=symbols, timeframe=w.base_timeframe, now=now)
-        results = analyzer.analyze_all_symbols(symbols)
-        self.scan_times[cycle] = time.perf_counter() - start
+        with self.plugins.scan(symbols, w.base_timeframe):
+            results = analyzer.analyze_all_symbols(symbols)
+            self.scan_times[cycle] = time.perf_counter() - start
         self.gc_gen0 += gc.get_stats()[0]["collections"] - gen0
-        hook.on_scan_complete(symbols=symbols, timeframe=w.base_timeframe, now=self.clock.now())
         analyses = [r for r in results if isinstance(r, Analysis)]
         if self._predictions is not None:
             self._predictions.writelines(
@@ -198,20 +188,13 @@ class Host:
 
     def report(self) -> dict[str, Any]:
         stats = self.cache.stats()
-        model = self.model.counters()
+        model = self.model.times()
         analyzer = self.analyzer.counters()
         trading = self.trading
-        predictions = max(1.0, model["predictions"])
         builds = max(1.0, analyzer["feature_builds"])
         scans = self.scan_times[: self.cycles_done]
         stale = self.stale_scans[: self.cycles_done]
-        plugin_metrics: dict[str, float] = {}
-        for result in self.manager.hook.report_metrics() or []:
-            for name, value in (result or {}).items():
-                try:
-                    plugin_metrics[str(name)] = float(value)
-                except (TypeError, ValueError):  # a plugin's bad metric costs that metric only
-                    log.warning("plugin metric %r is not a number: %r", name, value)
+        plugin_metrics = self.plugins.metrics()
         return {
             "workload": self.workload.as_dict(),
             "cycles": self.cycles_done,
@@ -236,8 +219,13 @@ class Host:
             "cache_evictions": stats.evictions,
             "cache": self.cache.extra_stats(),
             "exchange_requests": self.exchange.requests,
-            "model_s_per_prediction": model["model_seconds"] / predictions,
-            "model": model,
+            "model_s_per_prediction": model.seconds_per_prediction,
+            "model": {
+                "model_seconds": model.seconds,
+                "predictions": model.predictions,
+                "predict_calls": model.predict_calls,
+                "predict_batch_calls": model.batch_calls,
+            },
             "predict_wait_p50_s": self.predict_waits.percentile(50),
             "predict_wait_p99_s": self.predict_waits.percentile(99),
             "scan_wall_s": _mean(scans),
@@ -251,9 +239,9 @@ class Host:
             "gc_gen0_per_1000_builds": 1000.0 * self.gc_gen0 / builds,
             "skipped": self.skips.counts(),
             "decisions_digest": trading.digest(),
-            "active_plugins": self.manager.active_names(),
+            "active_plugins": self.plugins.active(),
             "plugin_metrics": plugin_metrics,
-            "plugin_faults": self.manager.faults(),
+            "plugin_faults": self.plugins.faults(),
             "run_seconds": getattr(self, "run_seconds", 0.0),
             "rss_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }

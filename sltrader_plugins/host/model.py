@@ -7,8 +7,8 @@ reference after each update, so worker threads never see a half-trained model an
 no lock. ``CheapModel`` learns the same way but predicts with one numpy dot product, a
 few microseconds per call, the regime where batching has least to gain.
 
-``TimedModel`` is what the host hands to hooks: it measures the time spent inside
-``predict``/``predict_batch`` and counts predictions.
+The host hands hooks the learner inside :class:`sltrader_plugins.ModelAdapter`, which
+measures the time spent in ``predict``/``predict_batch``.
 
 scikit-learn is imported here only, when the host builds its model.
 """
@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
-import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from sklearn.linear_model import SGDClassifier
@@ -99,52 +96,6 @@ class CheapModel(OnlineModel):
         w = self._clf.coef_[0] / scale
         b = float(self._clf.intercept_[0] - np.dot(w, self._scaler.mean_))
         self._weights = (np.ascontiguousarray(w), b)
-
-
-class TimedModel:
-    """The model as hooks see it: forwards calls and measures time inside them.
-
-    Thread-safe: the counters are guarded by ``_lock``; the wrapped model is called
-    outside it.
-    """
-
-    def __init__(self, model: Any) -> None:
-        self.inner = model
-        self._lock = threading.Lock()
-        self._seconds = 0.0
-        self._predictions = 0
-        self._calls = 0
-        self._batch_calls = 0
-
-    def predict(self, features: np.ndarray) -> float:
-        start = time.perf_counter()
-        result = self.inner.predict(features)
-        elapsed = time.perf_counter() - start
-        with self._lock:
-            self._seconds += elapsed
-            self._predictions += 1
-            self._calls += 1
-        return result
-
-    def predict_batch(self, features: Sequence[np.ndarray]) -> list[float]:
-        start = time.perf_counter()
-        result = self.inner.predict_batch(features)
-        elapsed = time.perf_counter() - start
-        with self._lock:
-            self._seconds += elapsed
-            self._predictions += len(features)
-            self._batch_calls += 1
-        return list(result)
-
-    def counters(self) -> dict[str, float]:
-        """Seconds inside the model, predictions, single and batch calls."""
-        with self._lock:
-            return {
-                "model_seconds": self._seconds,
-                "predictions": self._predictions,
-                "predict_calls": self._calls,
-                "predict_batch_calls": self._batch_calls,
-            }
 
 
 def make_model(kind: str, seed: int) -> OnlineModel:

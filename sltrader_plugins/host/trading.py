@@ -21,8 +21,9 @@ from typing import Any
 import attrs
 import numpy as np
 
+from sltrader_plugins.cache import SingleFlightCache
+from sltrader_plugins.callsites import Plugins
 from sltrader_plugins.host.analyzer import Analysis, SkipLog
-from sltrader_plugins.host.cache import IntelligentCache
 from sltrader_plugins.host.exchange import ExchangeError
 from sltrader_plugins.host.features import FeatureError
 from sltrader_plugins.protocols import Clock
@@ -61,9 +62,9 @@ class TradingService:
 
     def __init__(
         self,
-        cache: IntelligentCache,
+        cache: SingleFlightCache,
         model: Any,
-        hook: Any,
+        plugins: Plugins,
         executor: Executor,
         clock: Clock,
         base_timeframe: str,
@@ -72,7 +73,7 @@ class TradingService:
     ) -> None:
         self.cache = cache
         self.model = model  # the learner; predictions go through the analyzer
-        self.hook = hook
+        self.plugins = plugins
         self.executor = executor
         self.clock = clock
         self.timeframe = base_timeframe
@@ -110,7 +111,7 @@ class TradingService:
             signals.append(signal)
             self.signals += 1
             self._record("signal", signal.time, signal.symbol, side, signal.probability)
-            self.hook.on_signal(symbol=signal.symbol, signal=signal, timeframe=self.timeframe)
+            self.plugins.signal(signal)
             self._act(analysis, side)
         self._forget(by_symbol)
         return signals

@@ -1,4 +1,4 @@
-"""``IntelligentCache``: klines by ``(symbol, timeframe)`` in front of the exchange.
+"""``SingleFlightCache``: klines by ``(symbol, timeframe)`` in front of any fetch function.
 
 Freshness follows candle close: a series is fresh until a newer candle of its timeframe
 has closed. Entries are bounded; eviction is LRU guarded by a frequency-based admission
@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 
 import attrs
 
-from sltrader_plugins.host.exchange import Exchange, Klines
+from sltrader_plugins.klines import Klines
 from sltrader_plugins.protocols import CacheStats, Clock
 from sltrader_plugins.timeframes import last_close_time
 
 Key = tuple[str, str]
+
+#: ``fetch(symbol, timeframe, limit)``: the newest ``limit`` closed candles, from the exchange.
+Fetch = Callable[[str, str, int], Klines]
 
 #: Why a demand read had to go to the exchange.
 MISS_CAUSES = ("candle_close", "new_key", "eviction", "higher_timeframe")
@@ -45,26 +48,33 @@ class _Flight:
     demand_waiters: int = 0
 
 
-class IntelligentCache:
-    """The host's kline cache; implements :class:`sltrader_plugins.KlineCache`.
+class SingleFlightCache:
+    """A thread-safe kline cache; implements :class:`sltrader_plugins.KlineCache`.
 
+    ``get_klines`` is the trader's (demand) read; ``prefetch`` is a plugin's.
+
+    :param fetch: ``fetch(symbol, timeframe, limit) -> Klines``, called without any lock
+        held, from the reading thread; what it raises reaches that reader (and every
+        reader waiting on the same fetch), and nothing is cached.
+    :param clock: what ``now`` is: a series is fresh while no newer candle has closed.
     :param capacity: the most series held at once.
+    :param base_timeframe: misses on other timeframes are counted as ``higher_timeframe``
+        (``None``: every timeframe is counted alike).
     :param limits: candles fetched per timeframe (``default_limit`` for the others).
-    :param base_timeframe: misses on other timeframes are counted as ``higher_timeframe``.
     """
 
     def __init__(
         self,
-        exchange: Exchange,
+        fetch: Fetch,
         clock: Clock,
         capacity: int,
-        base_timeframe: str = "1m",
+        base_timeframe: str | None = None,
         limits: Mapping[str, int] | None = None,
         default_limit: int = 600,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
-        self._exchange = exchange
+        self._fetch_klines = fetch
         self._clock = clock
         self.capacity = capacity
         self.base_timeframe = base_timeframe
@@ -99,7 +109,7 @@ class IntelligentCache:
 
         Shared and read-only: callers must not modify the arrays.
 
-        :raises ExchangeError: the exchange request for a miss failed (nothing is cached).
+        :raises Exception: what ``fetch`` raised for a miss (nothing is cached).
         """
         key = (symbol, timeframe)
         with self._lock:
@@ -215,7 +225,7 @@ class IntelligentCache:
     def _fetch(self, key: Key, flight: _Flight) -> Klines:
         symbol, timeframe = key
         try:
-            klines = self._exchange.fetch_klines(symbol, timeframe, self.limit(timeframe))
+            klines = self._fetch_klines(symbol, timeframe, self.limit(timeframe))
         except BaseException as exc:
             with self._lock:
                 self._land_locked(key, flight)
@@ -290,7 +300,7 @@ class IntelligentCache:
             cause = "eviction"
         else:
             cause = "new_key"
-        if key[1] == self.base_timeframe:
+        if self.base_timeframe is None or key[1] == self.base_timeframe:
             self._causes[cause] += 1
         else:
             self._causes["higher_timeframe"] += 1

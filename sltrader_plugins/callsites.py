@@ -1,0 +1,267 @@
+"""``Plugins``: the whole contract as a trader calls it, one to three lines per call site.
+
+A trader that knows nothing of pluggy loads its plugins, starts them with its services,
+and wraps the points of its own code the hooks are about::
+
+    plugins = Plugins.load()                       # entry points, SLTRADER_PLUGINS, sltrader.toml
+    plugins.start(model=model, cache=cache, clock=clock, base_timeframe="1h", workers=8)
+    with plugins.scan(symbols):                    # before_scan ... on_scan_complete
+        results = list(pool.map(analyze_symbol, symbols))
+
+Each method is a thin, documented use of the hooks in :mod:`sltrader_plugins.hookspecs`;
+the manager's guard stands behind every one, so a plugin's fault never reaches the
+trader's code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from sltrader_plugins.buffers import DEFAULT_BUFFERS
+from sltrader_plugins.config import Config, load_config
+from sltrader_plugins.manager import PluginInfo, PluginManager
+from sltrader_plugins.protocols import Clock, FeatureBuffers, HostServices, KlineCache, Model
+from sltrader_plugins.signals import Signal
+from sltrader_plugins.timeframes import closes_between
+
+
+class Plugins:
+    """A trader's plugins: loaded, started, and called at the trader's own points.
+
+    Load and start on the main thread before any worker runs; afterwards ``analyzing``,
+    ``feature_buffers`` and ``predict`` may be called from many threads at once, the
+    other methods from the main loop.
+    """
+
+    def __init__(self, manager: PluginManager) -> None:
+        self.manager = manager
+        self.hook = manager.hook
+        self._services: HostServices | None = None
+        self._announced_until = 0.0
+        self._closed = False
+
+    @classmethod
+    def load(
+        cls,
+        config: Config | Path | None = None,
+        *,
+        plugins: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Plugins:
+        """Find and load the installed plugins.
+
+        :param config: the configuration, or the path of its file; ``None`` reads
+            ``sltrader.toml`` (or ``pyproject.toml``'s ``[tool.sltrader]``) in the
+            working directory, if there is one.
+        :param plugins: the enable list of this run (``"batching,warming"``; ``""``: none),
+            ahead of ``SLTRADER_PLUGINS`` and the file.
+        :raises ConfigError: the file cannot be read or holds a wrong value.
+        :raises PluginError: an enable list names a plugin that is not installed.
+        """
+        if not isinstance(config, Config):
+            config = load_config(config)
+        manager = PluginManager()
+        manager.load(config, cli=plugins, environ=environ)
+        return cls(manager)
+
+    @property
+    def config(self) -> Config:
+        return self.manager.config
+
+    def active(self) -> list[str]:
+        """The names of the plugins that are loaded and started."""
+        return self.manager.active_names()
+
+    def installed(self) -> list[PluginInfo]:
+        """Every installed plugin, active or not, and why."""
+        return self.manager.plugins()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(
+        self,
+        *,
+        model: Model,
+        cache: KlineCache,
+        clock: Clock,
+        base_timeframe: str,
+        workers: int,
+        confirm_timeframes: Sequence[str] = (),
+    ) -> HostServices:
+        """Hand the plugins the trader's services (``on_start``).
+
+        :param model: the model as the trader calls it (a :class:`ModelAdapter`, say).
+        :param cache: the kline cache the trader reads through.
+        :param clock: the trader's clock (:class:`WallClock` for a live trader).
+        :param base_timeframe: the timeframe every scan reads.
+        :param workers: the worker threads that analyze symbols.
+        :param confirm_timeframes: higher timeframes read to confirm a signal.
+        :raises ConfigError: a plugin refused its configuration section.
+        """
+        services = HostServices(
+            model=model,
+            cache=cache,
+            clock=clock,
+            base_timeframe=base_timeframe,
+            workers=workers,
+            confirm_timeframes=tuple(confirm_timeframes),
+        )
+        self._services = services
+        self._announced_until = clock.now()
+        self.manager.start(services)
+        return services
+
+    @property
+    def services(self) -> HostServices:
+        if self._services is None:
+            raise RuntimeError("Plugins.start() has not been called")
+        return self._services
+
+    def close(self) -> None:
+        """Stop the plugins (``on_shutdown``); once, however often it is called."""
+        if not self._closed:
+            self._closed = True
+            self.manager.shutdown()
+
+    def __enter__(self) -> Plugins:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the main loop --------------------------------------------------------------
+
+    def candle_closes(self, next_scan_time: float | None = None) -> list[tuple[str, float]]:
+        """Announce every candle that closed since the last call (``on_candle_close``).
+
+        Covers the base timeframe and each confirmation timeframe, every close in
+        ``(previous call or start, clock now]``. Call it between scans: it is the
+        plugins' idle time.
+
+        :param next_scan_time: when the next scan is due (default: now).
+        :return: the ``(timeframe, close_time)`` pairs announced, oldest timeframe first.
+        """
+        services = self.services
+        after, now = self._announced_until, services.clock.now()
+        self._announced_until = max(after, now)
+        next_scan = now if next_scan_time is None else next_scan_time
+        announced = []
+        for timeframe in (services.base_timeframe, *services.confirm_timeframes):
+            for close in closes_between(timeframe, after, now):
+                self.hook.on_candle_close(
+                    timeframe=timeframe, close_time=close, next_scan_time=next_scan
+                )
+                announced.append((timeframe, close))
+        return announced
+
+    def scan(self, symbols: Sequence[str], timeframe: str | None = None) -> _Scan:
+        """``with plugins.scan(symbols):`` around one scan of ``symbols``.
+
+        ``before_scan`` on entry; ``on_scan_complete`` when the block ends without an
+        exception. ``timeframe`` defaults to the base timeframe.
+        """
+        services = self.services
+        return _Scan(self.hook, services.clock, symbols, timeframe or services.base_timeframe)
+
+    def signal(self, signal: Signal) -> None:
+        """Announce a confirmed signal (``on_signal``), before its order is placed."""
+        self.hook.on_signal(symbol=signal.symbol, signal=signal, timeframe=signal.timeframe)
+
+    def metrics(self) -> dict[str, float]:
+        """Every plugin's counters, named ``<plugin>.<metric>``."""
+        return self.manager.metrics()
+
+    def faults(self) -> dict[str, int]:
+        """Faults of plugins so far, as ``{"plugin.hook": count}``."""
+        return self.manager.faults()
+
+    # -- worker threads -------------------------------------------------------------
+
+    def analyzing(self, symbol: str, timeframe: str | None = None) -> _Analyzing:
+        """``with plugins.analyzing(symbol):`` around one symbol's analysis, in its worker.
+
+        ``before_analyze_symbol`` on entry, ``after_analyze_symbol`` on exit, whatever
+        happens inside.
+        """
+        return _Analyzing(self.hook, symbol, timeframe or self.services.base_timeframe)
+
+    def feature_buffers(self, symbol: str, timeframe: str, n_candles: int) -> _Buffers:
+        """``with plugins.feature_buffers(symbol, timeframe, n) as buffers:`` around one
+        feature build; take every temporary array from ``buffers.empty(n)``.
+
+        The buffers are a plugin's (``on_feature_build``, behind the fault guard) or
+        :class:`NumpyBuffers`; they are released when the block ends, also on error.
+        The returned features must be the build's own arrays, not buffers.
+        """
+        buffers = self.hook.on_feature_build(
+            symbol=symbol, timeframe=timeframe, n_candles=n_candles
+        )
+        return _DEFAULT_BUILD if buffers is None else _Buffers(buffers)
+
+    def predict(self, symbol: str, features: np.ndarray, model: Model | None = None) -> float:
+        """The prediction for ``features``: a plugin's (``before_predict``) or the model's.
+
+        :param model: default: the model given to :meth:`start`.
+        :raises Exception: what ``model.predict`` raises, as without plugins.
+        """
+        model = self.services.model if model is None else model
+        prediction = self.hook.before_predict(symbol=symbol, features=features, model=model)
+        return float(model.predict(features) if prediction is None else prediction)
+
+
+class _Scan:
+    __slots__ = ("_clock", "_hook", "_symbols", "_timeframe")
+
+    def __init__(self, hook: Any, clock: Clock, symbols: Sequence[str], timeframe: str) -> None:
+        self._hook, self._clock = hook, clock
+        self._symbols, self._timeframe = symbols, timeframe
+
+    def __enter__(self) -> None:
+        self._hook.before_scan(
+            symbols=self._symbols, timeframe=self._timeframe, now=self._clock.now()
+        )
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self._hook.on_scan_complete(
+                symbols=self._symbols, timeframe=self._timeframe, now=self._clock.now()
+            )
+
+
+class _Analyzing:
+    __slots__ = ("_hook", "_symbol", "_timeframe")
+
+    def __init__(self, hook: Any, symbol: str, timeframe: str) -> None:
+        self._hook, self._symbol, self._timeframe = hook, symbol, timeframe
+
+    def __enter__(self) -> None:
+        self._hook.before_analyze_symbol(symbol=self._symbol, timeframe=self._timeframe)
+
+    def __exit__(self, *exc: object) -> None:
+        self._hook.after_analyze_symbol(symbol=self._symbol, timeframe=self._timeframe)
+
+
+class _Buffers:
+    __slots__ = ("_buffers",)
+
+    def __init__(self, buffers: FeatureBuffers) -> None:
+        self._buffers = buffers
+
+    def __enter__(self) -> FeatureBuffers:
+        return self._buffers
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._buffers.release()
+
+
+_DEFAULT_BUILD = _Buffers(DEFAULT_BUFFERS)

@@ -1,0 +1,94 @@
+"""``Klines``: the closed candles of one ``(symbol, timeframe)``, the series every part passes.
+
+Times are epoch seconds. A candle of ``timeframe`` opens at ``open_time`` and closes at
+``open_time + timeframe_seconds(timeframe)``, on the epoch-aligned boundary; exchanges that
+state a close time of ``open + interval - 1 ms`` describe the same candle (see
+:func:`sltrader_plugins.close_boundary`).
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from sltrader_plugins.timeframes import timeframe_seconds
+
+
+def readonly(array: np.ndarray) -> np.ndarray:
+    """``array`` itself, made read-only (for an array nobody else holds)."""
+    array.flags.writeable = False
+    return array
+
+
+def _series(values: object) -> np.ndarray:
+    # float64 and read-only, without touching the caller's array: a read-only view of it.
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"kline arrays must be one-dimensional, got shape {array.shape}")
+    if array.flags.writeable:
+        array = array.view()
+        array.flags.writeable = False
+    return array
+
+
+@attrs.frozen(eq=False)
+class Klines:
+    """Closed candles of one ``(symbol, timeframe)``, oldest first.
+
+    The arrays become float64 and read-only (a read-only view when given a writeable
+    array), so one series can be shared by many threads without copying. All six arrays
+    must have the same length.
+
+    :ivar open_time: epoch seconds (divide an exchange's milliseconds by 1000).
+    :raises ValueError: arrays of different lengths, or not one-dimensional.
+    """
+
+    symbol: str
+    timeframe: str
+    open_time: np.ndarray = attrs.field(converter=_series)
+    open: np.ndarray = attrs.field(converter=_series)
+    high: np.ndarray = attrs.field(converter=_series)
+    low: np.ndarray = attrs.field(converter=_series)
+    close: np.ndarray = attrs.field(converter=_series)
+    volume: np.ndarray = attrs.field(converter=_series)
+    # Derived once per series, not once per feature build: a series is read by many
+    # builds (every cache hit), and these would otherwise be new objects each time.
+    n: int = attrs.field(init=False)
+    #: every price finite and positive, every volume finite and non-negative
+    valid: bool = attrs.field(init=False)
+    #: ``(close[:-1], close[1:], high[1:], low[1:], volume[1:])``: one-candle shifts
+    shifted: tuple[np.ndarray, ...] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        n = int(self.close.shape[0])
+        lengths = {len(a) for a in (self.open_time, self.open, self.high, self.low, self.volume)}
+        if lengths != {n}:
+            raise ValueError(
+                f"{self.symbol} {self.timeframe}: kline arrays differ in length "
+                f"(close has {n}, others {sorted(lengths)})"
+            )
+        timeframe_seconds(self.timeframe)  # a bad timeframe fails here, not in a reader
+        object.__setattr__(self, "n", n)
+        valid = n == 0 or bool(
+            np.all(np.isfinite(self.close))
+            and np.all(np.isfinite(self.high))
+            and np.all(np.isfinite(self.low))
+            and np.all(np.isfinite(self.volume))
+            and self.close.min() > 0.0
+            and self.low.min() > 0.0
+            and self.volume.min() >= 0.0
+        )
+        object.__setattr__(self, "valid", valid)
+        c = self.close
+        shifted = (c[:-1], c[1:], self.high[1:], self.low[1:], self.volume[1:])
+        object.__setattr__(self, "shifted", shifted)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def last_close_time(self) -> float | None:
+        """Close time of the newest candle (its boundary), ``None`` for an empty series."""
+        if not self.n:
+            return None
+        return float(self.open_time[-1]) + timeframe_seconds(self.timeframe)

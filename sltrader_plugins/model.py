@@ -1,0 +1,103 @@
+"""``ModelAdapter``: any estimator as a timed :class:`~sltrader_plugins.BatchModel`.
+
+A trader hands plugins the model as it calls it. The adapter gives a scikit-learn style
+estimator (``predict_proba``, or ``predict``; LightGBM and XGBoost's scikit-learn classes
+qualify) the ``predict(features)``/``predict_batch(rows)`` pair of the contract, and
+measures the time spent inside the model, so a batching plugin's saving shows in the
+trader's own numbers. Nothing here imports a model library.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+
+@attrs.frozen
+class ModelTimes:
+    """What a :class:`ModelAdapter` has measured so far."""
+
+    seconds: float = 0.0  #: inside the model, over all calls
+    predictions: int = 0
+    predict_calls: int = 0  #: one-row calls
+    batch_calls: int = 0  #: ``predict_batch`` calls
+
+    @property
+    def seconds_per_prediction(self) -> float:
+        return self.seconds / self.predictions if self.predictions else 0.0
+
+
+class ModelAdapter:
+    """``predict`` and ``predict_batch`` over ``estimator``, timed; thread-safe.
+
+    How the estimator is called, in this order of preference:
+
+    - it has ``predict_batch`` (a :class:`~sltrader_plugins.BatchModel`): its own
+      ``predict`` and ``predict_batch``;
+    - it has ``predict_proba``: column ``proba_column`` (the probability of the second
+      class of a binary classifier) of ``predict_proba`` over the stacked rows;
+    - it has ``predict``: its ``predict`` over the stacked rows (a regressor).
+
+    In the last two cases ``predict(f)`` is ``predict_batch([f])[0]``, so both agree.
+    The counters are guarded by a lock; the estimator is called outside it and must be
+    safe to call from many threads at once, as scikit-learn's fitted estimators are.
+
+    :raises TypeError: the estimator has none of those methods.
+    """
+
+    def __init__(self, estimator: Any, proba_column: int = 1) -> None:
+        self.estimator = estimator
+        self._lock = threading.Lock()
+        self._times = ModelTimes()
+        self._one: Callable[[np.ndarray], float]
+        self._many: Callable[[Sequence[np.ndarray]], Sequence[float]]
+        if callable(getattr(estimator, "predict_batch", None)):
+            self._one, self._many = estimator.predict, estimator.predict_batch
+        elif callable(getattr(estimator, "predict_proba", None)):
+            proba = estimator.predict_proba
+            self._many = lambda rows: proba(_stack(rows))[:, proba_column]
+            self._one = lambda features: float(self._many([features])[0])
+        elif callable(getattr(estimator, "predict", None)):
+            predict = estimator.predict
+            self._many = lambda rows: np.ravel(predict(_stack(rows)))
+            self._one = lambda features: float(self._many([features])[0])
+        else:
+            raise TypeError(
+                f"{type(estimator).__name__} has no predict_batch, predict_proba or predict"
+            )
+
+    def predict(self, features: np.ndarray) -> float:
+        start = time.perf_counter()
+        result = float(self._one(features))
+        self._count(time.perf_counter() - start, 1, batch=False)
+        return result
+
+    def predict_batch(self, features: Sequence[np.ndarray]) -> list[float]:
+        start = time.perf_counter()
+        result = [float(p) for p in self._many(features)]
+        self._count(time.perf_counter() - start, len(features), batch=True)
+        return result
+
+    def times(self) -> ModelTimes:
+        """A snapshot of the counters."""
+        with self._lock:
+            return self._times
+
+    def _count(self, seconds: float, predictions: int, *, batch: bool) -> None:
+        with self._lock:
+            t = self._times
+            self._times = ModelTimes(
+                t.seconds + seconds,
+                t.predictions + predictions,
+                t.predict_calls + (not batch),
+                t.batch_calls + batch,
+            )
+
+
+def _stack(rows: Sequence[np.ndarray]) -> np.ndarray:
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
