@@ -55,7 +55,14 @@ class GuardedBuffers:
             except Exception as exc:
                 self._fail(f"empty({n}, {np.dtype(dtype)}) raised {type(exc).__name__}: {exc}")
             else:
-                if type(array) is np.ndarray and array.shape == (n,) and array.dtype == dtype:
+                # len and ndim, not shape: a shape tuple per request would be an allocation
+                # on the path a pooling plugin exists to make allocation-free.
+                if (
+                    type(array) is np.ndarray
+                    and array.ndim == 1
+                    and len(array) == n
+                    and array.dtype == dtype
+                ):
                     return array
                 self._fail(f"empty({n}, {np.dtype(dtype)}) returned {_describe(array)}")
         return np.empty(n, dtype=dtype)

@@ -366,20 +366,23 @@ def _check_prediction(manager: PluginManager, plugin: str, result: Any) -> Any:
 
 
 def _check_metrics(manager: PluginManager, plugin: str, result: Any) -> Any:
-    if isinstance(result, Mapping):
-        metrics: dict[str, float] = {}
-        for name, value in result.items():
-            number = _finite_number(value)
-            if not isinstance(name, str) or number is None:
-                break
+    if not isinstance(result, Mapping):
+        reason = f"returned a {type(result).__name__}, not a mapping"
+        manager.fault(plugin, "report_metrics", reason)
+        return None
+    # A bad entry costs that entry (and one fault), not the plugin's other counters.
+    metrics: dict[str, float] = {}
+    bad = []
+    for name, value in result.items():
+        number = _finite_number(value)
+        if isinstance(name, str) and number is not None:
             metrics[f"{plugin}.{name}"] = number
         else:
-            return metrics
-        reason = f"returned {name!r}: {value!r}, not a name and a finite number"
-    else:
-        reason = f"returned a {type(result).__name__}, not a mapping"
-    manager.fault(plugin, "report_metrics", reason)
-    return None
+            bad.append(f"{name!r}: {value!r}")
+    if bad:
+        reason = f"returned {', '.join(bad)} (not a name and a finite number)"
+        manager.fault(plugin, "report_metrics", reason)
+    return metrics
 
 
 _RESULT_CHECKS: dict[str, Callable[[PluginManager, str, Any], Any]] = {

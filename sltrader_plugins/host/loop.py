@@ -46,7 +46,11 @@ class Host:
         config: Config | None = None,
         predictions: IO[str] | None = None,
         exchange: Any = None,
+        wrap_exchange: Callable[[Any], Any] | None = None,
     ) -> None:
+        """:param exchange: the exchange (default: the replay exchange of ``workload``).
+        :param wrap_exchange: applied to the exchange (a test's faulty one, say).
+        """
         from sltrader_plugins.host.model import make_model  # imports sklearn
 
         self.workload = w = workload
@@ -72,6 +76,8 @@ class Host:
             jitter=w.jitter,
             rate_limit_per_min=w.rate_limit_per_min,
         )
+        if wrap_exchange is not None:
+            self.exchange = wrap_exchange(self.exchange)
         limits = {w.base_timeframe: w.candles}
         limits.update({tf: w.confirm_candles for tf in w.confirm_timeframes})
         self.cache = SingleFlightCache(

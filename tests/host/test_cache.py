@@ -5,8 +5,7 @@ import time
 
 import pytest
 
-from sltrader_plugins import KlineCache
-from sltrader_plugins.host.cache import IntelligentCache
+from sltrader_plugins import KlineCache, SingleFlightCache
 from sltrader_plugins.host.exchange import ExchangeError, ReplayExchange
 from sltrader_plugins.timeframes import last_close_time
 
@@ -53,11 +52,11 @@ def counting(exchange):
 
 
 def test_implements_the_protocol(counting, clock):
-    assert isinstance(IntelligentCache(counting, clock, 4), KlineCache)
+    assert isinstance(SingleFlightCache(counting.fetch_klines, clock, 4), KlineCache)
 
 
 def test_fresh_until_a_newer_candle_closes(counting, clock):
-    cache = IntelligentCache(counting, clock, 10, limits={"1m": 50, "5m": 20})
+    cache = SingleFlightCache(counting.fetch_klines, clock, 10, limits={"1m": 50, "5m": 20})
     first = cache.get_klines("BTC_USDT", "1m")
     # Just before the next close: still fresh, same object.
     next_close = last_close_time("1m", clock.now()) + 60
@@ -82,7 +81,7 @@ def test_fresh_until_a_newer_candle_closes(counting, clock):
 
 
 def test_higher_timeframe_stays_fresh_longer(counting, clock):
-    cache = IntelligentCache(counting, clock, 10, base_timeframe="1m")
+    cache = SingleFlightCache(counting.fetch_klines, clock, 10, base_timeframe="1m")
     cache.get_klines("BTC_USDT", "1h")
     clock.advance(60)  # a 1m candle closed, the 1h one (almost surely) not
     if last_close_time("1h", clock.now()) == cache.latest_close_time("BTC_USDT", "1h"):
@@ -92,7 +91,7 @@ def test_higher_timeframe_stays_fresh_longer(counting, clock):
 
 
 def test_higher_timeframe_misses_are_split_like_base_ones(counting, clock):
-    cache = IntelligentCache(counting, clock, 1, base_timeframe="1m")
+    cache = SingleFlightCache(counting.fetch_klines, clock, 1, base_timeframe="1m")
     cache.get_klines("BTC_USDT", "5m")  # new key, cached
     cache.get_klines("ETH/USDT", "5m")  # new key; no more frequent than BTC: refused
     cache.get_klines("ETH/USDT", "5m")  # refused just now: eviction; now admitted
@@ -108,7 +107,7 @@ def test_higher_timeframe_misses_are_split_like_base_ones(counting, clock):
 def test_single_flight_concurrent_misses(exchange, clock):
     slow = CountingExchange(exchange)
     slow.gate = threading.Event()
-    cache = IntelligentCache(slow, clock, 10)
+    cache = SingleFlightCache(slow.fetch_klines, clock, 10)
     results = []
 
     def read():
@@ -131,7 +130,7 @@ def test_single_flight_concurrent_misses(exchange, clock):
 def test_demand_read_waits_for_a_running_prefetch(exchange, clock):
     slow = CountingExchange(exchange)
     slow.gate = threading.Event()
-    cache = IntelligentCache(slow, clock, 10)
+    cache = SingleFlightCache(slow.fetch_klines, clock, 10)
     t = threading.Thread(target=cache.prefetch, args=("SOL_USDT", "1m"))
     t.start()
     wait_for_flight(cache, ("SOL_USDT", "1m"))
@@ -151,7 +150,7 @@ def test_demand_read_waits_for_a_running_prefetch(exchange, clock):
 
 
 def test_prefetch_used_and_wasted(counting, clock):
-    cache = IntelligentCache(counting, clock, 10)
+    cache = SingleFlightCache(counting.fetch_klines, clock, 10)
     assert cache.prefetch("BTC_USDT", "1m") is True
     assert cache.prefetch("BTC_USDT", "1m") is False  # fresh already
     cache.get_klines("BTC_USDT", "1m")
@@ -169,7 +168,7 @@ def test_failed_fetch_is_not_cached_and_waiters_see_the_error(exchange, clock):
     slow.fail = ExchangeError("boom")
     gate = threading.Event()
     slow.gate = gate
-    cache = IntelligentCache(slow, clock, 10)
+    cache = SingleFlightCache(slow.fetch_klines, clock, 10)
     errors = []
 
     def read():
@@ -198,7 +197,7 @@ def test_failed_fetch_is_not_cached_and_waiters_see_the_error(exchange, clock):
 def test_bounded_entries(counting, clock):
     from tests.host.conftest import SYMBOLS
 
-    cache = IntelligentCache(counting, clock, 3)
+    cache = SingleFlightCache(counting.fetch_klines, clock, 3)
     for _ in range(5):
         for symbol in SYMBOLS:
             for timeframe in ("1m", "5m"):
@@ -210,7 +209,7 @@ def test_bounded_entries(counting, clock):
 def test_looping_scan_larger_than_capacity_keeps_hitting(market, clock):
     """A plain LRU would get 0 hits: each key is evicted just before it is read again."""
     names = [f"S{i}" for i in range(30)]
-    cache = IntelligentCache(ReplayExchange(market, names, clock), clock, 20)
+    cache = SingleFlightCache(ReplayExchange(market, names, clock).fetch_klines, clock, 20)
     for _ in range(10):
         for name in names:
             cache.get_klines(name, "1m")
@@ -223,7 +222,7 @@ def test_looping_scan_larger_than_capacity_keeps_hitting(market, clock):
 def test_hot_keys_survive_a_one_time_scan(market, clock):
     hot = [f"H{i}" for i in range(8)]
     cold = [f"C{i}" for i in range(50)]
-    cache = IntelligentCache(ReplayExchange(market, hot + cold, clock), clock, 10)
+    cache = SingleFlightCache(ReplayExchange(market, hot + cold, clock).fetch_klines, clock, 10)
     for _ in range(3):
         for name in hot:
             cache.get_klines(name, "1m")
@@ -237,7 +236,7 @@ def test_hot_keys_survive_a_one_time_scan(market, clock):
 
 def test_capacity_must_be_positive(counting, clock):
     with pytest.raises(ValueError):
-        IntelligentCache(counting, clock, 0)
+        SingleFlightCache(counting.fetch_klines, clock, 0)
 
 
 class SequencedExchange:
@@ -258,7 +257,7 @@ class SequencedExchange:
 def test_a_candle_closing_during_a_fetch_does_not_break_single_flight(exchange, clock):
     """An older fetch that lands after a newer one took its slot must leave that slot."""
     first, second = threading.Event(), threading.Event()
-    cache = IntelligentCache(SequencedExchange(exchange, [first, second]), clock, 10)
+    cache = SingleFlightCache(SequencedExchange(exchange, [first, second]).fetch_klines, clock, 10)
     key = ("BTC_USDT", "1m")
     got: dict[str, object] = {}
 
@@ -299,7 +298,7 @@ def test_a_candle_closing_during_a_fetch_does_not_break_single_flight(exchange, 
 def test_readers_of_one_prefetch_count_one_use(exchange, clock):
     slow = CountingExchange(exchange)
     slow.gate = threading.Event()
-    cache = IntelligentCache(slow, clock, 10)
+    cache = SingleFlightCache(slow.fetch_klines, clock, 10)
     key = ("ETH/USDT", "1m")
     t = threading.Thread(target=cache.prefetch, args=key)
     t.start()
@@ -316,7 +315,7 @@ def test_readers_of_one_prefetch_count_one_use(exchange, clock):
 
 
 def test_an_older_series_landing_late_does_not_replace_a_newer_one(exchange, clock):
-    cache = IntelligentCache(exchange, clock, 10)
+    cache = SingleFlightCache(exchange.fetch_klines, clock, 10)
     older = exchange.fetch_klines("BTC_USDT", "1m", 600)
     clock.advance(60)
     newer = cache.get_klines("BTC_USDT", "1m")

