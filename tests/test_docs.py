@@ -46,9 +46,10 @@ def test_the_documented_example_plugin_works(fake_dist, fake_entry_points):
 
     def start(section: dict) -> PluginManager:
         manager = PluginManager()
-        manager.load(Config(), environ={}, entry_points=fake_entry_points())
-        config = Config(plugins={"signalcount": section})
-        manager.start(HostServices(None, None, None, "1m", ("5m",), 1, config))  # type: ignore[arg-type]
+        manager.load(
+            Config(plugins={"signalcount": section}), environ={}, entry_points=fake_entry_points()
+        )
+        manager.start(HostServices(None, None, None, "1m", 1, ("5m",)))  # type: ignore[arg-type]
         return manager
 
     manager = start({"log_every": 3})
@@ -56,6 +57,6 @@ def test_the_documented_example_plugin_works(fake_dist, fake_entry_points):
     for side in ("buy", "buy", "sell"):
         signal = Signal("BTC_USDT", "1m", side, 0.9, 60.0)
         manager.hook.on_signal(symbol="BTC_USDT", signal=signal, timeframe="1m")
-    assert manager.hook.report_metrics() == [{"signalcount.buy": 2, "signalcount.sell": 1}]
-    with pytest.raises(ConfigError, match=r"plugins\.signalcount"):
+    assert manager.metrics() == {"signalcount.buy": 2, "signalcount.sell": 1}
+    with pytest.raises(ConfigError, match=r"plugins\.signalcount.*log_every"):
         start({"log_every": 0})

@@ -139,6 +139,46 @@ def test_disabled_in_config_is_inactive_unless_chosen_for_this_run(fake_dist, lo
     assert load(config, environ={ENV_PLUGINS: "alpha"}).active_names() == ["alpha"]
 
 
+SIZED_PLUGIN = """
+import attrs
+from sltrader_plugins import hookimpl
+
+@attrs.frozen
+class Sized:
+    size: int = 1
+
+class Plugin:
+    def __init__(self):
+        self.config = None
+
+    @hookimpl
+    def on_start(self, settings):
+        self.config = settings.parse(Sized)
+
+    @hookimpl
+    def report_metrics(self):
+        return {"size": self.config.size}
+"""
+
+
+def test_the_entry_point_name_chooses_the_section_and_the_metric_prefix(fake_dist, load):
+    # The same plugin code under two entry-point names: each reads its own section,
+    # is enabled by its own name, and reports under its own prefix.
+    fake_dist("alpha", SIZED_PLUGIN)
+    fake_dist("beta", SIZED_PLUGIN)
+    config = Config(
+        plugins={"alpha": {"size": 3}, "beta": {"size": 5, "enabled": False}, "gamma": {}}
+    )
+    manager = load(config)
+    manager.start(services=None)  # type: ignore[arg-type]
+    assert manager.active_names() == ["alpha"]
+    assert manager.metrics() == {"alpha.size": 3.0}
+    # named for this run, a plugin disabled in the file runs fully (and never sees "enabled")
+    manager = load(config, cli="alpha,beta")
+    manager.start(services=None)  # type: ignore[arg-type]
+    assert manager.metrics() == {"alpha.size": 3.0, "beta.size": 5.0}
+
+
 def test_a_plugin_not_chosen_is_never_imported(fake_dist, load):
     fake_dist("alpha", SCAN_PLUGIN)
     fake_dist("broken", BROKEN_IMPORT)

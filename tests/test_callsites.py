@@ -1,0 +1,276 @@
+"""``Plugins``: the call sites a trader of its own uses, and what the manager owns."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from sltrader_plugins import (
+    Config,
+    Klines,
+    NumpyBuffers,
+    PluginManager,
+    Plugins,
+    PluginSettings,
+    Signal,
+    close_boundary,
+    hookimpl,
+)
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.t = now
+
+    def now(self) -> float:
+        return self.t
+
+
+class SumModel:
+    def predict(self, features: np.ndarray) -> float:
+        return float(features.sum())
+
+
+class Recorder:
+    """Records every hook call; answers nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.lock = threading.Lock()
+
+    def add(self, *call) -> None:
+        with self.lock:
+            self.calls.append(call)
+
+    @hookimpl
+    def on_start(self, services, settings):
+        self.add("on_start", settings)
+
+    @hookimpl
+    def before_scan(self, symbols, timeframe, now):
+        self.add("before_scan", tuple(symbols), timeframe, now)
+
+    @hookimpl
+    def on_scan_complete(self, symbols, timeframe, now):
+        self.add("on_scan_complete", tuple(symbols), timeframe, now)
+
+    @hookimpl
+    def before_analyze_symbol(self, symbol, timeframe):
+        self.add("before", symbol, timeframe)
+
+    @hookimpl
+    def after_analyze_symbol(self, symbol, timeframe):
+        self.add("after", symbol, timeframe)
+
+    @hookimpl
+    def on_signal(self, symbol, signal, timeframe):
+        self.add("on_signal", symbol, signal.side, timeframe)
+
+    @hookimpl
+    def on_candle_close(self, timeframe, close_time, next_scan_time):
+        self.add("close", timeframe, close_time, next_scan_time)
+
+    @hookimpl
+    def on_shutdown(self):
+        self.add("on_shutdown")
+
+
+def started(*plugins, config: Config | None = None, now: float = 3600.0 * 24) -> Plugins:
+    manager = PluginManager()
+    manager.config = config or Config()
+    for plugin in plugins:
+        manager.register(plugin, type(plugin).__name__.lower())
+    calls = Plugins(manager)
+    calls.start(
+        model=SumModel(),
+        cache=None,  # type: ignore[arg-type]
+        clock=Clock(now),
+        base_timeframe="1m",
+        workers=4,
+        confirm_timeframes=["5m", "1h"],
+    )
+    return calls
+
+
+def test_before_start_the_services_are_refused():
+    with pytest.raises(RuntimeError, match="start"):
+        Plugins(PluginManager()).scan(["X"])
+
+
+def test_each_plugin_gets_its_own_settings_without_enabled():
+    rec = Recorder()
+    config = Config(plugins={"recorder": {"enabled": True, "size": 3}, "other": {"x": 1}})
+    started(rec, config=config)
+    assert rec.calls[0] == ("on_start", PluginSettings("recorder", {"size": 3}))
+
+
+def test_scan_calls_before_and_complete_with_the_clock():
+    rec = Recorder()
+    plugins = started(rec)
+    clock = plugins.services.clock
+    with plugins.scan(["BTC_USDT", "ETH/USDT"]):
+        clock.t += 2.0
+    assert rec.calls[1:] == [
+        ("before_scan", ("BTC_USDT", "ETH/USDT"), "1m", 86400.0),
+        ("on_scan_complete", ("BTC_USDT", "ETH/USDT"), "1m", 86402.0),
+    ]
+
+
+def test_a_scan_that_raises_is_not_complete():
+    rec = Recorder()
+    plugins = started(rec)
+    with pytest.raises(KeyError), plugins.scan(["X"], "5m"):
+        raise KeyError("x")
+    assert [c[0] for c in rec.calls] == ["on_start", "before_scan"]
+
+
+def test_analyzing_pairs_before_and_after_in_the_worker_also_on_error():
+    rec = Recorder()
+    plugins = started(rec)
+
+    def analyze(symbol: str) -> str:
+        with plugins.analyzing(symbol):
+            if symbol == "BAD-1":
+                raise ValueError(symbol)
+            return symbol
+
+    symbols = [f"S_{i}" for i in range(200)] + ["BAD-1"]
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(analyze, s) for s in symbols]
+    assert sum(f.exception() is not None for f in futures) == 1
+    before = sorted(c[1] for c in rec.calls if c[0] == "before")
+    after = sorted(c[1] for c in rec.calls if c[0] == "after")
+    assert before == after == sorted(symbols)
+
+
+def test_candle_closes_announce_base_and_confirm_timeframes_once():
+    rec = Recorder()
+    plugins = started(rec, now=3600.0 * 24 + 5)  # 5 s after a day's close
+    clock = plugins.services.clock
+    assert plugins.candle_closes() == []
+    clock.t += 3600.0
+    announced = plugins.candle_closes(next_scan_time=clock.t + 1)
+    assert [c for c in announced if c[0] == "1h"] == [("1h", 3600.0 * 25)]
+    assert len([c for c in announced if c[0] == "5m"]) == 12
+    assert len([c for c in announced if c[0] == "1m"]) == 60
+    assert all(c[3] == clock.t + 1 for c in rec.calls if c[0] == "close")
+    assert plugins.candle_closes() == []  # announced once
+
+
+def test_signal_passes_the_signal_and_its_timeframe():
+    rec = Recorder()
+    plugins = started(rec)
+    plugins.signal(Signal("BTC-USD", "1m", "BUY", 0.8, 1.0))
+    assert rec.calls[-1] == ("on_signal", "BTC-USD", "buy", "1m")
+
+
+def test_close_shuts_down_once():
+    rec = Recorder()
+    with started(rec) as plugins:
+        plugins.close()
+    assert [c[0] for c in rec.calls].count("on_shutdown") == 1
+
+
+class Answering:
+    def __init__(self, answer) -> None:
+        self.answer = answer
+
+    @hookimpl
+    def before_predict(self, symbol, features, model):
+        return self.answer
+
+
+def test_predict_without_an_answer_calls_the_model():
+    plugins = started()
+    assert plugins.predict("X", np.array([1.0, 2.0])) == 3.0
+
+
+@pytest.mark.parametrize("answer", [0.25, np.float32(0.25)])
+def test_predict_takes_a_plugins_number(answer):
+    plugins = started(Answering(answer))
+    assert plugins.predict("X", np.array([1.0, 2.0])) == 0.25
+
+
+@pytest.mark.parametrize("answer", [float("nan"), True, "0.5", [0.5], float("inf")])
+def test_a_prediction_that_is_not_a_finite_number_is_the_plugins_fault(answer):
+    plugins = started(Answering(answer))
+    assert plugins.predict("X", np.array([1.0, 2.0])) == 3.0
+    assert plugins.faults() == {"answering.before_predict": 1}
+
+
+class Lending:
+    def __init__(self, buffers) -> None:
+        self.buffers = buffers
+
+    @hookimpl
+    def on_feature_build(self, symbol, timeframe, n_candles):
+        return self.buffers
+
+
+class Counted(NumpyBuffers):
+    def __init__(self) -> None:
+        self.released = 0
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_feature_buffers_default_and_released_on_error():
+    assert started().feature_buffers("X", "1m", 3).__enter__() is not None
+    counted = Counted()
+    plugins = started(Lending(counted))
+    with pytest.raises(ZeroDivisionError), plugins.feature_buffers("X", "1m", 10) as buffers:
+        assert buffers.empty(10).shape == (10,)
+        raise ZeroDivisionError
+    assert counted.released == 1 and plugins.faults() == {}
+
+
+class Faulty(NumpyBuffers):
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def empty(self, n, dtype=np.float64):
+        if self.how == "raise":
+            raise MemoryError("pool exhausted")
+        if self.how == "size":
+            return np.empty(n + 1, dtype)
+        if self.how == "2d":
+            return np.empty((n, 1), dtype)
+        if self.how == "dtype":
+            return np.empty(n, np.float32)
+        return np.empty(n, dtype)
+
+    def release(self) -> None:
+        if self.how == "release":
+            raise RuntimeError("double release")
+
+
+@pytest.mark.parametrize("how", ["raise", "size", "2d", "dtype", "release"])
+def test_faulty_buffers_are_the_plugins_fault_and_np_empty_takes_over(how, caplog):
+    plugins = started(Lending(Faulty(how)))
+    for _ in range(3):
+        with plugins.feature_buffers("X", "1m", 8) as buffers:
+            a, b = buffers.empty(8), buffers.empty(8, np.int64)
+            assert a.shape == b.shape == (8,) and (a.dtype, b.dtype) == (np.float64, np.int64)
+    assert plugins.faults() == {"lending.on_feature_build": 3}
+    assert caplog.text.count("'lending'") == 1
+
+
+def test_the_close_time_convention_accepts_exchange_style_close_times():
+    klines = Klines("ETH/USDT", "1h", [0.0, 3600.0], [1, 1], [1, 1], [1, 1], [1, 1], [1, 1])
+    assert klines.last_close_time == 7200.0
+    assert close_boundary("1h", 7200.0 - 0.001) == close_boundary("1h", 7200.0) == 7200.0
+
+
+def test_klines_refuse_arrays_of_different_lengths():
+    with pytest.raises(ValueError, match="differ in length"):
+        Klines("X", "1m", [0.0, 60.0], [1, 1], [1, 1], [1, 1], [1.0], [1, 1])
+
+
+def test_klines_do_not_change_the_callers_arrays():
+    close = np.array([1.0, 2.0])
+    klines = Klines("X", "1m", [0.0, 60.0], close, close, close, close, close)
+    assert close.flags.writeable and not klines.close.flags.writeable
