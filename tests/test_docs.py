@@ -1,8 +1,12 @@
-"""The plugin documentation lists every hook with its exact signature."""
+"""The docs cannot rot: hook signatures, code blocks, names and the install line."""
 
 from __future__ import annotations
 
 import ast
+import builtins
+import importlib
+import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -60,3 +64,116 @@ def test_the_documented_example_plugin_works(fake_dist, fake_entry_points):
     assert manager.metrics() == {"signalcount.buy": 2, "signalcount.sell": 1}
     with pytest.raises(ConfigError, match=r"plugins\.signalcount.*log_every"):
         start({"log_every": 0})
+
+
+# -- every code block of the README and docs uses names that exist ----------------------
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+OUR_MODULES = ("sltrader_plugins", "sltrader_batching", "sltrader_pooling", "sltrader_warming")
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    blocks = []
+    for path in DOCS:
+        text = path.read_text()
+        for m in BLOCK.finditer(text):
+            source = m.group(1)
+            if source.startswith("def ") and source.count("\n") == 1:
+                source = source.rstrip() + ": ..."  # a hook's signature in the reference
+            blocks.append((f"{path.name}:{text[: m.start()].count(chr(10)) + 1}", source))
+    return blocks
+
+
+def our_names(tree: ast.AST) -> set[tuple[str, str]]:
+    """``(module, name)`` for every ``from sltrader_x import name`` and ``sltrader_x.name``."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(OUR_MODULES):
+            found.update((node.module, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id in OUR_MODULES:
+                found.add((node.value.id, node.attr))
+    return found
+
+
+def free_names(tree: ast.AST) -> set[str]:
+    """Names a block reads but neither binds nor imports (and that are not builtins)."""
+    bound, read = set(dir(builtins)), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return read - bound
+
+
+BLOCKS = python_blocks()
+
+
+def test_the_docs_have_code_blocks():
+    assert len(BLOCKS) >= 5
+
+
+@pytest.mark.parametrize("where, source", BLOCKS, ids=[where for where, _ in BLOCKS])
+def test_every_name_a_code_block_imports_exists(where, source):
+    for module_name, name in sorted(our_names(ast.parse(source))):
+        if not module_name.startswith("sltrader_plugins"):
+            pytest.importorskip(module_name)  # a plugin this environment does not install
+        module = importlib.import_module(module_name)
+        assert hasattr(module, name) or importlib.util.find_spec(f"{module_name}.{name}"), (
+            f"{where}: {module_name} has no {name}"
+        )
+
+
+@pytest.mark.parametrize("where, source", BLOCKS, ids=[where for where, _ in BLOCKS])
+def test_complete_code_blocks_run_and_print_what_they_say(where, source, monkeypatch, capsys):
+    tree = ast.parse(source)
+    if free_names(tree):
+        pytest.skip(f"a fragment (uses {sorted(free_names(tree))})")
+    monkeypatch.setenv("SLTRADER_PLUGINS", "")  # the block's own behaviour, not a plugin's
+    exec(compile(tree, where, "exec"), {"__name__": "__doc_block__"})
+    printed = capsys.readouterr().out.splitlines()
+    # ``print(x)  # [1, 2]``: where the comment is a literal, it is what the line prints
+    comments = [_comment(line) for line in source.splitlines() if "print(" in line]
+    for line, comment in zip(printed, comments):
+        if comment is not None and _is_literal(comment):
+            assert line == comment, f"{where}: printed {line}, the doc says {comment}"
+
+
+def _comment(line: str) -> str | None:
+    return line.split("#", 1)[1].strip() if "#" in line else None
+
+
+def _is_literal(text: str) -> bool:
+    try:
+        ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return False
+    return True
+
+
+def test_the_testing_example_runs_with_the_example_plugin(capsys):
+    namespace: dict = {"__name__": "__doc_block__"}
+    exec(_doc_block("`sltrader_signalcount.py`:", "python"), namespace)
+    testing = _doc_block("Testing a plugin:", "python")
+    exec(testing, namespace)
+    promised = testing.split("print(manager.metrics())  # ")[1].splitlines()[0]
+    assert capsys.readouterr().out.strip() == promised
+
+
+INSTALL = "python3 -m pip install '.[host]' ./plugins/batching ./plugins/pooling ./plugins/warming"
+
+
+def test_one_install_line_on_every_page():
+    pages = 0
+    for path in DOCS:
+        for line in path.read_text().splitlines():
+            if "pip install" in line and "./plugins/" in line:
+                assert INSTALL in line, f"{path.name}: {line}"
+                pages += 1
+    assert pages >= 4
