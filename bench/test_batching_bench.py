@@ -4,8 +4,9 @@ Each round is a small "scan": ``workers`` threads analyze ``SYMBOLS`` symbols; e
 symbol waits a little (standing in for the exchange and the feature build, inside the
 ``enter``/``leave`` bracket the host's analyze hooks give the plugin) and then predicts,
 either straight through ``model.predict`` (``single``) or through the ``MicroBatcher``
-(``batched``). ``extra_info`` carries the model time per prediction and the mean batch
-size, the figures the plugin is about.
+(``batched``). The model is timed as the host times its own, by
+:class:`sltrader_plugins.ModelAdapter`. ``extra_info`` carries the model time per
+prediction and the mean batch size, the figures the plugin is about.
 
     pytest bench/test_batching_bench.py                        # measure
     pytest bench/test_batching_bench.py --benchmark-disable    # smoke (one round each)
@@ -14,8 +15,6 @@ size, the figures the plugin is about.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ import pytest
 
 from sltrader_batching.batcher import MicroBatcher
 from sltrader_batching.config import BatchingConfig
+from sltrader_plugins import ModelAdapter
 
 SYMBOLS = 96
 FEATURES = 24
@@ -30,49 +30,33 @@ WORK_S = 0.0004  # per-symbol "fetch + features" time, GIL released
 _pause = threading.Event()  # never set: wait() is a GIL-releasing sleep
 
 
-class TimedModel:
-    """Counts the time spent inside the model, as the host does."""
+class _Logistic:
+    """A fixed logistic model with a regressor's ``predict`` over stacked rows."""
 
-    def __init__(self, predict_rows: Callable[[np.ndarray], np.ndarray]) -> None:
-        self._rows = predict_rows
-        self._lock = threading.Lock()
-        self.seconds = 0.0
-        self.predictions = 0
+    def __init__(self) -> None:
+        self.weights = np.linspace(-1.0, 1.0, FEATURES)
 
-    def _timed(self, x: np.ndarray) -> np.ndarray:
-        start = time.perf_counter()
-        out = self._rows(x)
-        elapsed = time.perf_counter() - start
-        with self._lock:
-            self.seconds += elapsed
-            self.predictions += len(x)
-        return out
-
-    def predict(self, features: np.ndarray) -> float:
-        return float(self._timed(features.reshape(1, -1))[0])
-
-    def predict_batch(self, features: Sequence[np.ndarray]) -> list[float]:
-        return self._timed(np.asarray(features)).tolist()
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(rows @ self.weights)))
 
 
-def cheap_model() -> TimedModel:
-    weights = np.linspace(-1.0, 1.0, FEATURES)
-    return TimedModel(lambda x: 1.0 / (1.0 + np.exp(-(x @ weights))))
+def cheap_model() -> ModelAdapter:
+    return ModelAdapter(_Logistic())
 
 
-def sklearn_model() -> TimedModel:
+def sklearn_model() -> ModelAdapter:
     linear_model = pytest.importorskip("sklearn.linear_model")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, FEATURES))
     clf = linear_model.SGDClassifier(loss="log_loss", random_state=0)
     clf.fit(x, (x[:, 0] > 0).astype(int))
-    return TimedModel(lambda rows: clf.predict_proba(rows)[:, 1])
+    return ModelAdapter(clf)  # column 1 of predict_proba
 
 
 MODELS = {"cheap": cheap_model, "sklearn": sklearn_model}
 
 
-def scan(model: TimedModel, workers: int, batcher: MicroBatcher | None) -> None:
+def scan(model: ModelAdapter, workers: int, batcher: MicroBatcher | None) -> None:
     features = np.random.default_rng(1).normal(size=(SYMBOLS, FEATURES))
     next_symbol = iter(range(SYMBOLS))
     lock = threading.Lock()
@@ -117,7 +101,7 @@ def test_scan(benchmark: Any, mode: str, workers: int, model_name: str) -> None:
 
     benchmark.group = f"{model_name} model, {workers} worker(s)"
     benchmark.pedantic(scan, setup=setup, rounds=5, iterations=1, warmup_rounds=1)
-    benchmark.extra_info["model_us_per_prediction"] = 1e6 * model.seconds / model.predictions
+    benchmark.extra_info["model_us_per_prediction"] = 1e6 * model.times().seconds_per_prediction
     if batchers:
         metrics = [b.metrics() for b in batchers]
         batched = sum(m["batched_requests"] for m in metrics)

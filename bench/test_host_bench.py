@@ -13,7 +13,7 @@ pytest.importorskip("sklearn")
 
 import numpy as np
 
-from sltrader_plugins.host.cache import IntelligentCache
+from sltrader_plugins import SingleFlightCache
 from sltrader_plugins.host.exchange import MarketConfig, ReplayExchange, SimClock
 from sltrader_plugins.host.features import FeatureEngine
 from sltrader_plugins.host.loop import START
@@ -37,7 +37,7 @@ def test_feature_build(benchmark, market):
 
 def test_cache_hit(benchmark, market):
     clock, exchange = market
-    cache = IntelligentCache(exchange, clock, 16)
+    cache = SingleFlightCache(exchange.fetch_klines, clock, 16)
     cache.get_klines("BTC_USDT", "1m")
     benchmark(cache.get_klines, "BTC_USDT", "1m")
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sltrader_plugins import Config, HostServices
+from sltrader_plugins import HostServices, Plugins
 from sltrader_plugins.manager import PluginManager
 from sltrader_pooling import BufferPool, BuildBuffers, PoolingConfig, PoolingPlugin
 
@@ -43,8 +43,8 @@ WORKERS = 8
 
 
 def _services() -> HostServices:
-    # The pooling plugin reads only the configuration and the worker count.
-    return HostServices(None, None, None, "1m", ("5m",), WORKERS, Config())  # type: ignore[arg-type]
+    # The pooling plugin reads only the worker count (its settings come from the manager).
+    return HostServices(None, None, None, "1m", WORKERS)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,8 @@ def _engine(kind: str) -> Any:
         manager.start(_services())
     elif kind == "floor":
         manager.register(FloorPlugin(), "floor")
-    return features.FeatureEngine(hook=manager.hook)
+    # Every kind through the same call site, so only the buffers differ.
+    return features.FeatureEngine(Plugins(manager))
 
 
 def test_floor_is_exact(klines: Any) -> None:

@@ -91,9 +91,12 @@ def our_names(tree: ast.AST) -> set[tuple[str, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(OUR_MODULES):
             found.update((node.module, alias.name) for alias in node.names)
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            if node.value.id in OUR_MODULES:
-                found.add((node.value.id, node.attr))
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in OUR_MODULES
+        ):
+            found.add((node.value.id, node.attr))
     return found
 
 
@@ -140,7 +143,7 @@ def test_complete_code_blocks_run_and_print_what_they_say(where, source, monkeyp
     printed = capsys.readouterr().out.splitlines()
     # ``print(x)  # [1, 2]``: where the comment is a literal, it is what the line prints
     comments = [_comment(line) for line in source.splitlines() if "print(" in line]
-    for line, comment in zip(printed, comments):
+    for line, comment in zip(printed, comments, strict=True):
         if comment is not None and _is_literal(comment):
             assert line == comment, f"{where}: printed {line}, the doc says {comment}"
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -247,7 +248,7 @@ class MicroBatcher:
         if batch is None:
             if timed_out is not None:
                 log.warning(
-                    "batching: predict_batch of %d requests still running after %.0f ms; "
+                    "predict_batch of %d requests still running after %.0f ms; "
                     "its callers predict by themselves and batching is suspended until it "
                     "returns",
                     timed_out,
@@ -436,7 +437,7 @@ class MicroBatcher:
         request.done = True
         self._waiting -= 1
 
-    def _finish(self, batch: _Batch, results: list[float] | None) -> None:
+    def _finish(self, batch: _Batch, results: list[float | None] | None) -> None:
         """Publish results (``None``: everyone predicts alone) and wake the batch (lock held)."""
         for i, request in enumerate(batch.requests):
             if not request.done:
@@ -451,7 +452,7 @@ class MicroBatcher:
     def _run(self, batch: _Batch) -> None:
         """Run the model for ``batch`` (lock not held) and publish the outcome."""
         size = len(batch.requests)
-        results: list[float] | None = None
+        results: list[float | None] | None = None
         error: BaseException | None = None
         # CPU time, not wall time: with 8 workers on 2 cores a call's wall time is mostly
         # waiting for the GIL, which says nothing about what the model costs.
@@ -471,12 +472,17 @@ class MicroBatcher:
                 if results is None:
                     self._batch_errors += 1
                     self._fallbacks += sum(not r.done for r in batch.requests)
+                elif None in results:  # a prediction was not finite (see _check)
+                    self._fallbacks += sum(
+                        value is None and not request.done
+                        for request, value in zip(batch.requests, results, strict=True)
+                    )
                 self._finish(batch, results)
         if error is not None:
             self._log_once(
                 "batch-error",
                 logging.ERROR,
-                "batching: predict_batch failed (%s: %s); each request of the batch is "
+                "predict_batch failed (%s: %s); each request of the batch is "
                 "predicted singly by its caller (further failures are only counted)",
                 type(error).__name__,
                 error,
@@ -496,7 +502,8 @@ class MicroBatcher:
         """Bypass: let the caller predict, but time one call in ``_SAMPLE_EVERY`` here.
 
         :return: the timed prediction, or ``None`` (the caller predicts by itself; also
-            when the sampled call raised, so the caller sees the model's error itself).
+            when the sampled call raised, so the caller sees the model's error itself, or
+            gave no finite number, which the hook may not return).
         """
         # Unlocked on purpose: a lost increment only shifts which call gets sampled, or
         # undercounts a metric by one.
@@ -506,7 +513,7 @@ class MicroBatcher:
             return None
         started = time.thread_time()  # CPU time, as for batch calls
         try:
-            result = model.predict(features)  # type: ignore[attr-defined]
+            result = float(model.predict(features))  # type: ignore[attr-defined]
         except Exception:
             return None
         elapsed = time.thread_time() - started
@@ -516,7 +523,7 @@ class MicroBatcher:
                 self._single_cost = elapsed
             else:
                 self._single_cost += _COST_ALPHA * (elapsed - self._single_cost)
-        return result
+        return result if math.isfinite(result) else None
 
     def review(self) -> bool:
         """At a scan boundary: bypass while the model is too cheap for batching to pay.
@@ -535,7 +542,7 @@ class MicroBatcher:
                     self.bypass = False
                     self._in_flight = 0  # nobody was tracked while bypassed
                     self._calls_timed = 0  # measure batch calls afresh
-                    message = "batching: the model became costly enough to batch again"
+                    message = "the model became costly enough to batch again"
             elif (
                 self._in_flight == 0
                 and self._calls_timed >= _COST_WARMUP
@@ -544,7 +551,7 @@ class MicroBatcher:
                 self.bypass = True
                 self._singles_timed = 0
                 message = (
-                    f"batching: a batch call costs {self._call_cost * 1e6:.0f} µs, too little "
+                    f"a batch call costs {self._call_cost * 1e6:.0f} µs, too little "
                     "for waiting to pay; predictions pass through until the model gets costlier"
                 )
             bypass = self.bypass
@@ -651,18 +658,23 @@ class MicroBatcher:
 
 def _log_unbatchable(kind: type) -> None:
     log.warning(
-        "batching: model %s.%s has no predict_batch; its calls pass through unbatched",
+        "model %s.%s has no predict_batch; its calls pass through unbatched",
         kind.__module__,
         kind.__qualname__,
     )
 
 
-def _check(raw: Any, size: int) -> list[float]:
-    """One finite-or-not float per request, or :class:`BatchError`."""
+def _check(raw: Any, size: int) -> list[float | None]:
+    """One float per request, ``None`` where it is not finite; or :class:`BatchError`.
+
+    The host refuses a non-finite answer from ``before_predict`` (and blames the plugin),
+    so such a request is answered ``None``: its caller predicts by itself and gets the
+    model's own value, as without the plugin.
+    """
     try:
         values = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise BatchError(f"predict_batch returned {type(raw).__name__}, not numbers") from exc
     if values.shape != (size,):
         raise BatchError(f"predict_batch returned shape {values.shape} for {size} requests")
-    return values.tolist()
+    return [value if math.isfinite(value) else None for value in values.tolist()]

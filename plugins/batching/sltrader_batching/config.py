@@ -1,15 +1,10 @@
-"""The ``[plugins.batching]`` configuration section."""
+"""The plugin's configuration section, ``[plugins.<name>]`` (parsed by ``on_start``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
-
-from sltrader_plugins import section_from
-
-SECTION = "plugins.batching"
 
 
 def _int_at_least(minimum: int) -> Any:
@@ -39,8 +34,6 @@ def _number_at_least(minimum: float, *, inclusive: bool) -> Any:
 class BatchingConfig:
     """Knobs of the micro-batcher; defaults were chosen by measurement (docs/batching.md).
 
-    :ivar enabled: read by the plugin manager (``false`` keeps the plugin from loading
-        unless the run names it explicitly); the plugin itself only validates it.
     :ivar max_batch_size: a batch is dispatched as soon as it holds this many requests.
     :ivar max_wait_ms: the longest the oldest request of a batch waits for company before
         the batch is dispatched anyway; ``0`` never waits (only size, idle and flush).
@@ -50,7 +43,6 @@ class BatchingConfig:
         room in the queue) before it gives up on the batch and predicts by itself.
     """
 
-    enabled: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     max_batch_size: int = attrs.field(default=32, validator=_int_at_least(1))
     max_wait_ms: float = attrs.field(default=2.0, validator=_number_at_least(0.0, inclusive=True))
     queue_limit: int = attrs.field(default=1024, validator=_int_at_least(1))
@@ -73,11 +65,3 @@ class BatchingConfig:
     @property
     def timeout_s(self) -> float:
         return self.timeout_ms / 1000.0
-
-    @classmethod
-    def from_section(cls, section: Mapping[str, Any]) -> BatchingConfig:
-        """Parse ``[plugins.batching]``.
-
-        :raises sltrader_plugins.ConfigError: naming ``plugins.batching`` and the key.
-        """
-        return section_from(cls, section, SECTION)

@@ -1,4 +1,4 @@
-"""The ``batching`` plugin's hook implementations: thin glue around :class:`MicroBatcher`."""
+"""The micro-batching plugin's hook implementations: thin glue around :class:`MicroBatcher`."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ import numpy as np
 
 from sltrader_batching.batcher import MicroBatcher
 from sltrader_batching.config import BatchingConfig
-from sltrader_plugins import HostServices, Model, hookimpl
+from sltrader_plugins import HostServices, Model, PluginSettings, hookimpl
 
 log = logging.getLogger("sltrader_batching")
-
-PREFIX = "batching."
 
 
 class BatchingPlugin:
     """Micro-batches the worker threads' ``model.predict`` calls into ``predict_batch``.
 
-    One instance per host (the entry point names the class). Before ``on_start`` and
-    after ``on_shutdown`` every hook is a no-op and predictions pass through.
+    One instance per host (the entry point names the class). Its settings are its
+    ``[plugins.<name>]`` section, whatever name it is loaded under. Before ``on_start``
+    and after ``on_shutdown`` every hook is a no-op and predictions pass through.
     """
 
     def __init__(self) -> None:
@@ -31,8 +30,8 @@ class BatchingPlugin:
         return self._batcher
 
     @hookimpl
-    def on_start(self, services: HostServices) -> None:
-        config = BatchingConfig.from_section(services.config.plugin("batching"))
+    def on_start(self, services: HostServices, settings: PluginSettings) -> None:
+        config = settings.parse(BatchingConfig)  # a ConfigError stops start-up
         batcher = MicroBatcher(config, workers=services.workers)
         batcher.check_model(services.model)  # the one log line for an unbatchable model
         self.config = config
@@ -77,7 +76,7 @@ class BatchingPlugin:
             return
         if not batcher.close():
             log.warning(
-                "batching: callers still inside the batcher at shutdown (a model call "
+                "callers still inside the batcher at shutdown (a model call "
                 "has not returned); they will predict by themselves when it does"
             )
 
@@ -86,4 +85,4 @@ class BatchingPlugin:
         batcher = self._batcher
         if batcher is None:
             return None
-        return {PREFIX + name: value for name, value in batcher.metrics().items()}
+        return batcher.metrics()  # the manager prefixes the names with ours

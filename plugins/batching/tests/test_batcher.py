@@ -250,6 +250,30 @@ def test_a_failed_batch_is_predicted_singly_by_each_caller(fault, caplog):
     assert len([r for r in caplog.records if "predict_batch failed" in r.message]) == 1
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_batch_value_is_predicted_by_its_own_caller(bad):
+    """The hook may only answer finite numbers; the rest of the batch is still used."""
+
+    def one_bad(features):
+        return [bad, *(LinearModel.expected(f) for f in features[1:])]
+
+    model = FaultyModel(one_bad)
+    batcher, _ = make(max_batch_size=4, max_wait_ms=FOREVER_MS, workers=None)
+    answers: dict[int, float | None] = {}
+    run_threads(
+        [
+            lambda i=i: answers.__setitem__(i, batcher.submit(model, features_for(i, 0)))
+            for i in range(4)
+        ]
+    )
+    # The first request of the batch (whichever thread that was) is answered None.
+    assert sum(a is None for a in answers.values()) == 1
+    for i, answer in answers.items():
+        assert answer is None or answer == LinearModel.expected(features_for(i, 0))
+    m = batcher.metrics()
+    assert m["batches"] == 1 and m["batch_errors"] == 0 and m["fallbacks"] == 1
+
+
 def test_a_request_whose_single_predict_raises_gets_that_error_in_its_own_thread():
     class Picky(FaultyModel):
         def predict(self, features):
@@ -679,6 +703,17 @@ def test_a_sampled_call_that_raises_lets_the_caller_predict():
     batcher, _ = make(workers=None)
     batcher.bypass = True
     assert all(batcher.sample_single(Failing(), features_for(0, i)) is None for i in range(128))
+
+
+def test_a_sampled_call_without_a_finite_answer_lets_the_caller_predict():
+    class Diverged(LinearModel):
+        def predict(self, features):
+            return float("nan")
+
+    batcher, _ = make(workers=None)
+    batcher.bypass = True
+    assert all(batcher.sample_single(Diverged(), features_for(0, i)) is None for i in range(128))
+    assert batcher.metrics()["single_call_ms"] > 0.0  # still timed: the cost is real
 
 
 def test_a_wait_limit_too_short_for_company_counts_as_zero():

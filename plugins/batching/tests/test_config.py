@@ -1,17 +1,21 @@
-"""``[plugins.batching]``: defaults, and errors that name the key."""
+"""The plugin's section: defaults, and errors that name the key."""
 
 from __future__ import annotations
 
 import pytest
 
 from sltrader_batching.config import BatchingConfig
-from sltrader_plugins import ConfigError
+from sltrader_plugins import ConfigError, PluginSettings
+
+
+def parse(section: dict[str, object], name: str = "batching") -> BatchingConfig:
+    """What ``on_start`` does with the section of the plugin loaded as ``name``."""
+    return PluginSettings(name, section).parse(BatchingConfig)
 
 
 def test_defaults_are_valid_and_documented():
-    config = BatchingConfig.from_section({})
+    config = parse({})
     assert config == BatchingConfig()
-    assert config.enabled is True
     assert config.max_batch_size >= 2
     assert config.queue_limit >= config.max_batch_size
     assert config.max_wait_s == config.max_wait_ms / 1000.0
@@ -20,14 +24,13 @@ def test_defaults_are_valid_and_documented():
 
 def test_every_key_is_read():
     section = {
-        "enabled": False,
         "max_batch_size": 8,
         "max_wait_ms": 1,  # an integer is a number
         "queue_limit": 64,
         "timeout_ms": 250.5,
     }
-    config = BatchingConfig.from_section(section)
-    assert (config.enabled, config.max_batch_size, config.max_wait_ms) == (False, 8, 1.0)
+    config = parse(section)
+    assert (config.max_batch_size, config.max_wait_ms) == (8, 1.0)
     assert (config.queue_limit, config.timeout_ms) == (64, 250.5)
     assert isinstance(config.max_wait_ms, float)
 
@@ -45,17 +48,19 @@ def test_every_key_is_read():
         ({"timeout_ms": float("inf")}, r"'timeout_ms' must be a finite number"),
         ({"queue_limit": 0}, r"'queue_limit' must be an integer >= 1"),
         ({"queue_limit": 4, "max_batch_size": 8}, r"'queue_limit' must be >= 'max_batch_size'"),
-        ({"enabled": "yes"}, r"'plugins\.batching\.enabled': expected true or false"),
         ({"max_batch": 8}, r"'plugins\.batching': unknown key\(s\) \['max_batch'\]"),
     ],
 )
 def test_errors_name_the_key(section, message):
     with pytest.raises(ConfigError, match=message):
-        BatchingConfig.from_section(section)
+        parse(section)
+
+
+def test_errors_name_the_section_the_plugin_was_loaded_under():
+    with pytest.raises(ConfigError, match=r"'plugins\.other\.max_batch_size'"):
+        parse({"max_batch_size": "big"}, name="other")
 
 
 def test_direct_construction_is_validated_too():
     with pytest.raises(ValueError, match="'max_batch_size'"):
         BatchingConfig(max_batch_size=1.5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="'enabled'"):
-        BatchingConfig(enabled=1)  # type: ignore[arg-type]

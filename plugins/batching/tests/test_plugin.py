@@ -32,18 +32,26 @@ class FakeClock:
         return 1_700_000_000.0
 
 
-def services(model: object, workers: int, section: dict | None = None) -> HostServices:
-    config = Config(plugins={"batching": section or {}})
-    return HostServices(model, None, FakeClock(), "1m", ("5m",), workers, config)  # type: ignore[arg-type]
+def services(model: object, workers: int) -> HostServices:
+    return HostServices(
+        model=model,  # type: ignore[arg-type]
+        cache=None,  # type: ignore[arg-type]
+        clock=FakeClock(),
+        base_timeframe="1m",
+        workers=workers,
+        confirm_timeframes=("5m",),
+    )
 
 
 def started(
-    model: object, workers: int, section: dict | None = None
+    model: object, workers: int, section: dict | None = None, name: str = "batching"
 ) -> tuple[PluginManager, BatchingPlugin]:
+    """The plugin registered as ``name``, started with ``section`` as its settings."""
     manager = PluginManager()
+    manager.config = Config.from_mapping({"plugins": {name: section or {}}})
     plugin = BatchingPlugin()
-    manager.register(plugin, "batching")
-    manager.start(services(model, workers, section))
+    manager.register(plugin, name)
+    manager.start(services(model, workers))
     return manager, plugin
 
 
@@ -66,8 +74,7 @@ def analyze(
 
 
 def metrics(manager: PluginManager) -> dict[str, float]:
-    (found,) = manager.hook.report_metrics()
-    return found
+    return manager.metrics()  # prefixed by the manager with the name registered under
 
 
 def test_the_entry_point_names_the_plugin_class():
@@ -177,10 +184,7 @@ def test_unbatchable_model_logs_once_at_start(caplog):
 def test_shutdown_with_pending_requests_answers_them():
     model = LinearModel()
     # untracked callers and an unknown worker count: only a flush can release them
-    manager = PluginManager()
-    plugin = BatchingPlugin()
-    manager.register(plugin, "batching")
-    manager.start(services(model, 0, {"max_batch_size": 64, "max_wait_ms": FOREVER_MS}))
+    manager, plugin = started(model, 0, {"max_batch_size": 64, "max_wait_ms": FOREVER_MS})
     plugin.batcher._workers = None  # tests only: a host that does not know its worker count
     out: dict[int, float] = {}
 
@@ -240,10 +244,47 @@ def test_hooks_before_start_are_no_ops():
 
 
 def test_config_errors_stop_start_up_and_name_the_key():
-    manager = PluginManager()
-    manager.register(BatchingPlugin(), "batching")
     with pytest.raises(ConfigError, match=r"plugins\.batching\.max_batch_size"):
-        manager.start(services(LinearModel(), 4, {"max_batch_size": "lots"}))
+        started(LinearModel(), 4, {"max_batch_size": "lots"})
+
+
+def test_works_unchanged_under_another_name():
+    model = LinearModel()
+    # "enabled" is the manager's: the plugin never sees it, so it is no unknown key.
+    manager, plugin = started(model, 1, {"enabled": True, "max_batch_size": 3}, name="other")
+    assert plugin.config is not None and plugin.config.max_batch_size == 3
+    assert analyze(manager, model, "BTC_USDT", features_for(0, 1)) == LinearModel.expected(
+        features_for(0, 1)
+    )
+    m = metrics(manager)
+    assert m and all(name.startswith("other.") for name in m)
+    assert m["other.requests"] == 1
+    assert manager.faults() == {}
+    manager.shutdown()
+
+
+def test_a_non_finite_batch_prediction_is_predicted_by_its_caller():
+    """The host refuses NaN from the hook: the caller predicts, and the plugin is not blamed."""
+
+    class NanInBatch(LinearModel):
+        def predict_batch(self, features):
+            values = super().predict_batch(features)
+            return [float("nan"), *values[1:]]
+
+    model = NanInBatch()
+    manager, _ = started(model, 2, {"max_batch_size": 2, "max_wait_ms": FOREVER_MS})
+    together = threading.Barrier(2)
+    results: dict[int, float] = {}
+
+    def worker(i: int) -> None:
+        results[i] = analyze(manager, model, f"S{i}", features_for(i, 5), together.wait)
+
+    run_threads([lambda i=i: worker(i) for i in range(2)])
+    assert results == {i: LinearModel.expected(features_for(i, 5)) for i in range(2)}
+    assert model.batch_sizes == [2] and model.single_calls == 1
+    assert metrics(manager)["batching.fallbacks"] == 1
+    assert manager.faults() == {}
+    manager.shutdown()
 
 
 def test_the_features_the_host_passes_are_not_modified():

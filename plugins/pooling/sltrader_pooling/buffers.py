@@ -320,9 +320,12 @@ class BufferPool:
     :param max_idle_builds: the most idle ``BuildBuffers`` kept (normally the host's worker
         count: no more builds run at once). ``config.max_idle_bytes`` is split evenly
         between them, so the idle bytes never exceed it.
+    :param name: the pool's name in messages (the plugin passes its own).
     """
 
-    def __init__(self, config: PoolingConfig, max_idle_builds: int) -> None:
+    def __init__(
+        self, config: PoolingConfig, max_idle_builds: int, name: str = "buffer pool"
+    ) -> None:
         self.config = config
         self.max_idle_builds = max_idle_builds
         self.max_bytes_per_build = config.max_idle_bytes // max(max_idle_builds, 1)
@@ -347,7 +350,7 @@ class BufferPool:
             weigh=lambda buffers: buffers.nbytes,
             discard=self._flush,
             describe=repr,
-            name="pooling",
+            name=name,
         )
 
     def _new_buffers(self) -> BuildBuffers:

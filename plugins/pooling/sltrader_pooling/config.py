@@ -1,15 +1,10 @@
-"""The ``[plugins.pooling]`` section."""
+"""The plugin's configuration section, ``[plugins.<name>]`` (parsed by ``on_start``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
-
-from sltrader_plugins import section_from
-
-SECTION = "plugins.pooling"
 
 MIB = 1 << 20
 
@@ -32,7 +27,6 @@ class PoolingConfig:
     """Settings of the pooling plugin; the defaults are from the measurements in
     ``docs/pooling.md``.
 
-    :ivar enabled: serve feature builds from the pool (``false``: the host allocates).
     :ivar max_idle_bytes: the most bytes of idle buffers the whole pool keeps, over all
         idle builds. Buffers beyond it are dropped on release.
     :ivar max_idle_builds: the most idle per-build buffer sets kept; ``None`` (the
@@ -49,7 +43,6 @@ class PoolingConfig:
         write. Costs a fill per buffer.
     """
 
-    enabled: bool = True
     max_idle_bytes: int = attrs.field(default=32 * MIB, validator=attrs.validators.ge(0))
     max_idle_builds: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
@@ -60,11 +53,3 @@ class PoolingConfig:
     )
     classes_per_doubling: int = attrs.field(default=4, validator=_power_of_two)
     poison: bool = False
-
-    @classmethod
-    def from_section(cls, section: Mapping[str, Any]) -> PoolingConfig:
-        """Validate ``[plugins.pooling]``.
-
-        :raises sltrader_plugins.ConfigError: naming ``plugins.pooling.<key>``.
-        """
-        return section_from(cls, section, SECTION)

@@ -1,11 +1,11 @@
-"""The ``pooling`` plugin's hook implementations."""
+"""The buffer-pooling plugin's hook implementations."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 
-from sltrader_plugins import FeatureBuffers, HostServices, hookimpl
+from sltrader_plugins import FeatureBuffers, HostServices, PluginSettings, hookimpl
 from sltrader_pooling.buffers import BufferPool
 from sltrader_pooling.config import PoolingConfig
 
@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 class PoolingPlugin:
     """Serves the intermediate arrays of every feature build from one bounded pool.
 
-    Instantiated once per host (a class entry point). Disabled by ``enabled = false``,
-    in which case it answers no build and the host allocates its own arrays.
+    Instantiated once per host (a class entry point). Its settings are its
+    ``[plugins.<name>]`` section, whatever name it is loaded under. Before ``on_start``
+    it answers no build and the host allocates its own arrays.
     """
 
     def __init__(self) -> None:
@@ -24,14 +25,15 @@ class PoolingPlugin:
         self.pool: BufferPool | None = None
 
     @hookimpl
-    def on_start(self, services: HostServices) -> None:
-        config = PoolingConfig.from_section(services.config.plugin("pooling"))
-        pool = None
-        if config.enabled:
-            idle_builds = config.max_idle_builds
-            # No more builds run at once than there are workers, so more idle sets than
-            # workers would never be taken; a main-loop build may add one.
-            pool = BufferPool(config, services.workers + 1 if idle_builds is None else idle_builds)
+    def on_start(self, services: HostServices, settings: PluginSettings) -> None:
+        config = settings.parse(PoolingConfig)  # a ConfigError stops start-up
+        idle_builds = config.max_idle_builds
+        # No more builds run at once than there are workers, so more idle sets than
+        # workers would never be taken; a main-loop build may add one.
+        if idle_builds is None:
+            idle_builds = services.workers + 1
+        # Named after the plugin's own name: it is whose leaks a shutdown report lists.
+        pool = BufferPool(config, idle_builds, name=settings.name)
         # on_start runs before any worker builds, so workers only ever read self.pool.
         old, self.config, self.pool = self.pool, config, pool
         if old is not None:
@@ -53,18 +55,19 @@ class PoolingPlugin:
             return None
         stats = pool.stats()
         requests = stats.hits + stats.misses
+        # Unprefixed: the manager prefixes each name with the plugin's.
         return {
-            "pooling.hits": float(stats.hits),
-            "pooling.misses": float(stats.misses),
-            "pooling.hit_rate": stats.hits / requests if requests else 0.0,
-            "pooling.unpooled": float(stats.unpooled),
-            "pooling.builds": float(stats.builds),
-            "pooling.outstanding": float(stats.outstanding),
-            "pooling.idle_builds": float(stats.idle_builds),
-            "pooling.idle_bytes": float(stats.idle_bytes),
-            "pooling.max_idle_bytes": float(pool.config.max_idle_bytes),
-            "pooling.buffer_sets_created": float(stats.created),
-            "pooling.dropped_bytes": float(stats.dropped_bytes),
+            "hits": float(stats.hits),
+            "misses": float(stats.misses),
+            "hit_rate": stats.hits / requests if requests else 0.0,
+            "unpooled": float(stats.unpooled),
+            "builds": float(stats.builds),
+            "outstanding": float(stats.outstanding),
+            "idle_builds": float(stats.idle_builds),
+            "idle_bytes": float(stats.idle_bytes),
+            "max_idle_bytes": float(pool.config.max_idle_bytes),
+            "buffer_sets_created": float(stats.created),
+            "dropped_bytes": float(stats.dropped_bytes),
         }
 
     @hookimpl
@@ -73,4 +76,4 @@ class PoolingPlugin:
         if pool is not None:
             leaked = pool.shutdown(log)
             if not leaked:
-                log.debug("pooling: every build released its buffers")
+                log.debug("every build released its buffers")

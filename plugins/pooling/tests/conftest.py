@@ -1,4 +1,5 @@
-"""Fixtures for the pooling plugin's tests: a stand-in feature build and host services.
+"""Fixtures for the pooling plugin's tests: a stand-in feature build, host services,
+and the plugin started through a real ``PluginManager``.
 
 The stand-in computes a realistic indicator set through the ``FeatureBuffers`` interface
 (every intermediate from ``buffers.empty`` and numpy's ``out=``), the way the host's
@@ -16,7 +17,9 @@ import numpy as np
 import pytest
 
 from sltrader_plugins import Config, FeatureBuffers, HostServices
+from sltrader_plugins.manager import PluginManager
 from sltrader_plugins.protocols import CacheStats
+from sltrader_pooling import PoolingPlugin
 
 
 class PlainBuffers:
@@ -124,8 +127,7 @@ class _Clock:
         return 0.0
 
 
-def make_services(section: dict[str, Any] | None = None, workers: int = 8) -> HostServices:
-    plugins = {} if section is None else {"pooling": section}
+def make_services(workers: int = 8) -> HostServices:
     return HostServices(
         model=_Model(),
         cache=_Cache(),
@@ -133,13 +135,29 @@ def make_services(section: dict[str, Any] | None = None, workers: int = 8) -> Ho
         base_timeframe="1m",
         confirm_timeframes=("5m", "15m", "1h"),
         workers=workers,
-        config=Config(plugins=plugins),
     )
+
+
+def start_plugin(
+    section: dict[str, Any] | None = None, *, name: str = "pooling", workers: int = 8
+) -> tuple[PluginManager, PoolingPlugin]:
+    """The plugin registered as ``name`` and started with ``section`` as its settings."""
+    manager = PluginManager()
+    manager.config = Config.from_mapping({"plugins": {name: section or {}}})
+    plugin = PoolingPlugin()
+    manager.register(plugin, name)
+    manager.start(make_services(workers))
+    return manager, plugin
 
 
 @pytest.fixture
 def services() -> Callable[..., HostServices]:
     return make_services
+
+
+@pytest.fixture
+def start() -> Callable[..., tuple[PluginManager, PoolingPlugin]]:
+    return start_plugin
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sltrader_plugins import HostServices, hookimpl
+from sltrader_plugins import HostServices, Klines, Plugins, PluginSettings, hookimpl
 from sltrader_plugins.manager import PluginManager
 from sltrader_pooling import PoolingPlugin
 
@@ -28,11 +28,11 @@ SYMBOLS = ["BTC_USDT", "ETH/USDT", "SOL-PERP", "DOGE_USDT", "XRP/BTC", "ADA-USD"
 START = 1_700_000_040.0
 
 
-def pooled_manager(services: Callable[..., HostServices], **section: Any) -> PluginManager:
-    manager = PluginManager()
-    plugin = PoolingPlugin()
-    manager.register(plugin, "pooling")
-    manager.start(services(section))
+Start = Callable[..., tuple[PluginManager, PoolingPlugin]]
+
+
+def pooled_manager(start: Start, **section: Any) -> PluginManager:
+    manager, _ = start(section)
     return manager
 
 
@@ -48,7 +48,7 @@ def random_klines(seed: int, n: int, symbol: str = "RND_USDT") -> Any:
     spread = np.abs(rng.normal(0.0, 0.004, n)) * close
     volume = rng.lognormal(3.0, 1.0, n)
     ro = np.ascontiguousarray
-    return exchange.Klines(
+    return Klines(
         symbol=symbol,
         timeframe="1m",
         open_time=ro(START - 60.0 * np.arange(n, 0, -1)),
@@ -65,11 +65,11 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 @pytest.mark.parametrize("poison", [False, True])
-def test_real_series_are_bit_identical(services: Callable[..., HostServices], poison: bool) -> None:
+def test_real_series_are_bit_identical(start: Start, poison: bool) -> None:
     ex = replay()
-    manager = pooled_manager(services, poison=poison)
+    manager = pooled_manager(start, poison=poison)
     plain = features.FeatureEngine()
-    pooled = features.FeatureEngine(hook=manager.hook)
+    pooled = features.FeatureEngine(Plugins(manager))
     series = [
         ex.fetch_klines(symbol, timeframe, limit)
         for symbol in SYMBOLS
@@ -80,7 +80,7 @@ def test_real_series_are_bit_identical(services: Callable[..., HostServices], po
             expected = plain.build(klines.symbol, klines.timeframe, klines)
             got = pooled.build(klines.symbol, klines.timeframe, klines)
             assert same_bits(got, expected), (klines.symbol, klines.timeframe, len(klines))
-    (metrics,) = manager.hook.report_metrics()
+    metrics = manager.metrics()
     assert metrics["pooling.outstanding"] == 0
     assert metrics["pooling.hits"] > metrics["pooling.misses"]
     assert manager.faults() == {}
@@ -90,12 +90,10 @@ def test_real_series_are_bit_identical(services: Callable[..., HostServices], po
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(seeds=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=4), n=st.integers(500, 1300))
-def test_random_series_are_bit_identical(
-    services: Callable[..., HostServices], seeds: list[int], n: int
-) -> None:
-    manager = pooled_manager(services)
+def test_random_series_are_bit_identical(start: Start, seeds: list[int], n: int) -> None:
+    manager = pooled_manager(start)
     plain = features.FeatureEngine()
-    pooled = features.FeatureEngine(hook=manager.hook)
+    pooled = features.FeatureEngine(Plugins(manager))
     # Lengths change from build to build: buffers are taken across lengths of a class.
     for i, seed in enumerate(seeds):
         klines = random_klines(seed, n + 37 * i)
@@ -146,12 +144,12 @@ class _Checked:
 def test_many_threads_build_at_once(services: Callable[..., HostServices], in_threads) -> None:
     ex = replay()
     plugin = PoolingPlugin()
-    plugin.on_start(services({}))
+    plugin.on_start(services(), PluginSettings("pooling"))
     check = SharingCheck(plugin)
     manager = PluginManager()
     manager.register(check, "check")
     plain = features.FeatureEngine()
-    pooled = features.FeatureEngine(hook=manager.hook)
+    pooled = features.FeatureEngine(Plugins(manager))
     series = [ex.fetch_klines(s, tf, 600) for s in SYMBOLS for tf in ("1m", "5m")]
     expected = [plain.build(k.symbol, k.timeframe, k) for k in series]
     errors: list[str] = []
@@ -174,14 +172,14 @@ def test_many_threads_build_at_once(services: Callable[..., HostServices], in_th
     assert manager.faults() == {}
 
 
-def test_a_failing_build_returns_its_buffers(services: Callable[..., HostServices]) -> None:
-    manager = pooled_manager(services)
-    pooled = features.FeatureEngine(hook=manager.hook)
+def test_a_failing_build_returns_its_buffers(start: Start) -> None:
+    manager = pooled_manager(start)
+    pooled = features.FeatureEngine(Plugins(manager))
     good = random_klines(1, 600)
     pooled.build("OK", "1m", good)
     bad_close = good.close.copy()
     bad_close[-3] = np.nan  # passes the length check, fails inside the build
-    bad = exchange.Klines(
+    bad = Klines(
         symbol="NAN_USDT",
         timeframe="1m",
         open_time=good.open_time,
@@ -194,6 +192,6 @@ def test_a_failing_build_returns_its_buffers(services: Callable[..., HostService
     for _ in range(5):
         with pytest.raises(features.FeatureError):
             pooled.build("NAN_USDT", "1m", bad)
-    (metrics,) = manager.hook.report_metrics()
+    metrics = manager.metrics()
     assert metrics["pooling.outstanding"] == 0
     assert metrics["pooling.builds"] == 6

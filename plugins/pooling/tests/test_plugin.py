@@ -11,18 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sltrader_plugins import ConfigError, FeatureBuffers, HostServices
+from sltrader_plugins import ConfigError, FeatureBuffers, HostServices, PluginSettings
+from sltrader_plugins.buffers import GuardedBuffers
 from sltrader_plugins.manager import PluginManager
-from sltrader_pooling import BuildBuffers, PoolingConfig, PoolingPlugin
+from sltrader_pooling import PoolingConfig, PoolingPlugin
 
 Services = Callable[..., HostServices]
-
-
-def started(services: Services, section: dict[str, Any] | None = None) -> PluginManager:
-    manager = PluginManager()
-    manager.register(PoolingPlugin(), "pooling")
-    manager.start(services(section))
-    return manager
+Start = Callable[..., tuple[PluginManager, PoolingPlugin]]
 
 
 def test_entry_point_names_the_plugin_class() -> None:
@@ -30,16 +25,17 @@ def test_entry_point_names_the_plugin_class() -> None:
     assert ep.load() is PoolingPlugin
 
 
-def test_builds_through_the_hook(services: Services, build: Callable[..., np.ndarray]) -> None:
-    manager = started(services)
+def test_builds_through_the_hook(start: Start, build: Callable[..., np.ndarray]) -> None:
+    manager, _ = start()
     rng = np.random.default_rng(1)
     close = 100 + np.cumsum(rng.normal(size=500))
     for _ in range(5):
         buffers = manager.hook.on_feature_build(symbol="BTC_USDT", timeframe="1m", n_candles=500)
         assert isinstance(buffers, FeatureBuffers)
-        assert isinstance(buffers, BuildBuffers)
+        # The host sees the pool's buffers through the manager's guard, blaming this plugin.
+        assert isinstance(buffers, GuardedBuffers) and buffers.plugin == "pooling"
         build(close, close + 1, close - 1, buffers)
-    (metrics,) = manager.hook.report_metrics()
+    metrics = manager.metrics()
     assert metrics["pooling.builds"] == 5
     assert metrics["pooling.outstanding"] == 0
     assert metrics["pooling.misses"] > 0
@@ -53,24 +49,40 @@ def test_builds_through_the_hook(services: Services, build: Callable[..., np.nda
     assert manager.faults() == {}
 
 
-def test_metrics_before_any_build(services: Services) -> None:
-    (metrics,) = started(services).hook.report_metrics()
-    assert metrics["pooling.hit_rate"] == 0.0
+def test_metrics_before_any_build(start: Start) -> None:
+    manager, _ = start()
+    assert manager.metrics()["pooling.hit_rate"] == 0.0
+
+
+def test_metrics_are_reported_unprefixed(start: Start) -> None:
+    _, plugin = start()
+    metrics = plugin.report_metrics()
+    assert metrics is not None and "hits" in metrics
+    assert not any("." in name for name in metrics)
 
 
 def test_default_idle_bound_follows_the_workers(services: Services) -> None:
     plugin = PoolingPlugin()
-    plugin.on_start(services(None, workers=3))
+    plugin.on_start(services(workers=3), PluginSettings("pooling"))
     assert plugin.pool is not None and plugin.pool.max_idle_builds == 4
-    plugin.on_start(services({"max_idle_builds": 2, "max_idle_bytes": 1000}))
+    plugin.on_start(
+        services(), PluginSettings("pooling", {"max_idle_builds": 2, "max_idle_bytes": 1000})
+    )
     assert plugin.pool.max_idle_builds == 2
     assert plugin.pool.max_bytes_per_build == 500
 
 
-def test_disabled_answers_nothing(services: Services) -> None:
-    manager = started(services, {"enabled": False})
-    assert manager.hook.on_feature_build(symbol="X", timeframe="1m", n_candles=500) is None
-    assert manager.hook.report_metrics() == []
+def test_works_unchanged_under_another_name(start: Start, build: Callable[..., np.ndarray]) -> None:
+    # "enabled" is the manager's: the plugin never sees it, so it is no unknown key.
+    manager, plugin = start({"enabled": True, "max_idle_builds": 2}, name="other")
+    assert plugin.pool is not None and plugin.pool.max_idle_builds == 2
+    close = 100 + np.cumsum(np.random.default_rng(2).normal(size=500))
+    buffers = manager.hook.on_feature_build(symbol="BTC_USDT", timeframe="1m", n_candles=500)
+    build(close, close + 1, close - 1, buffers)
+    metrics = manager.metrics()
+    assert metrics and all(name.startswith("other.") for name in metrics)
+    assert metrics["other.builds"] == 1
+    assert manager.faults() == {}
     manager.shutdown()
 
 
@@ -81,8 +93,8 @@ def test_before_start_answers_nothing() -> None:
     plugin.on_shutdown()
 
 
-def test_shutdown_logs_leaked_builds(services: Services, caplog: pytest.LogCaptureFixture) -> None:
-    manager = started(services)
+def test_shutdown_logs_leaked_builds(start: Start, caplog: pytest.LogCaptureFixture) -> None:
+    manager, _ = start()
     leaked = manager.hook.on_feature_build(symbol="ETH/USDT", timeframe="5m", n_candles=700)
     leaked.empty(700)
     manager.hook.on_feature_build(symbol="OK", timeframe="1m", n_candles=1).release()
@@ -92,10 +104,8 @@ def test_shutdown_logs_leaked_builds(services: Services, caplog: pytest.LogCaptu
     assert "ETH/USDT 5m n=700" in caplog.text
 
 
-def test_clean_shutdown_logs_no_warning(
-    services: Services, caplog: pytest.LogCaptureFixture
-) -> None:
-    manager = started(services)
+def test_clean_shutdown_logs_no_warning(start: Start, caplog: pytest.LogCaptureFixture) -> None:
+    manager, _ = start()
     manager.hook.on_feature_build(symbol="OK", timeframe="1m", n_candles=1).release()
     with caplog.at_level(logging.WARNING):
         manager.shutdown()
@@ -104,9 +114,9 @@ def test_clean_shutdown_logs_no_warning(
 
 def test_restart_drops_the_old_pool(services: Services) -> None:
     plugin = PoolingPlugin()
-    plugin.on_start(services())
+    plugin.on_start(services(), PluginSettings("pooling"))
     first = plugin.pool
-    plugin.on_start(services())
+    plugin.on_start(services(), PluginSettings("pooling"))
     assert plugin.pool is not first
 
 
@@ -124,13 +134,13 @@ def test_restart_drops_the_old_pool(services: Services) -> None:
         ({"max_idle_byte": 10}, "max_idle_byte"),
     ],
 )
-def test_config_errors_name_the_key(services: Services, section: dict[str, Any], key: str) -> None:
+def test_config_errors_name_the_key(start: Start, section: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=key) as info:
-        started(services, section)
+        start(section)
     assert "plugins.pooling" in str(info.value)
 
 
 def test_config_defaults() -> None:
-    config = PoolingConfig.from_section({})
-    assert config.enabled and config.max_idle_builds is None
+    config = PluginSettings("pooling").parse(PoolingConfig)
+    assert config == PoolingConfig() and config.max_idle_builds is None
     assert config.max_pooled_bytes > config.min_pooled_bytes

@@ -1,4 +1,4 @@
-"""The ``[plugins.warming]`` section."""
+"""The plugin's configuration section, ``[plugins.<name>]`` (parsed by ``on_start``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import attrs
 from attrs import validators as v
 
 from sltrader_plugins import timeframe_seconds
-
-SECTION = "plugins.warming"
 
 
 def _check_timeframes(_: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -36,7 +34,6 @@ def _finite_ge0(_: Any, attribute: attrs.Attribute, value: float) -> None:
 class WarmingConfig:
     """What the warmer does, validated; defaults come from ``sltrader bench`` (docs/warming.md).
 
-    :ivar enabled: ``false`` turns the plugin into a no-op (it still loads).
     :ivar warm_threshold: the least access score a key needs to be refreshed; one scan read
         scores ``scan_weight``, a signal ``signal_weight``.
     :ivar cooldown_s: a key is refreshed at most once per this many seconds (clock time).
@@ -57,7 +54,6 @@ class WarmingConfig:
         warmer is not told about).
     """
 
-    enabled: bool = True
     warm_threshold: float = attrs.field(default=2.0, validator=_finite_ge0)
     cooldown_s: float = attrs.field(default=30.0, validator=_finite_ge0)
     top_k: int = attrs.field(default=512, validator=v.ge(1))

@@ -1,4 +1,4 @@
-"""The ``warming`` plugin's hook implementations.
+"""The cache-warming plugin's hook implementations.
 
 The host instantiates :class:`WarmingPlugin` once (a class entry point) and drives it from
 its main loop: scans and signals feed the access tracker, candle closes between scans
@@ -7,38 +7,36 @@ trigger refreshes. Nothing runs on its own: no background loop, no asyncio.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
-from sltrader_plugins import HostServices, Signal, hookimpl, section_from
-from sltrader_warming.config import SECTION, WarmingConfig
+from sltrader_plugins import HostServices, PluginSettings, Signal, hookimpl
+from sltrader_warming.config import WarmingConfig
 from sltrader_warming.warmer import Warmer
-
-log = logging.getLogger("sltrader_warming")
 
 
 class WarmingPlugin:
-    """Warms the host's kline cache from its own scan, signal and candle-close events."""
+    """Warms the host's kline cache from its own scan, signal and candle-close events.
+
+    Its settings are its ``[plugins.<name>]`` section, whatever name it is loaded under.
+    Before ``on_start`` every hook is a no-op.
+    """
 
     def __init__(self) -> None:
         self.config: WarmingConfig | None = None
         self.warmer: Warmer | None = None
 
     @hookimpl
-    def on_start(self, services: HostServices) -> None:
+    def on_start(self, services: HostServices, settings: PluginSettings) -> None:
         # ConfigError propagates: the manager re-raises it so a wrong setting stops start-up
         # with the key named, instead of silently running without warming.
-        config = section_from(WarmingConfig, services.config.plugin("warming"), SECTION)
+        config = settings.parse(WarmingConfig)
         self.config = config
-        if not config.enabled:
-            log.info("warming: disabled by config")
-            return
         higher = (
             config.higher_timeframes
             if config.higher_timeframes is not None
             else tuple(services.confirm_timeframes)
         )
-        self.warmer = Warmer(config, services.cache, services.clock, higher)
+        self.warmer = Warmer(config, services.cache, services.clock, higher, name=settings.name)
 
     @hookimpl
     def before_scan(self, symbols: Sequence[str], timeframe: str, now: float) -> None:

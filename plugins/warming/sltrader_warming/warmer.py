@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 
-from sltrader_plugins import Clock, KlineCache, last_close_time
+from sltrader_plugins import Clock, KlineCache, close_boundary, last_close_time
 from sltrader_warming.config import WarmingConfig
 from sltrader_warming.tracker import AccessTracker, Candidate, Key
 
@@ -49,6 +49,8 @@ class Warmer:
     The hooks that drive it are called from the host's main loop, one at a time; the
     lock guards the tracker and counters against ``metrics()`` from another thread and
     against the prefetch threads' bookkeeping. Prefetches never run under it.
+
+    :param name: the name the plugin was loaded under, to name its metrics in messages.
     """
 
     def __init__(
@@ -57,8 +59,10 @@ class Warmer:
         cache: KlineCache,
         clock: Clock,
         higher_timeframes: Sequence[str],
+        name: str | None = None,
     ) -> None:
         self.config = config
+        self.name = name
         self.cache = cache
         self.clock = clock
         self.higher_timeframes = tuple(higher_timeframes)
@@ -192,7 +196,10 @@ class Warmer:
             return "fresh"
         if latest is None:
             return "absent"
-        return "stale" if latest < last_close_time(timeframe, now) else "fresh"
+        # A trader's own cache may state close times as exchanges do (open + interval -
+        # 1 ms): rounded up to the boundary, such a series holds the last closed candle.
+        closed = last_close_time(timeframe, now)
+        return "stale" if close_boundary(timeframe, latest) < closed else "fresh"
 
     def _admit(self, keys: Sequence[Key], now: float, cooldown: bool = True) -> list[Key]:
         """Apply cooldown and budget; reserve one request per admitted key."""
@@ -257,11 +264,12 @@ class Warmer:
             self._failure_logged = True
         if first:
             # Called from an ``except`` block, so exc_info carries the cause.
+            metric = "failures" if self.name is None else f"{self.name}.failures"
             log.warning(
-                "warming: cache call for %r on %s failed; further failures are only counted "
-                "(metric warming.failures)",
+                "cache call for %r on %s failed; further failures are only counted (metric %s)",
                 symbol,
                 timeframe,
+                metric,
                 exc_info=True,
             )
 
@@ -276,22 +284,23 @@ class Warmer:
         # The cache knows which prefetched series were read before going stale; every
         # prefetch the cache sees is this plugin's, since the host never prefetches.
         stats = self.cache.stats()
+        # Unprefixed: the manager prefixes each name with the plugin's.
         return {
-            "warming.prefetches": float(c["prefetches"]),
-            "warming.prefetches_used": float(stats.prefetches_used),
-            "warming.prefetches_wasted": float(stats.prefetches_wasted),
-            "warming.budget_refusals": float(c["budget_refusals"]),
-            "warming.failures": float(c["failures"]),
-            "warming.prefetch_calls": float(c["prefetch_calls"]),
-            "warming.already_fresh": float(c["already_fresh"]),
-            "warming.cooldown_skips": float(c["cooldown_skips"]),
-            "warming.signal_warms": float(c["signal_warms"]),
-            "warming.new_symbol_warms": float(c["new_symbol_warms"]),
-            "warming.refreshes": float(c["refreshes"]),
-            "warming.refresh_s": float(c["refresh_s"]),
-            "warming.tracked_keys": float(tracked),
-            "warming.sketch_resets": float(resets),
-            "warming.admissions_refused": float(refused),
+            "prefetches": float(c["prefetches"]),
+            "prefetches_used": float(stats.prefetches_used),
+            "prefetches_wasted": float(stats.prefetches_wasted),
+            "budget_refusals": float(c["budget_refusals"]),
+            "failures": float(c["failures"]),
+            "prefetch_calls": float(c["prefetch_calls"]),
+            "already_fresh": float(c["already_fresh"]),
+            "cooldown_skips": float(c["cooldown_skips"]),
+            "signal_warms": float(c["signal_warms"]),
+            "new_symbol_warms": float(c["new_symbol_warms"]),
+            "refreshes": float(c["refreshes"]),
+            "refresh_s": float(c["refresh_s"]),
+            "tracked_keys": float(tracked),
+            "sketch_resets": float(resets),
+            "admissions_refused": float(refused),
         }
 
     def close(self) -> None:
@@ -299,4 +308,4 @@ class Warmer:
         if executor is not None:
             executor.shutdown(wait=True)
         if self.counters.failures:
-            log.warning("%d warming cache call(s) failed in this run", self.counters.failures)
+            log.warning("%d cache call(s) of the warmer failed in this run", self.counters.failures)

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from sltrader_plugins import CacheStats, Config, HostServices, last_close_time
+from sltrader_plugins.manager import PluginManager
 from sltrader_warming.config import WarmingConfig
+from sltrader_warming.plugin import WarmingPlugin
 from sltrader_warming.warmer import Warmer
 
 Key = tuple[str, str]
@@ -182,17 +184,29 @@ def make_warmer(cache: SingleFlightCache, clock: FakeClock) -> Iterator[Callable
 
 
 @pytest.fixture
-def make_services(cache: SingleFlightCache, clock: FakeClock) -> Callable[..., HostServices]:
-    def make(section: Mapping[str, Any] | None = None) -> HostServices:
-        plugins = {"warming": dict(section)} if section is not None else {}
-        return HostServices(
-            model=ConstantModel(),
-            cache=cache,
-            clock=clock,
-            base_timeframe="1m",
-            confirm_timeframes=("5m", "15m", "1h"),
-            workers=8,
-            config=Config(plugins=plugins),
-        )
+def services(cache: SingleFlightCache, clock: FakeClock) -> HostServices:
+    return HostServices(
+        model=ConstantModel(),
+        cache=cache,
+        clock=clock,
+        base_timeframe="1m",
+        confirm_timeframes=("5m", "15m", "1h"),
+        workers=8,
+    )
 
-    return make
+
+@pytest.fixture
+def start(services: HostServices) -> Callable[..., tuple[PluginManager, WarmingPlugin]]:
+    """The plugin registered as ``name`` and started with ``section`` as its settings."""
+
+    def start(
+        section: Mapping[str, Any] | None = None, name: str = "warming"
+    ) -> tuple[PluginManager, WarmingPlugin]:
+        manager = PluginManager()
+        manager.config = Config.from_mapping({"plugins": {name: dict(section or {})}})
+        plugin = WarmingPlugin()
+        manager.register(plugin, name)
+        manager.start(services)
+        return manager, plugin
+
+    return start

@@ -1,28 +1,31 @@
+"""The plugin's section: defaults, and errors that name the key."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from sltrader_plugins import ConfigError, section_from
-from sltrader_warming.config import SECTION, WarmingConfig
+from sltrader_plugins import ConfigError, PluginSettings
+from sltrader_warming.config import WarmingConfig
+
+SECTION = "plugins.warming"
 
 
-def parse(section: dict[str, object]) -> WarmingConfig:
-    return section_from(WarmingConfig, section, SECTION)
+def parse(section: dict[str, object], name: str = "warming") -> WarmingConfig:
+    """What ``on_start`` does with the section of the plugin loaded as ``name``."""
+    return PluginSettings(name, section).parse(WarmingConfig)
 
 
 def test_defaults() -> None:
     config = parse({})
     assert config == WarmingConfig()
-    assert config.enabled is True
     assert config.higher_timeframes is None  # the host's confirm timeframes
 
 
 def test_every_documented_key_is_accepted() -> None:
     config = parse(
         {
-            "enabled": False,
             "warm_threshold": 3,  # an integer is a number
             "cooldown_s": 45.5,
             "top_k": 64,
@@ -56,7 +59,6 @@ def test_every_documented_key_is_accepted() -> None:
         ({"max_tracked": 4}, "max_tracked"),
         ({"higher_timeframes": "5m"}, "plugins.warming.higher_timeframes"),
         ({"higher_timeframes": ["5m", "5x"]}, "higher_timeframes"),
-        ({"enabled": "yes"}, "plugins.warming.enabled"),
         ({"warmth": 3}, "warmth"),
     ],
 )
@@ -66,3 +68,8 @@ def test_errors_name_the_key(section: dict[str, object], key: str) -> None:
     message = str(info.value)
     assert key in message
     assert SECTION in message
+
+
+def test_errors_name_the_section_the_plugin_was_loaded_under() -> None:
+    with pytest.raises(ConfigError, match=r"plugins\.other\.top_k"):
+        parse({"top_k": "many"}, name="other")

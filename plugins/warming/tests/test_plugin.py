@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from sltrader_plugins import ConfigError, HostServices, Signal
+from sltrader_plugins import ConfigError, Signal
 from sltrader_plugins.manager import PluginManager
 from sltrader_warming.plugin import WarmingPlugin
 
 SYMBOLS = ["BTC_USDT", "ETH/USDT", "1000PEPE-USD"]
 
-
-def started(services: HostServices) -> tuple[PluginManager, WarmingPlugin]:
-    manager = PluginManager()
-    plugin = WarmingPlugin()
-    manager.register(plugin, "warming")
-    manager.start(services)
-    return manager, plugin
+Start = Callable[..., tuple[PluginManager, WarmingPlugin]]
 
 
 def test_entry_point_is_installed() -> None:
@@ -44,10 +39,9 @@ def test_registers_only_known_hooks() -> None:
 
 
 def test_scan_close_signal_cycle_through_the_manager(
-    make_services: Callable[..., HostServices], cache: Any, clock: Any, exchange: Any
+    start: Start, cache: Any, clock: Any, exchange: Any
 ) -> None:
-    services = make_services({"warm_threshold": 1})
-    manager, _ = started(services)
+    manager, _ = start({"warm_threshold": 1})
     hook = manager.hook
     # Nothing cached yet: the warmer fetches the scan's symbols just before it.
     hook.before_scan(symbols=SYMBOLS, timeframe="1m", now=clock.now())
@@ -78,7 +72,7 @@ def test_scan_close_signal_cycle_through_the_manager(
     for symbol in SYMBOLS:
         cache.read(symbol, "1m")
     assert cache.hits - hits == 3
-    (metrics,) = [m for m in hook.report_metrics() if m]
+    metrics = manager.metrics()
     assert metrics["warming.prefetches"] == 3 + 3 + 2
     assert metrics["warming.prefetches_used"] == 3 + 3
     assert metrics["warming.failures"] == 0
@@ -86,10 +80,8 @@ def test_scan_close_signal_cycle_through_the_manager(
     assert manager.faults() == {}
 
 
-def test_higher_timeframes_from_config(
-    make_services: Callable[..., HostServices], cache: Any, clock: Any, exchange: Any
-) -> None:
-    manager, _ = started(make_services({"higher_timeframes": ["4h"]}))
+def test_higher_timeframes_from_config(start: Start, cache: Any, clock: Any, exchange: Any) -> None:
+    manager, _ = start({"higher_timeframes": ["4h"]})
     for tf in ("1h", "4h"):
         cache.read("SOL-USD", tf)
     clock.advance(4 * 3600)
@@ -100,41 +92,39 @@ def test_higher_timeframes_from_config(
     assert exchange.requests == {("SOL-USD", "1h"): 1, ("SOL-USD", "4h"): 2}
 
 
-def test_disabled_by_config_is_a_no_op(
-    make_services: Callable[..., HostServices], cache: Any, clock: Any, exchange: Any
+def test_works_unchanged_under_another_name(
+    start: Start, cache: Any, clock: Any, exchange: Any
 ) -> None:
-    manager, plugin = started(make_services({"enabled": False}))
-    assert plugin.warmer is None
-    manager.hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
-    signal = Signal(symbol="BTC_USDT", timeframe="1m", side="buy", probability=0.9, time=0.0)
-    manager.hook.on_signal(symbol="BTC_USDT", signal=signal, timeframe="1m")
-    manager.hook.on_candle_close(timeframe="1m", close_time=0.0, next_scan_time=0.0)
-    assert exchange.total == 0
-    assert [m for m in manager.hook.report_metrics() if m] == []
+    # "enabled" is the manager's: the plugin never sees it, so it is no unknown key.
+    manager, plugin = start({"enabled": True, "warm_new_symbols": False}, name="other")
+    assert plugin.config is not None and plugin.config.warm_new_symbols is False
+    manager.hook.before_scan(symbols=SYMBOLS, timeframe="1m", now=clock.now())
+    assert exchange.total == 0  # the setting took effect: new symbols are left to the scan
+    metrics = manager.metrics()
+    assert metrics and all(name.startswith("other.") for name in metrics)
+    assert metrics["other.new_symbol_warms"] == 0
     manager.shutdown()
+    assert manager.faults() == {}
 
 
-def test_bad_config_stops_start_up_naming_the_key(
-    make_services: Callable[..., HostServices],
-) -> None:
-    manager = PluginManager()
-    manager.register(WarmingPlugin(), "warming")
+def test_bad_config_stops_start_up_naming_the_key(start: Start) -> None:
     with pytest.raises(ConfigError, match=r"plugins\.warming\.top_k"):
-        manager.start(make_services({"top_k": "ten"}))
+        start({"top_k": "ten"})
 
 
 def test_failing_exchange_never_reaches_the_loop(
-    make_services: Callable[..., HostServices], cache: Any, clock: Any, exchange: Any
+    start: Start, cache: Any, clock: Any, exchange: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    manager, _ = started(make_services({"warm_threshold": 1}))
+    manager, _ = start({"warm_threshold": 1})
     for symbol in SYMBOLS:
         cache.read(symbol, "1m")
     manager.hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
     exchange.fail = lambda key: True
     clock.advance(60)
-    manager.hook.on_candle_close(timeframe="1m", close_time=clock.now(), next_scan_time=0.0)
+    with caplog.at_level(logging.WARNING, logger="sltrader_warming"):
+        manager.hook.on_candle_close(timeframe="1m", close_time=clock.now(), next_scan_time=0.0)
     # Handled inside the plugin: the manager saw no fault, the metric has all three.
     assert manager.faults() == {}
-    (metrics,) = [m for m in manager.hook.report_metrics() if m]
-    assert metrics["warming.failures"] == 3
+    assert manager.metrics()["warming.failures"] == 3
+    assert "(metric warming.failures)" in caplog.text  # the name it was loaded under
     manager.shutdown()

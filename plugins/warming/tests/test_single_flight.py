@@ -1,7 +1,8 @@
 """A demand read of a key the warmer is prefetching waits for that fetch: one request.
 
-Checked against the in-test cache and, when the reference host is importable, against
-its ``IntelligentCache`` over the replay exchange (the plugin itself never imports it).
+Checked against the in-test cache and against the core's ``SingleFlightCache`` (the
+reference host's cache) over the replay exchange, when the reference host is importable
+(the plugin itself never imports it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from sltrader_plugins import SingleFlightCache
 from sltrader_warming.config import WarmingConfig
 from sltrader_warming.warmer import Warmer
 
@@ -53,7 +55,6 @@ def test_in_test_cache_demand_read_waits_for_prefetch(
 
 
 def test_host_cache_demand_read_waits_for_prefetch() -> None:
-    host_cache = pytest.importorskip("sltrader_plugins.host.cache")
     host_exchange = pytest.importorskip("sltrader_plugins.host.exchange")
     start = 1_700_006_400.0  # a day boundary, as the market model wants
     market = host_exchange.MarketConfig(
@@ -61,7 +62,7 @@ def test_host_cache_demand_read_waits_for_prefetch() -> None:
     )
     clock = host_exchange.SimClock(start + 30)
     exchange = host_exchange.ReplayExchange(market, SYMBOLS, clock, latency_s=0.05, jitter=0.0)
-    cache = host_cache.IntelligentCache(exchange, clock, capacity=16)
+    cache = SingleFlightCache(exchange.fetch_klines, clock, capacity=16)
     warmer = Warmer(WarmingConfig(warm_threshold=1, max_parallel=4), cache, clock, ())
     for symbol in SYMBOLS:
         cache.get_klines(symbol, "1m")

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sltrader_plugins import last_close_time
+from sltrader_plugins import CacheStats, last_close_time
+from sltrader_warming.config import WarmingConfig
 from sltrader_warming.warmer import Warmer
 
 T0 = 1_700_000_040.0  # a 1m close, not a 5m close (same as conftest)
@@ -51,8 +52,8 @@ def test_refreshes_hottest_stale_keys_in_score_order(
     hits = cache.hits
     scan(warmer, cache, clock, symbols)
     assert cache.hits - hits == 3
-    assert warmer.metrics()["warming.prefetches"] == 3
-    assert warmer.metrics()["warming.prefetches_used"] == 3
+    assert warmer.metrics()["prefetches"] == 3
+    assert warmer.metrics()["prefetches_used"] == 3
 
 
 def test_threshold_keeps_cold_keys_out(
@@ -94,7 +95,7 @@ def test_cooldown_limits_each_key_to_one_refresh_per_period(
             warmed_at.append(minute)
     # Warmed at +60 s, skipped at +120 s (60 s < 90 s), warmed at +180 s, ...
     assert warmed_at == [1, 3, 5]
-    assert warmer.metrics()["warming.cooldown_skips"] == 2
+    assert warmer.metrics()["cooldown_skips"] == 2
 
 
 def test_no_look_ahead_at_candle_boundaries(
@@ -155,7 +156,7 @@ def test_signal_warms_its_stale_higher_timeframes_now(
     assert exchange.requests[(symbol, "1h")] == 2
     assert exchange.requests[(symbol, "5m")] == 2  # the two demand reads only
     assert exchange.requests[(symbol, "4h")] == 0  # never held: not fetched on a guess
-    assert warmer.metrics()["warming.signal_warms"] == 2
+    assert warmer.metrics()["signal_warms"] == 2
     assert warmer.tracker.score(symbol, "1m") == warmer.config.signal_weight
     assert warmer.tracker.score(symbol, "1h") == warmer.config.signal_weight
     # A second signal fetches nothing more (fresh now, and within the cooldown anyway).
@@ -186,8 +187,8 @@ def test_symbols_new_to_the_scan_are_fetched_just_before_it(
     misses = cache.misses
     scan(warmer, cache, clock, universe)
     assert cache.misses == misses  # every read of the scan hit
-    assert warmer.metrics()["warming.new_symbol_warms"] == 2
-    assert warmer.metrics()["warming.prefetches_wasted"] == 0
+    assert warmer.metrics()["new_symbol_warms"] == 2
+    assert warmer.metrics()["prefetches_wasted"] == 0
 
 
 def test_new_symbol_warming_can_be_turned_off(make_warmer: MakeWarmer, exchange: Any) -> None:
@@ -239,7 +240,7 @@ def test_budget_is_never_exceeded_and_refills_each_cycle(
     before = exchange.total
     warmer.refresh("1m", clock.now(), clock.now() + 10)
     assert exchange.total - before == 10
-    assert warmer.metrics()["warming.budget_refusals"] == 30
+    assert warmer.metrics()["budget_refusals"] == 30
     assert exchange.max_inflight <= 4
     # Another close in the same cycle: the budget is spent, nothing more goes out.
     clock.advance(60)
@@ -272,8 +273,6 @@ def test_requests_per_cycle_never_exceed_budget(
     n_symbols: int,
     signals: list[int],
 ) -> None:
-    from sltrader_warming.config import WarmingConfig
-
     cache.__init__(clock, exchange)  # fresh state per example (fixtures are shared)
     exchange.requests.clear()
     config = WarmingConfig(warm_threshold=1, request_budget=budget, max_parallel=parallel)
@@ -308,8 +307,8 @@ def test_failing_exchange_is_counted_and_logged_once(
         warmer.refresh("1m", clock.now(), clock.now() + 10)  # must not raise
         warmer.record_signal("ETH/USDT", "1m")  # nor here
     metrics = warmer.metrics()
-    assert metrics["warming.failures"] == 4
-    assert metrics["warming.prefetches"] == 0
+    assert metrics["failures"] == 4
+    assert metrics["prefetches"] == 0
     warnings = [r for r in caplog.records if r.name == "sltrader_warming"]
     assert len(warnings) == 1 and warnings[0].exc_info is not None
     # The exchange recovers: the next cycle warms again (failures do not wedge anything).
@@ -317,9 +316,9 @@ def test_failing_exchange_is_counted_and_logged_once(
     scan(warmer, cache, clock, symbols)
     clock.advance(60)
     assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 4
-    assert warmer.metrics()["warming.prefetches"] == 4
+    assert warmer.metrics()["prefetches"] == 4
     warmer.close()
-    assert "4 warming cache call(s) failed" in caplog.text
+    assert "4 cache call(s) of the warmer failed" in caplog.text
 
 
 def test_cache_that_cannot_answer_is_counted_not_raised(
@@ -334,7 +333,7 @@ def test_cache_that_cannot_answer_is_counted_not_raised(
     cache.latest_close_time = broken
     clock.advance(60)
     assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 0
-    assert warmer.metrics()["warming.failures"] == 1
+    assert warmer.metrics()["failures"] == 1
 
 
 def test_prefetch_answered_without_request_gives_budget_back(
@@ -349,25 +348,25 @@ def test_prefetch_answered_without_request_gives_budget_back(
     cache.latest_close_time = lambda s, tf: real(s, tf) - (60 if s == "A_1" else 0)
     warmer.refresh("1m", clock.now(), clock.now() + 10)
     metrics = warmer.metrics()
-    assert (metrics["warming.already_fresh"], metrics["warming.prefetches"]) == (1, 1)
-    assert metrics["warming.budget_refusals"] == 1  # B/2: both slots were reserved
+    assert (metrics["already_fresh"], metrics["prefetches"]) == (1, 1)
+    assert metrics["budget_refusals"] == 1  # B/2: both slots were reserved
     # The fresh answer cost no request, so its slot went back: B/2 fits in this cycle.
     warmer.refresh("1m", clock.now(), clock.now() + 10)
-    assert warmer.metrics()["warming.prefetches"] == 2
+    assert warmer.metrics()["prefetches"] == 2
     assert exchange.requests[("B/2", "1m")] == 2
 
 
 def test_metrics_names_and_values(make_warmer: MakeWarmer) -> None:
     metrics = make_warmer().metrics()
     for name in (
-        "warming.prefetches",
-        "warming.prefetches_used",
-        "warming.prefetches_wasted",
-        "warming.budget_refusals",
-        "warming.failures",
+        "prefetches",
+        "prefetches_used",
+        "prefetches_wasted",
+        "budget_refusals",
+        "failures",
     ):
         assert metrics[name] == 0.0
-    assert all(name.startswith("warming.") for name in metrics)
+    assert not any("." in name for name in metrics)  # the manager adds the plugin's name
     assert all(isinstance(value, float) for value in metrics.values())
 
 
@@ -379,5 +378,57 @@ def test_wasted_prefetch_is_reported(
     for _ in range(2):  # warmed twice, never read in between
         clock.advance(60)
         warmer.refresh("1m", clock.now(), clock.now() + 10)
-    assert warmer.metrics()["warming.prefetches"] == 2
-    assert warmer.metrics()["warming.prefetches_wasted"] == 1
+    assert warmer.metrics()["prefetches"] == 2
+    assert warmer.metrics()["prefetches_wasted"] == 1
+
+
+class ExchangeStyleCache:
+    """A trader's own cache that states close times as exchanges do: ``open + interval -
+    1 ms`` for the newest candle it holds. Every prefetch is recorded and refetches."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.latest: dict[tuple[str, str], float] = {}
+        self.prefetched: list[tuple[str, str]] = []
+
+    def read(self, symbol: str, timeframe: str) -> None:
+        """A demand read: the series up to the last candle closed by now."""
+        self.latest[(symbol, timeframe)] = last_close_time(timeframe, self.clock.now()) - 0.001
+
+    def prefetch(self, symbol: str, timeframe: str) -> bool:
+        self.prefetched.append((symbol, timeframe))
+        self.read(symbol, timeframe)
+        return True
+
+    def latest_close_time(self, symbol: str, timeframe: str) -> float | None:
+        return self.latest.get((symbol, timeframe))
+
+    def stats(self) -> CacheStats:
+        return CacheStats()
+
+
+def test_exchange_style_close_times_count_as_fresh(clock: Any) -> None:
+    """boundary - 1 ms names the candle that closed at the boundary: nothing to refetch."""
+    cache = ExchangeStyleCache(clock)
+    warmer = Warmer(WarmingConfig(warm_threshold=1, cooldown_s=0), cache, clock, ("5m",))
+    try:
+        symbols = ["BTC_USDT", "ETH/USDT"]
+        for symbol in symbols:
+            cache.read(symbol, "1m")
+            cache.read(symbol, "5m")
+        warmer.record_scan(symbols, "1m", clock.now())
+        assert warmer.warm_universe(symbols, "1m") == 0  # held, so not new
+        warmer.record_signal("ETH/USDT", "1m")  # its 5m series is fresh
+        assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 0
+        assert cache.prefetched == []
+        # A candle later (T0 + 60 s closes a 1m and a 5m candle) every series is stale.
+        clock.advance(60)
+        assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 4
+        assert sorted(cache.prefetched) == sorted(
+            (symbol, tf) for symbol in symbols for tf in ("1m", "5m")
+        )
+        # Refreshed in the same exchange style, they are fresh again.
+        assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 0
+        assert len(cache.prefetched) == 4
+    finally:
+        warmer.close()
