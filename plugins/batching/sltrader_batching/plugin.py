@@ -85,4 +85,4 @@ class BatchingPlugin:
         batcher = self._batcher
         if batcher is None:
             return None
-        return batcher.metrics()  # the manager prefixes the names with ours
+        return batcher.metrics()  # unprefixed: the manager adds the name we were loaded under
