@@ -15,9 +15,8 @@ trader's code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 from sltrader_plugins.buffers import DEFAULT_BUFFERS
 from sltrader_plugins.config import Config, load_config
 from sltrader_plugins.manager import PluginInfo, PluginManager
-from sltrader_plugins.protocols import Clock, FeatureBuffers, HostServices, KlineCache, Model
+from sltrader_plugins.protocols import Clock, HostServices, KlineCache, Model
 from sltrader_plugins.signals import Signal
 from sltrader_plugins.timeframes import closes_between
 
@@ -34,7 +33,7 @@ class Plugins:
     """A trader's plugins: loaded, started, and called at the trader's own points.
 
     Load and start on the main thread before any worker runs; afterwards ``analyzing``,
-    ``feature_buffers`` and ``predict`` may be called from many threads at once, the
+    ``build_features`` and ``predict`` may be called from many threads at once, the
     other methods from the main loop.
     """
 
@@ -190,18 +189,41 @@ class Plugins:
         """
         return _Analyzing(self.hook, symbol, timeframe or self.services.base_timeframe)
 
-    def feature_buffers(self, symbol: str, timeframe: str, n_candles: int) -> _Buffers:
-        """``with plugins.feature_buffers(symbol, timeframe, n) as buffers:`` around one
-        feature build; take every temporary array from ``buffers.empty(n)``.
+    def build_features(
+        self,
+        symbol: str,
+        timeframe: str,
+        n_candles: int,
+        compute: Callable[..., np.ndarray],
+        *args: Any,
+        data_errors: tuple[type[Exception], ...] = (),
+    ) -> np.ndarray:
+        """``compute(*args, buffers)``, with buffers a plugin's (``on_feature_build``) or
+        :class:`NumpyBuffers`; released when it ends, also on error.
 
-        The buffers are a plugin's (``on_feature_build``, behind the fault guard) or
-        :class:`NumpyBuffers`; they are released when the block ends, also on error.
-        The returned features must be the build's own arrays, not buffers.
+        ``compute`` takes every temporary array from ``buffers.empty(n)`` and returns
+        features of its own (not a buffer). When it raises with a plugin's buffers, it
+        runs again with :class:`NumpyBuffers`: if that succeeds, the buffers were at
+        fault (counted and logged once, as the plugin's) and the trader gets the same
+        features as without the plugin; if it raises too, the error is the data's and
+        reaches the caller. Exceptions in ``data_errors`` are the data's at once.
         """
         buffers = self.hook.on_feature_build(
             symbol=symbol, timeframe=timeframe, n_candles=n_candles
         )
-        return _DEFAULT_BUILD if buffers is None else _Buffers(buffers)
+        if buffers is None:
+            return compute(*args, DEFAULT_BUFFERS)
+        try:
+            return compute(*args, buffers)
+        except data_errors:
+            raise
+        except Exception as exc:
+            features = compute(*args, DEFAULT_BUFFERS)
+            reason = f"a build failed with its buffers ({type(exc).__name__}: {exc}), not without"
+            self.manager.fault(buffers.plugin, "on_feature_build", reason)
+            return features
+        finally:
+            buffers.release()
 
     def predict(self, symbol: str, features: np.ndarray, model: Model | None = None) -> float:
         """The prediction for ``features``: a plugin's (``before_predict``) or the model's.
@@ -244,24 +266,3 @@ class _Analyzing:
 
     def __exit__(self, *exc: object) -> None:
         self._hook.after_analyze_symbol(symbol=self._symbol, timeframe=self._timeframe)
-
-
-class _Buffers:
-    __slots__ = ("_buffers",)
-
-    def __init__(self, buffers: FeatureBuffers) -> None:
-        self._buffers = buffers
-
-    def __enter__(self) -> FeatureBuffers:
-        return self._buffers
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._buffers.release()
-
-
-_DEFAULT_BUILD = _Buffers(DEFAULT_BUFFERS)

@@ -24,7 +24,7 @@ import numpy as np
 import pluggy
 
 from sltrader_plugins import hookspecs
-from sltrader_plugins.buffers import GuardedBuffers
+from sltrader_plugins.buffers import LentBuffers
 from sltrader_plugins.config import Config, ConfigError
 from sltrader_plugins.protocols import HostServices
 
@@ -344,7 +344,7 @@ class PluginManager:
 
 def _check_buffers(manager: PluginManager, plugin: str, result: Any) -> Any:
     if callable(getattr(result, "empty", None)) and callable(getattr(result, "release", None)):
-        return GuardedBuffers(result, plugin, manager.fault)
+        return LentBuffers(result, plugin, manager.fault)
     manager.fault(plugin, "on_feature_build", f"returned a {type(result).__name__}, not buffers")
     return None
 

@@ -1,8 +1,8 @@
 """``FeatureEngine``: technical-indicator features of one kline series, with numpy.
 
 Every intermediate array of a build comes from a :class:`sltrader_plugins.FeatureBuffers`
-(``plugins.feature_buffers``: a plugin's, behind the manager's fault guard, or
-:class:`sltrader_plugins.NumpyBuffers`), filled through numpy ``out=`` arguments,
+(``plugins.build_features``: a plugin's, which it redoes on the host's own when they
+fail, or :class:`sltrader_plugins.NumpyBuffers`), filled through numpy ``out=`` arguments,
 so a build given pooled buffers allocates almost nothing else. The maths is the same
 whatever the buffers are, so features are
 bit-identical with and without a plugin. The returned feature vector is a fresh copy.
@@ -57,6 +57,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "volume_imbalance",
 )
 N_FEATURES = len(FEATURE_NAMES)
+_F64 = np.dtype(np.float64)
 
 
 class FeatureError(ValueError):
@@ -111,8 +112,14 @@ class FeatureEngine:
         self.validate(klines)
         if self._plugins is None:
             return self._compute(klines, DEFAULT_BUFFERS)
-        with self._plugins.feature_buffers(symbol, timeframe, klines.n) as buffers:
-            return self._compute(klines, buffers)
+        return self._plugins.build_features(
+            symbol,
+            timeframe,
+            klines.n,
+            self._compute,
+            klines,
+            data_errors=(FeatureError,),  # the host's own buffers would fail alike
+        )
 
     def validate(self, klines: Klines) -> None:
         n = klines.n
@@ -148,6 +155,10 @@ class FeatureEngine:
         c0, c1, h1, l1, v1 = k.shifted
 
         z = empty(n)
+        # numpy writes float64 results into a float32 ``out=`` without complaint: a
+        # plugin's wrong dtype would change the features silently instead of failing.
+        if z.dtype is not _F64:
+            raise TypeError(f"buffers.empty returned {z.dtype}, not float64")
         np.divide(c, last, out=z)
         logz = empty(n)
         np.log(z, out=logz)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import threading
 
 import numpy as np
@@ -189,9 +190,11 @@ def test_pooled_build_allocates_little(klines):
     b = measure(lambda: pooled.build("BTC_USDT", "1m", klines), repeat=3)
     assert a.bytes > 50_000
     assert b.bytes <= 0.15 * a.bytes
-    # No bound on blocks here: every request of a pooled build passes the manager's
-    # guard (GuardedBuffers), a Python call the profiler-based probe sees as frame
-    # blocks that an untraced build does not allocate. The bench reports blocks.
+    if sys.version_info < (3, 12):
+        # The block probe is calibrated on 3.10/3.11; 3.12+ allocates frames and
+        # integers differently under a profiler, and the counts shift (docs/workload.md).
+        assert a.blocks > 40
+        assert b.blocks <= 0.45 * a.blocks
 
 
 @TRACED

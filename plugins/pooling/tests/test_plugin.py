@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sltrader_plugins import ConfigError, FeatureBuffers, HostServices, PluginSettings
-from sltrader_plugins.buffers import GuardedBuffers
+from sltrader_plugins.buffers import LentBuffers
 from sltrader_plugins.manager import PluginManager
 from sltrader_pooling import PoolingConfig, PoolingPlugin
 
@@ -33,7 +33,7 @@ def test_builds_through_the_hook(start: Start, build: Callable[..., np.ndarray])
         buffers = manager.hook.on_feature_build(symbol="BTC_USDT", timeframe="1m", n_candles=500)
         assert isinstance(buffers, FeatureBuffers)
         # The host sees the pool's buffers through the manager's guard, blaming this plugin.
-        assert isinstance(buffers, GuardedBuffers) and buffers.plugin == "pooling"
+        assert isinstance(buffers, LentBuffers) and buffers.plugin == "pooling"
         build(close, close + 1, close - 1, buffers)
     metrics = manager.metrics()
     assert metrics["pooling.builds"] == 5
