@@ -122,9 +122,10 @@ def before_predict(symbol: str, features: np.ndarray, model: Model) -> float | N
     :return: the prediction ``model.predict(features)`` would give (to 1e-9), or ``None``
         to let the host call ``model.predict`` itself. The first non-``None`` result wins;
         one that is not a finite number is this plugin's fault and the host predicts.
-        When the model fails, return ``None`` rather than raise its error: the host's own
-        call then raises it in this thread as without plugins, while an exception from the
-        hook counts as the plugin's fault.
+        When the model fails, or answers something that is not a finite number, return
+        ``None`` rather than raise or pass it on: the host's own call then meets it in
+        this thread as without plugins, while an exception or a non-number from the hook
+        counts as the plugin's fault.
     """
 
 

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config, workload = workload_for(args)
     manager = load_manager(args, config)
     with args.predictions.open("w", encoding="utf-8") as predictions:
-        host = Host(workload, manager, config, predictions=predictions)
+        host = Host(workload, manager, predictions=predictions)
         report = host.run(allocations=True)
     args.out.write_text(json.dumps(report, sort_keys=True), encoding="utf-8")
     return 0

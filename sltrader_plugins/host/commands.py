@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config, workload = workload_for(args)
     manager = load_manager(args, config)
-    host = Host(workload, manager, config)
+    host = Host(workload, manager)
     report = host.run(progress=None if args.quiet else _progress)
     print(format_report(report))
     if args.json is not None:

@@ -22,7 +22,6 @@ import numpy as np
 
 from sltrader_plugins.cache import SingleFlightCache
 from sltrader_plugins.callsites import Plugins
-from sltrader_plugins.config import Config
 from sltrader_plugins.host.analyzer import Analysis, ParallelAnalyzer, Samples, SkipLog
 from sltrader_plugins.host.exchange import MarketConfig, ReplayExchange, SimClock
 from sltrader_plugins.host.features import FeatureEngine
@@ -43,7 +42,6 @@ class Host:
         self,
         workload: Workload,
         manager: PluginManager,
-        config: Config | None = None,
         predictions: IO[str] | None = None,
         exchange: Any = None,
         wrap_exchange: Callable[[Any], Any] | None = None,
@@ -56,7 +54,6 @@ class Host:
         self.workload = w = workload
         self.manager = manager
         self.plugins = Plugins(manager)
-        self.config = config or Config()
         self._predictions = predictions
         # Start a few seconds after a candle close so the first scan is mid-candle.
         self.clock = SimClock(START + 5.0)
