@@ -1,0 +1,1 @@
+"""Examples of traders that use sltrader's plugins through the public surface only."""

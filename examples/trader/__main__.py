@@ -1,0 +1,3 @@
+from examples.trader.main import main
+
+main()
