@@ -1,9 +1,10 @@
-"""A small but real kline cache and exchange, so these tests need only core + this plugin.
+"""A counting fake exchange in front of the core's ``SingleFlightCache``.
 
-The cache implements the core's ``KlineCache`` protocol the way the design asks of any
-host cache: freshness follows candle close, concurrent loads of one key fetch once,
-demand reads are counted apart from prefetches, and nothing past the clock's now is
-ever fetched.
+The cache is the one every host can use (:class:`sltrader_plugins.SingleFlightCache`):
+freshness follows candle close, concurrent loads of one key fetch once, demand reads are
+counted apart from prefetches. The exchange serves tiny constant-price series ending at
+the last candle closed by the clock's now, so nothing past now is ever fetched, and it
+counts every request so the tests can assert what reached it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sltrader_plugins import CacheStats, Config, HostServices, last_close_time
+from sltrader_plugins import (
+    Config,
+    HostServices,
+    Klines,
+    SingleFlightCache,
+    last_close_time,
+    timeframe_seconds,
+)
 from sltrader_plugins.manager import PluginManager
 from sltrader_warming.config import WarmingConfig
 from sltrader_warming.plugin import WarmingPlugin
@@ -25,6 +33,13 @@ from sltrader_warming.warmer import Warmer
 
 Key = tuple[str, str]
 T0 = 1_700_000_040.0  # a 1m candle close (and not a 5m one)
+
+#: Series the test cache holds at most. No test here holds more than 40 (the budget test's
+#: 40 symbols), so nothing is evicted or refused admission unless a test builds a smaller
+#: cache on purpose (``make_cache``). The tracker's million-symbol tests use no cache.
+CAPACITY = 1024
+#: Candles per fetched series: the warmer only looks at close times.
+CANDLES = 3
 
 
 class FakeClock:
@@ -39,7 +54,7 @@ class FakeClock:
 
 
 class FakeExchange:
-    """Returns the close time of the last candle closed at the clock's now; counts requests."""
+    """Serves the candles closed at the clock's now (constant prices); counts requests."""
 
     def __init__(self, clock: FakeClock, latency: float = 0.0) -> None:
         self.clock = clock
@@ -55,7 +70,8 @@ class FakeExchange:
     def total(self) -> int:
         return sum(self.requests.values())
 
-    def fetch(self, symbol: str, timeframe: str) -> float:
+    def fetch_klines(self, symbol: str, timeframe: str, limit: int) -> Klines:
+        """The newest ``min(limit, CANDLES)`` closed candles of ``(symbol, timeframe)``."""
         key = (symbol, timeframe)
         now = self.clock.now()
         with self._lock:
@@ -68,85 +84,17 @@ class FakeExchange:
             if self.fail(key):
                 raise ConnectionError(f"exchange refused {key}")
             newest = last_close_time(timeframe, now)
+            n = min(limit, CANDLES)
+            # The last candle opens one interval before ``newest`` and closes at it.
+            open_time = newest - timeframe_seconds(timeframe) * np.arange(n, 0, -1)
+            ones = np.ones(n)
+            klines = Klines(symbol, timeframe, open_time, ones, ones, ones, ones, ones)
             with self._lock:
                 self.fetches.append((key, newest, now))
-            return newest
+            return klines
         finally:
             with self._lock:
                 self.inflight -= 1
-
-
-class SingleFlightCache:
-    """A thread-safe kline cache keyed by ``(symbol, timeframe)`` (stores close times only)."""
-
-    def __init__(self, clock: FakeClock, exchange: FakeExchange) -> None:
-        self.clock = clock
-        self.exchange = exchange
-        self._lock = threading.Lock()
-        self._latest: dict[Key, float] = {}
-        self._inflight: dict[Key, threading.Event] = {}
-        self._unread_prefetch: set[Key] = set()
-        self.hits = self.misses = self.prefetches = self.used = self.wasted = 0
-
-    def _fresh(self, key: Key, now: float) -> bool:
-        latest = self._latest.get(key)
-        return latest is not None and latest >= last_close_time(key[1], now)
-
-    def _load(self, key: Key, prefetch: bool) -> bool:
-        """Bring ``key`` up to date; True when this call went to the exchange."""
-        while True:
-            with self._lock:
-                if self._fresh(key, self.clock.now()):
-                    return False
-                event = self._inflight.get(key)
-                if event is None:
-                    event = self._inflight[key] = threading.Event()
-                    break
-            event.wait()  # somebody else's fetch of this key: wait for it, do not refetch
-        try:
-            newest = self.exchange.fetch(*key)
-            with self._lock:
-                if prefetch:
-                    self.prefetches += 1
-                    if key in self._unread_prefetch:
-                        self.wasted += 1
-                    self._unread_prefetch.add(key)
-                self._latest[key] = newest
-        finally:
-            with self._lock:
-                self._inflight.pop(key).set()
-        return True
-
-    def read(self, symbol: str, timeframe: str) -> float:
-        """A demand read (the host's own)."""
-        key = (symbol, timeframe)
-        went = self._load(key, prefetch=False)
-        with self._lock:
-            if went:
-                self.misses += 1
-            else:
-                self.hits += 1
-                if key in self._unread_prefetch:
-                    self._unread_prefetch.discard(key)
-                    self.used += 1
-            return self._latest[key]
-
-    def prefetch(self, symbol: str, timeframe: str) -> bool:
-        return self._load((symbol, timeframe), prefetch=True)
-
-    def latest_close_time(self, symbol: str, timeframe: str) -> float | None:
-        with self._lock:
-            return self._latest.get((symbol, timeframe))
-
-    def stats(self) -> CacheStats:
-        with self._lock:
-            return CacheStats(
-                demand_hits=self.hits,
-                demand_misses=self.misses,
-                prefetches=self.prefetches,
-                prefetches_used=self.used,
-                prefetches_wasted=self.wasted,
-            )
 
 
 class ConstantModel:
@@ -165,8 +113,18 @@ def exchange(clock: FakeClock) -> FakeExchange:
 
 
 @pytest.fixture
-def cache(clock: FakeClock, exchange: FakeExchange) -> SingleFlightCache:
-    return SingleFlightCache(clock, exchange)
+def make_cache(clock: FakeClock, exchange: FakeExchange) -> Callable[..., SingleFlightCache]:
+    """A new core cache over the fixtures' exchange and clock (``capacity`` series)."""
+
+    def make(capacity: int = CAPACITY) -> SingleFlightCache:
+        return SingleFlightCache(exchange.fetch_klines, clock, capacity)
+
+    return make
+
+
+@pytest.fixture
+def cache(make_cache: Callable[..., SingleFlightCache]) -> SingleFlightCache:
+    return make_cache()
 
 
 @pytest.fixture

@@ -47,11 +47,11 @@ def test_scan_close_signal_cycle_through_the_manager(
     hook.before_scan(symbols=SYMBOLS, timeframe="1m", now=clock.now())
     assert exchange.total == 3
     for symbol in SYMBOLS:
-        cache.read(symbol, "1m")
-    assert cache.misses == 0
+        cache.get_klines(symbol, "1m")
+    assert cache.stats().demand_misses == 0
     hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
     for tf in ("5m", "15m", "1h"):
-        cache.read("ETH/USDT", tf)  # the host confirms the candidate
+        cache.get_klines("ETH/USDT", tf)  # the host confirms the candidate
     signal = Signal(
         symbol="ETH/USDT", timeframe="1m", side="buy", probability=0.7, time=clock.now()
     )
@@ -67,11 +67,11 @@ def test_scan_close_signal_cycle_through_the_manager(
     assert exchange.requests[("ETH/USDT", "15m")] == 2
     assert exchange.requests[("ETH/USDT", "1h")] == 1
     # The next scan hits everywhere.
-    hits = cache.hits
+    hits = cache.stats().demand_hits
     hook.before_scan(symbols=SYMBOLS, timeframe="1m", now=clock.now())
     for symbol in SYMBOLS:
-        cache.read(symbol, "1m")
-    assert cache.hits - hits == 3
+        cache.get_klines(symbol, "1m")
+    assert cache.stats().demand_hits - hits == 3
     metrics = manager.metrics()
     assert metrics["warming.prefetches"] == 3 + 3 + 2
     assert metrics["warming.prefetches_used"] == 3 + 3
@@ -83,7 +83,7 @@ def test_scan_close_signal_cycle_through_the_manager(
 def test_higher_timeframes_from_config(start: Start, cache: Any, clock: Any, exchange: Any) -> None:
     manager, _ = start({"higher_timeframes": ["4h"]})
     for tf in ("1h", "4h"):
-        cache.read("SOL-USD", tf)
+        cache.get_klines("SOL-USD", tf)
     clock.advance(4 * 3600)
     signal = Signal(
         symbol="SOL-USD", timeframe="1m", side="sell", probability=0.2, time=clock.now()
@@ -117,7 +117,7 @@ def test_failing_exchange_never_reaches_the_loop(
 ) -> None:
     manager, _ = start({"warm_threshold": 1})
     for symbol in SYMBOLS:
-        cache.read(symbol, "1m")
+        cache.get_klines(symbol, "1m")
     manager.hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
     exchange.fail = lambda key: True
     clock.advance(60)

@@ -1,8 +1,8 @@
 """A demand read of a key the warmer is prefetching waits for that fetch: one request.
 
-Checked against the in-test cache and against the core's ``SingleFlightCache`` (the
-reference host's cache) over the replay exchange, when the reference host is importable
-(the plugin itself never imports it).
+Checked with the core's ``SingleFlightCache`` over the tests' counting exchange, and over
+the reference host's replay exchange when the reference host is importable (the plugin
+itself never imports it).
 """
 
 from __future__ import annotations
@@ -39,18 +39,20 @@ def _race(warmer: Warmer, read: Any, requests: Any, key: tuple[str, str]) -> Any
     return result
 
 
-def test_in_test_cache_demand_read_waits_for_prefetch(
-    cache: Any, clock: Any, exchange: Any
-) -> None:
+def test_demand_read_waits_for_prefetch(cache: Any, clock: Any, exchange: Any) -> None:
     warmer = Warmer(WarmingConfig(warm_threshold=1, max_parallel=1), cache, clock, ())
     key = ("ETH/USDT", "1m")
-    cache.read(*key)
+    cache.get_klines(*key)
     warmer.record_scan([key[0]], "1m", clock.now())
     clock.advance(60)
     exchange.latency = 0.05
-    _race(warmer, cache.read, lambda: exchange.requests[key], key)
+    klines = _race(warmer, cache.get_klines, lambda: exchange.requests[key], key)
     assert exchange.requests[key] == 2  # the first read, then one fetch for the race
-    assert cache.hits == 1 and cache.misses == 1
+    assert klines.last_close_time == clock.now()  # the candle that just closed, no later
+    # The racing read was served by the prefetch: a hit, and the prefetch was used.
+    stats = cache.stats()
+    assert (stats.demand_hits, stats.demand_misses) == (1, 1)
+    assert (stats.prefetches, stats.prefetches_used, stats.prefetches_wasted) == (1, 1, 0)
     warmer.close()
 
 

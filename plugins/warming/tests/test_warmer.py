@@ -1,4 +1,4 @@
-"""The warming policy against a real (in-test) single-flight cache and a counting exchange."""
+"""The warming policy against the core's single-flight cache and a counting exchange."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ MakeWarmer = Callable[..., Warmer]
 def scan(warmer: Warmer, cache: Any, clock: Any, symbols: list[str], tf: str = "1m") -> None:
     """What the host does in one scan: a demand read of every symbol, then the hook."""
     for symbol in symbols:
-        cache.read(symbol, tf)
+        cache.get_klines(symbol, tf)
     warmer.record_scan(symbols, tf, clock.now())
 
 
@@ -38,7 +38,7 @@ def test_refreshes_hottest_stale_keys_in_score_order(
     # that took "the first few found" would pick the wrong ones.
     for i, symbol in enumerate(symbols):
         for _ in range(i + 1):
-            cache.read(symbol, "1m")
+            cache.get_klines(symbol, "1m")
             warmer.record_scan([symbol], "1m", clock.now())
     clock.advance(60)
     before = len(exchange.fetches)
@@ -49,11 +49,14 @@ def test_refreshes_hottest_stale_keys_in_score_order(
         ("SOL_USDT", "1m"),
     ]
     # The next scan hits on the warmed keys and misses only on the colder ones.
-    hits = cache.hits
+    before_scan = cache.stats()
     scan(warmer, cache, clock, symbols)
-    assert cache.hits - hits == 3
+    after_scan = cache.stats()
+    assert after_scan.demand_hits - before_scan.demand_hits == 3
+    assert after_scan.demand_misses - before_scan.demand_misses == 3
     assert warmer.metrics()["prefetches"] == 3
     assert warmer.metrics()["prefetches_used"] == 3
+    assert warmer.metrics()["prefetches_wasted"] == 0
 
 
 def test_threshold_keeps_cold_keys_out(
@@ -123,7 +126,7 @@ def test_higher_timeframe_refreshed_only_when_its_own_candle_closes(
     warmer = make_warmer(warm_threshold=1)
     clock.t = T0 + 120  # a 1m close, 60 s after a 5m close
     next_5m = last_close_time("5m", clock.now()) + 300
-    cache.read("ETH/USDT", "5m")
+    cache.get_klines("ETH/USDT", "5m")
     warmer.record_signal("ETH/USDT", "1m")  # tracks (ETH/USDT, 5m) with the signal weight
     key = ("ETH/USDT", "5m")
     assert exchange.requests[key] == 1
@@ -148,9 +151,9 @@ def test_signal_warms_its_stale_higher_timeframes_now(
     symbol = "1000PEPE-USD"
     clock.t = T0 - 3600
     for tf in ("5m", "15m", "1h"):
-        cache.read(symbol, tf)  # an hour ago: all stale now
+        cache.get_klines(symbol, tf)  # an hour ago: all stale now
     clock.t = T0
-    cache.read(symbol, "5m")  # fresh again: must not be fetched
+    cache.get_klines(symbol, "5m")  # fresh again: must not be fetched
     warmer.record_signal(symbol, "1m")
     assert exchange.requests[(symbol, "15m")] == 2
     assert exchange.requests[(symbol, "1h")] == 2
@@ -165,15 +168,30 @@ def test_signal_warms_its_stale_higher_timeframes_now(
     assert exchange.total == total
 
 
+@pytest.mark.parametrize("how", ["refused", "evicted"])
 def test_series_the_cache_does_not_hold_are_not_refreshed(
-    make_warmer: MakeWarmer, cache: Any, clock: Any, exchange: Any
+    make_cache: Callable[..., Any], clock: Any, exchange: Any, how: str
 ) -> None:
-    warmer = make_warmer(warm_threshold=1)
-    scan(warmer, cache, clock, ["KEPT_USDT", "EVICTED/USDT"])
-    cache._latest.pop(("EVICTED/USDT", "1m"))  # the cache evicted (or refused) it
-    clock.advance(60)
-    assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 1
-    assert exchange.requests[("EVICTED/USDT", "1m")] == 1
+    cache = make_cache(capacity=1)  # room for one series: the other is not kept
+    warmer = Warmer(WarmingConfig(warm_threshold=1), cache, clock, ())
+    try:
+        if how == "refused":
+            # Read no more often than the series it would replace: refused admission.
+            scan(warmer, cache, clock, ["KEPT_USDT", "EVICTED/USDT"])
+            assert cache.extra_stats()["refused_admissions"] == 1
+        else:
+            scan(warmer, cache, clock, ["EVICTED/USDT", "KEPT_USDT"])  # KEPT_USDT refused
+            scan(warmer, cache, clock, ["KEPT_USDT"])  # now read more often: admitted
+            assert cache.stats().evictions == 1
+        assert cache.latest_close_time("EVICTED/USDT", "1m") is None
+        assert cache.latest_close_time("KEPT_USDT", "1m") == T0
+        requests = exchange.requests[("EVICTED/USDT", "1m")]
+        clock.advance(60)
+        assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 1
+        assert exchange.requests[("EVICTED/USDT", "1m")] == requests == 1
+        assert cache.latest_close_time("KEPT_USDT", "1m") == T0 + 60
+    finally:
+        warmer.close()
 
 
 def test_symbols_new_to_the_scan_are_fetched_just_before_it(
@@ -184,9 +202,9 @@ def test_symbols_new_to_the_scan_are_fetched_just_before_it(
     universe = ["OLD_USDT", "NEW/USDT", "NEWER-USD"]
     assert warmer.warm_universe(universe, "1m") == 2
     assert exchange.requests[("OLD_USDT", "1m")] == 1
-    misses = cache.misses
+    misses = cache.stats().demand_misses
     scan(warmer, cache, clock, universe)
-    assert cache.misses == misses  # every read of the scan hit
+    assert cache.stats().demand_misses == misses  # every read of the scan hit
     assert warmer.metrics()["new_symbol_warms"] == 2
     assert warmer.metrics()["prefetches_wasted"] == 0
 
@@ -204,7 +222,7 @@ def test_cached_higher_timeframes_of_scanned_symbols_are_probed(
     warmer = make_warmer(warm_threshold=1, probe_higher_timeframes=probe)
     clock.t = T0 + 120  # 60 s after a 5m close
     scan(warmer, cache, clock, ["BTC_USDT", "ETH/USDT"])
-    cache.read("BTC_USDT", "5m")  # a candidate check the warmer was not told about
+    cache.get_klines("BTC_USDT", "5m")  # a candidate check the warmer was not told about
     warmer.refresh("1m", clock.now(), clock.now())  # probes what is due now: nothing stale
     for _ in range(4):  # up to the next 5m close
         clock.advance(60)
@@ -227,6 +245,10 @@ def test_symbol_that_left_the_universe_stops_being_warmed(
     # Warmed at the first close (it was read within the last candle), never after.
     assert exchange.requests[("LEAVES/USDT", "1m")] == 2
     assert exchange.requests[("STAYS_USDT", "1m")] == 4
+    # Each refresh of STAYS_USDT was read by the scan after it; the one of LEAVES/USDT
+    # went stale unread at the next close, which the cache counts as waste.
+    metrics = warmer.metrics()
+    assert (metrics["prefetches_used"], metrics["prefetches_wasted"]) == (3, 1)
 
 
 def test_budget_is_never_exceeded_and_refills_each_cycle(
@@ -265,7 +287,7 @@ def test_budget_is_never_exceeded_and_refills_each_cycle(
     signals=st.lists(st.integers(0, 29), max_size=5),
 )
 def test_requests_per_cycle_never_exceed_budget(
-    cache: Any,
+    make_cache: Callable[..., Any],
     clock: Any,
     exchange: Any,
     budget: int,
@@ -273,7 +295,7 @@ def test_requests_per_cycle_never_exceed_budget(
     n_symbols: int,
     signals: list[int],
 ) -> None:
-    cache.__init__(clock, exchange)  # fresh state per example (fixtures are shared)
+    cache = make_cache()  # fresh state per example (fixtures are shared)
     exchange.requests.clear()
     config = WarmingConfig(warm_threshold=1, request_budget=budget, max_parallel=parallel)
     warmer = Warmer(config, cache, clock, ("5m", "15m", "1h"))
@@ -343,7 +365,7 @@ def test_prefetch_answered_without_request_gives_budget_back(
     scan(warmer, cache, clock, ["B/2", "C-3", "A_1"])  # ties rank most recent first
     clock.advance(60)
     # A demand read gets there between the warmer's staleness check and its prefetch.
-    cache.read("A_1", "1m")
+    cache.get_klines("A_1", "1m")
     real = cache.latest_close_time
     cache.latest_close_time = lambda s, tf: real(s, tf) - (60 if s == "A_1" else 0)
     warmer.refresh("1m", clock.now(), clock.now() + 10)
@@ -375,11 +397,18 @@ def test_wasted_prefetch_is_reported(
 ) -> None:
     warmer = make_warmer(warm_threshold=1, cooldown_s=0, recency_candles=3)
     scan(warmer, cache, clock, ["GONE_USDT"])
-    for _ in range(2):  # warmed twice, never read in between
-        clock.advance(60)
-        warmer.refresh("1m", clock.now(), clock.now() + 10)
+    clock.advance(60)
+    warmer.refresh("1m", clock.now(), clock.now() + 10)
+    assert warmer.metrics()["prefetches_wasted"] == 0  # fresh: it may still be read
+    # A prefetched series is waste once it goes stale unread, before anything replaces it.
+    clock.advance(60)
+    assert warmer.metrics()["prefetches_wasted"] == 1
+    warmer.refresh("1m", clock.now(), clock.now() + 10)  # replaces it: still one
     assert warmer.metrics()["prefetches"] == 2
     assert warmer.metrics()["prefetches_wasted"] == 1
+    clock.advance(60)  # the second one goes stale unread too
+    assert warmer.metrics()["prefetches_wasted"] == 2
+    assert warmer.metrics()["prefetches_used"] == 0
 
 
 class ExchangeStyleCache:
