@@ -121,11 +121,15 @@ class Plugins:
             raise RuntimeError("Plugins.start() has not been called")
         return self._services
 
-    def close(self) -> None:
-        """Stop the plugins (``on_shutdown``); once, however often it is called."""
+    def close(self, bound: float | None = None) -> None:
+        """Stop the plugins (``on_shutdown``); once, however often it is called.
+
+        :param bound: wait for each plugin's ``on_shutdown`` at most this long (seconds),
+            if shorter than the manager's ``hook_timeout_s``.
+        """
         if not self._closed:
             self._closed = True
-            self.manager.shutdown()
+            self.manager.shutdown(bound)
 
     def __enter__(self) -> Plugins:
         return self

@@ -112,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, PluginError) as exc:
         print(f"sltrader: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside a run's cycles (start-up, a bench): nothing to report
+        print("sltrader: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

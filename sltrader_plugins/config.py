@@ -11,18 +11,30 @@ Layout::
     [plugins.batching]                 # one section per plugin, passed to it at start-up
     enabled = true
     max_batch_size = 16
+
+A section is parsed into an attrs class by :func:`section_from`. Its fields are validated
+the one way every configuration class here uses: a :class:`Check` from :func:`integer`,
+:func:`finite`, :func:`one_of`, :func:`timeframe` or :func:`timeframes` as the field's
+validator, and :class:`SettingError` for a check between fields
+(``__attrs_post_init__``). Every refusal is one line naming ``<section>.<key>``, the
+value and what was expected.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import numbers
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+
+from sltrader_plugins.timeframes import timeframe_seconds
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,6 +51,177 @@ class ConfigError(ValueError):
     """A configuration value has the wrong type or value; the message names the key."""
 
 
+class SettingError(ValueError):
+    """One setting refused: its ``key``, what was ``expected`` and the ``value`` given.
+
+    What a :class:`Check` raises, and what a configuration class raises from
+    ``__attrs_post_init__`` for a check between fields. The message is one line,
+    ``'key': expected <expected>, got <value>``; :func:`section_from` turns it into a
+    :class:`ConfigError` naming ``'<section>.<key>'``.
+    """
+
+    def __init__(self, key: str, expected: str, value: Any) -> None:
+        super().__init__(f"'{key}': expected {expected}, got {value!r}")
+        self.key = key
+        self.expected = expected
+        self.value = value
+
+
+# -- validators: the one way to write a validated field ---------------------------------
+
+
+@attrs.frozen
+class Check:
+    """An attrs validator of one setting, made by :func:`integer`, :func:`finite`,
+    :func:`one_of`, :func:`timeframe` or :func:`timeframes`::
+
+        max_batch_size: int = attrs.field(default=32, validator=integer(min=1))
+
+    It refuses a wrong type as well as a wrong value (direct construction is checked
+    too), with a :class:`SettingError`. Its attributes describe what it accepts, so a
+    test can derive the values it must refuse.
+
+    :ivar kind: ``"integer"``, ``"number"``, ``"choice"``, ``"timeframe"`` or
+        ``"timeframes"``.
+    :ivar expected: what is accepted, as the error message says it.
+    :ivar min: the least number accepted (``None``: unbounded); with ``min_open`` the
+        bound itself is refused.
+    :ivar max: the largest number accepted (``None``: unbounded).
+    :ivar options: the values a ``"choice"`` accepts.
+    :ivar unit: a timeframe's length must be a whole number of these seconds.
+    :ivar min_count: the fewest timeframes a ``"timeframes"`` list holds.
+    :ivar optional: ``None`` is accepted (the field's type is ``X | None``).
+    """
+
+    kind: str
+    expected: str
+    min: float | None = None
+    min_open: bool = False
+    max: float | None = None
+    options: tuple[Any, ...] = ()
+    unit: int = 1
+    min_count: int = 0
+    optional: bool = False
+
+    def __call__(self, instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value is None and self.optional:
+            return
+        if not self.accepts(value):
+            raise SettingError(attribute.name, self.expected, value)
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` passes (``None`` aside)."""
+        if self.kind in ("integer", "number"):
+            return self._number_ok(value)
+        if self.kind == "choice":
+            return any(type(value) is type(o) and value == o for o in self.options)
+        if self.kind == "timeframe":
+            return self._timeframe_ok(value)
+        if self.kind == "timeframes":
+            return (
+                isinstance(value, tuple)
+                and len(value) >= self.min_count
+                and all(self._timeframe_ok(tf) for tf in value)
+            )
+        raise AssertionError(f"unknown check kind {self.kind!r}")  # pragma: no cover
+
+    def _number_ok(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return False
+        if self.kind == "integer":
+            if not isinstance(value, numbers.Integral):
+                return False
+        elif not isinstance(value, numbers.Real) or not math.isfinite(value):
+            return False
+        if self.min is not None and (value <= self.min if self.min_open else value < self.min):
+            return False
+        return self.max is None or value <= self.max
+
+    def _timeframe_ok(self, value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        try:
+            return timeframe_seconds(value) % self.unit == 0
+        except ValueError:
+            return False
+
+
+def _bound(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _range_text(min: float | None, min_open: bool, max: float | None) -> str:
+    if min is not None and max is not None:
+        return f" in {'(' if min_open else '['}{_bound(min)}, {_bound(max)}]"
+    if min is not None:
+        return f" {'>' if min_open else '>='} {_bound(min)}"
+    if max is not None:
+        return f" <= {_bound(max)}"
+    return ""
+
+
+def _why(why: str) -> str:
+    return f" ({why})" if why else ""
+
+
+def integer(
+    min: int | None = None, max: int | None = None, *, why: str = "", optional: bool = False
+) -> Check:
+    """An integer (not a bool) in ``[min, max]``, e.g. ``integer(min=1)``.
+
+    :param why: a reason for the bound, added to the message.
+    :param optional: ``None`` is accepted too.
+    """
+    expected = f"an integer{_range_text(min, False, max)}{_why(why)}"
+    return Check("integer", expected, min=min, max=max, optional=optional)
+
+
+def finite(
+    min: float | None = None,
+    max: float | None = None,
+    *,
+    above: float | None = None,
+    why: str = "",
+    optional: bool = False,
+) -> Check:
+    """A finite number (an integer is one; NaN and infinities never are) in ``[min, max]``,
+    or above ``above`` (the bound itself excluded), e.g. ``finite(above=0, max=1)``."""
+    if above is not None and min is not None:
+        raise TypeError("give min or above, not both")
+    low, low_open = (above, True) if above is not None else (min, False)
+    expected = f"a finite number{_range_text(low, low_open, max)}{_why(why)}"
+    return Check("number", expected, min=low, min_open=low_open, max=max, optional=optional)
+
+
+def one_of(*options: Any, optional: bool = False) -> Check:
+    """One of ``options`` (of the same type), e.g. ``one_of("sgd", "cheap")``."""
+    if not options:
+        raise TypeError("one_of needs at least one option")
+    expected = "one of " + ", ".join(repr(o) for o in options)
+    return Check("choice", expected, options=tuple(options), optional=optional)
+
+
+def _timeframe_text(unit: int, plural: bool = False) -> str:
+    whole = {1: "", 60: " of whole minutes", 3600: " of whole hours"}.get(unit, f" of {unit} s")
+    return f"timeframe{'s' if plural else ''}{whole} such as '1m', '15m', '1h'"
+
+
+def timeframe(*, unit: int = 1, optional: bool = False) -> Check:
+    """A timeframe such as ``"5m"`` (see :func:`timeframe_seconds`) whose length is a whole
+    number of ``unit`` seconds (``unit=60``: no ``"30s"``)."""
+    return Check("timeframe", f"a {_timeframe_text(unit)}", unit=unit, optional=optional)
+
+
+def timeframes(*, unit: int = 1, min_count: int = 0, optional: bool = False) -> Check:
+    """A list of at least ``min_count`` timeframes, each as :func:`timeframe` accepts."""
+    least = f"at least {min_count} " if min_count else ""
+    expected = f"a list of {least}{_timeframe_text(unit, plural=True)}"
+    return Check("timeframes", expected, unit=unit, min_count=min_count, optional=optional)
+
+
+# -- the file ---------------------------------------------------------------------------
+
+
 def _check_enable(_: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value is None:
         return
@@ -48,6 +231,18 @@ def _check_enable(_: Any, attribute: attrs.Attribute, value: Any) -> None:
 
 def _to_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
+
+
+def _unknown_key(key: str, where: str, known: Iterable[str]) -> ConfigError:
+    """The error for an unknown ``key`` of section ``where`` (``""``: the file's top
+    level), suggesting the nearest known name."""
+    known = sorted(known)
+    name = f"{where}.{key}" if where else key
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return ConfigError(f"'{name}': unknown key; did you mean '{close[0]}'?")
+    listed = ", ".join(repr(k) for k in known) or "none"
+    return ConfigError(f"'{name}': unknown key; expected one of {listed}")
 
 
 @attrs.frozen
@@ -88,10 +283,10 @@ class Config:
 
         :raises ConfigError: naming the first key whose type or value is wrong.
         """
-        known = {"enable", "strict", "host", "plugins"}
-        unknown = sorted(set(data) - known)
+        known = ("enable", "strict", "host", "plugins")
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ConfigError(f"unknown key(s) {unknown}: expected some of {sorted(known)}")
+            raise _unknown_key(unknown[0], "", known)
         strict = data.get("strict", False)
         if not isinstance(strict, bool):
             raise ConfigError(f"'strict': expected true or false, got {strict!r}")
@@ -146,7 +341,7 @@ def load_config(path: Path | None = None, cwd: Path | None = None) -> Config:
     ``sltrader.toml`` in ``cwd``, else ``[tool.sltrader]`` of ``cwd/pyproject.toml``, else
     the defaults.
 
-    :raises ConfigError: the file cannot be read, is not TOML, or a value is invalid.
+    :raises ConfigError: the file cannot be read, is not UTF-8 TOML, or a value is invalid.
     """
     if path is None:
         base = cwd or Path.cwd()
@@ -157,42 +352,92 @@ def load_config(path: Path | None = None, cwd: Path | None = None) -> Config:
         else:
             return Config()
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    if path.name == PYPROJECT_FILE:
-        document = document.get("tool", {}).get("sltrader", {})
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {raw[exc.start]:#04x} on line {line}): "
+            "save it as UTF-8"
+        ) from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {_one_line(str(exc))}") from None
+    try:
+        if path.name == PYPROJECT_FILE:
+            document = _table(_table(document, "tool", "").get("sltrader", {}), "sltrader", "tool")
         return Config.from_mapping(document, source=path)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _table(value: Any, key: str, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        name = f"{where}.{key}" if where else key
+        raise ConfigError(f"'{name}': expected a table, got {value!r}")
+    return value
 
 
 def section_from(cls: type[T], section: Mapping[str, Any], where: str) -> T:
     """Build the attrs class ``cls`` from a configuration section, checking every key.
 
     Supported field types: ``bool``, ``int``, ``float`` (an integer is accepted), ``str``
-    and ``tuple[str, ...]`` (from a TOML array). Field validators run too.
+    and ``tuple[str, ...]`` (from a TOML array), each possibly ``| None``. Field
+    validators and ``__attrs_post_init__`` run too; whatever they raise
+    (:class:`SettingError`, or any ``ValueError``/``TypeError``) becomes one line.
 
     :param where: the section's name in messages, e.g. ``"plugins.batching"``.
-    :raises ConfigError: for an unknown key, a wrong type or a value a validator refuses,
-        naming ``where.key`` and what was expected.
+    :raises ConfigError: for an unknown key (suggesting the nearest name), a missing
+        required key, a wrong type or a value a validator refuses: one line naming
+        ``'<where>.<key>'``, what was expected and what was given.
     """
     fields = attrs.fields_dict(cls)  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(section) - set(fields))
     if unknown:
-        raise ConfigError(f"'{where}': unknown key(s) {unknown}; expected some of {sorted(fields)}")
+        raise _unknown_key(unknown[0], where, fields)
+    for name, field in fields.items():
+        if field.init and field.default is attrs.NOTHING and name not in section:
+            raise ConfigError(f"'{where}.{name}': missing (it has no default)")
     values: dict[str, Any] = {}
     for key, value in section.items():
-        expected = hints[key]
-        values[key] = _coerce(value, expected, f"{where}.{key}")
+        values[key] = _coerce(value, hints[key], f"{where}.{key}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"'{where}': {exc}") from None
+        raise _refusal(exc, where, fields) from None
+
+
+def _refusal(exc: BaseException, where: str, keys: Iterable[str] = ()) -> ConfigError:
+    """``exc``, raised by a validator of section ``where``, as one line naming the key.
+
+    A :class:`SettingError` names its key; for another exception (an ``attrs.validators``
+    one, say) the key is the attrs ``Attribute`` among its arguments, or the known key its
+    message starts with (``'size' must be ...``); failing both, the section is named.
+    """
+    if isinstance(exc, ConfigError):
+        return ConfigError(_one_line(str(exc)))
+    if isinstance(exc, SettingError):
+        return ConfigError(f"'{where}.{exc.key}': expected {exc.expected}, got {exc.value!r}")
+    message = _one_line(str(exc.args[0]) if exc.args else type(exc).__name__)
+    key = next((a.name for a in exc.args if isinstance(a, attrs.Attribute)), None)
+    for known in keys:
+        if message.startswith(f"'{known}'"):
+            key = known
+    if key is None:
+        return ConfigError(f"'{where}': {message}")
+    prefix = f"'{key}'"
+    if message.startswith(prefix):
+        message = message[len(prefix) :].lstrip(" :")
+    return ConfigError(f"'{where}.{key}': {message}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _coerce(value: Any, expected: Any, key: str) -> Any:

@@ -9,7 +9,10 @@ and the other plugins still run.
 
 Threading: ``before_analyze_symbol``, ``after_analyze_symbol``, ``before_predict`` and
 ``on_feature_build`` are called from worker threads, many at once. Every other hook is
-called from the host's main loop, never concurrently with itself.
+called for the host's main loop, on a thread the manager keeps for the plugin: one
+plugin's main-loop hooks run one at a time, and the loop waits for each call at most
+``hook_timeout_s`` (a call that overruns is abandoned and counted as a fault; the
+plugin's main-loop calls are skipped until it returns).
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from sltrader_plugins.protocols import FeatureBuffers, HostServices, Model
 from sltrader_plugins.signals import Signal
 
 PROJECT_NAME = "sltrader"
+
+#: Hooks called from worker threads, many at once, and never bounded by the manager:
+#: they are on the hot path and each is bounded by its own work. The others are the
+#: main loop's: the manager waits for each plugin's call at most ``hook_timeout_s``.
+WORKER_HOOKS = frozenset(
+    {"before_analyze_symbol", "after_analyze_symbol", "on_feature_build", "before_predict"}
+)
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 

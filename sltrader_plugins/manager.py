@@ -24,6 +24,7 @@ import numpy as np
 import pluggy
 
 from sltrader_plugins import hookspecs
+from sltrader_plugins.bounded import HookThread, Outcome
 from sltrader_plugins.buffers import LentBuffers
 from sltrader_plugins.config import Config, ConfigError
 from sltrader_plugins.protocols import HostServices
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "sltrader"
 ENV_PLUGINS = "SLTRADER_PLUGINS"
+#: How long the main loop waits for one plugin's main-loop hook call (seconds).
+DEFAULT_HOOK_TIMEOUT_S = 10.0
 
 
 class PluginError(Exception):
@@ -116,9 +119,14 @@ class PluginManager:
 
     Register everything (``load``, ``register``) before worker threads start; calling
     hooks is thread-safe afterwards.
+
+    A plugin's main-loop hooks (every hook but :data:`hookspecs.WORKER_HOOKS`) run on a
+    thread the manager keeps for that plugin, and the caller waits for each at most
+    ``hook_timeout_s`` (``None``: in the caller's thread, without a bound); see
+    :mod:`sltrader_plugins.bounded`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hook_timeout_s: float | None = DEFAULT_HOOK_TIMEOUT_S) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self.hook = self._pm.hook
@@ -127,6 +135,8 @@ class PluginManager:
         self._faults: Counter[tuple[str, str]] = Counter()
         self._failed_at_start: set[str] = set()
         self.config = Config()  #: what ``load`` was given; plugins' settings come from it
+        self.hook_timeout_s = hook_timeout_s
+        self._hook_threads: dict[str, HookThread] = {}
 
     # -- loading --------------------------------------------------------------------
 
@@ -254,12 +264,23 @@ class PluginManager:
     def _guard(self, function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
         starting = hook == "on_start"
         check = _RESULT_CHECKS.get(hook)
+        thread = None
+        if hook not in hookspecs.WORKER_HOOKS:
+            thread = self._hook_threads.setdefault(plugin, HookThread(plugin))
 
         # pluggy passes arguments that have defaults in the implementation by keyword
         @functools.wraps(function)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
-                result = function(*args, **kwargs)
+                bound = self.hook_timeout_s
+                if thread is None or bound is None:
+                    result = function(*args, **kwargs)
+                else:
+                    outcome, future = thread.call(function, args, kwargs, bound)
+                    if future is None:
+                        self._record_fault(plugin, hook, _LATE[outcome].format(bound=bound))
+                        return None
+                    result = future.result()
             except ConfigError:
                 if starting:
                     raise  # a wrong setting is the user's to fix, not a fault to hide
@@ -332,9 +353,25 @@ class PluginManager:
             merged.update(result)
         return dict(sorted(merged.items()))
 
-    def shutdown(self) -> None:
-        """Call ``on_shutdown``."""
-        self.hook.on_shutdown()
+    def shutdown(self, bound: float | None = None) -> None:
+        """Call ``on_shutdown``, then let the plugins' hook threads end (never waits).
+
+        :param bound: wait for each plugin at most this long, if shorter than
+            ``hook_timeout_s`` (and in place of none).
+        """
+        if bound is not None:
+            self.hook_timeout_s = min(bound, self.hook_timeout_s or bound)
+        try:
+            self.hook.on_shutdown()
+        finally:
+            for thread in self._hook_threads.values():
+                thread.stop()
+
+
+_LATE = {
+    Outcome.OVERRAN: "did not return within {bound:g} s (hook_timeout_s): abandoned",
+    Outcome.BUSY: "was skipped: its call that overran is still running",
+}
 
 
 # -- what a hook may return -----------------------------------------------------------

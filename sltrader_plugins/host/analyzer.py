@@ -10,6 +10,7 @@ nothing a symbol does can stop the scan.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -159,16 +160,18 @@ class ParallelAnalyzer:
                 with self._lock:
                     self._build_seconds += elapsed
                     self._builds += 1
-                return Analysis(symbol, klines, features, self._predict(symbol, features))
+                start = time.perf_counter()
+                try:
+                    prediction = self.plugins.predict(symbol, features)
+                except Exception as exc:  # the model's fault: this symbol, not the scan
+                    return self._skip("model", symbol, f"{type(exc).__name__}: {exc}")
+                self.predict_waits.add(time.perf_counter() - start)
+                if not math.isfinite(prediction):
+                    return self._skip("model", symbol, f"the model answered {prediction!r}")
+                return Analysis(symbol, klines, features, prediction)
             except Exception as exc:  # a bug must cost one symbol, not the scan
                 log.exception("unexpected error analyzing %s", symbol)
                 return self._skip("internal", symbol, f"{type(exc).__name__}: {exc}")
-
-    def _predict(self, symbol: str, features: np.ndarray) -> float:
-        start = time.perf_counter()
-        prediction = self.plugins.predict(symbol, features)
-        self.predict_waits.add(time.perf_counter() - start)
-        return prediction
 
     def _skip(self, kind: str, symbol: str, reason: str) -> Skipped:
         self.skips.record(kind, symbol, reason)

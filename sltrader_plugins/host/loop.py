@@ -33,6 +33,8 @@ from sltrader_plugins.model import ModelAdapter
 log = logging.getLogger(__name__)
 
 START = 1_700_006_400.0  # a day boundary (2023-11-15 00:00 UTC), plus warm-up below
+#: How long each plugin's on_shutdown may take after Ctrl-C (seconds).
+INTERRUPTED_SHUTDOWN_S = 0.5
 
 
 class Host:
@@ -90,6 +92,7 @@ class Host:
         # after a base candle close. Only those have misses for a warmer to remove.
         self.stale_scans = np.zeros(0, dtype=bool)
         self.cycles_done = 0
+        self.interrupted = False
         self.gc_gen0 = 0
         self.last_results: list[Analysis] = []
 
@@ -152,17 +155,24 @@ class Host:
                     self.skips,
                 )
                 self.analyzer, self.trading = analyzer, trading
-                for cycle in range(cycles):
-                    self._cycle(cycle, analyzer, trading)
-                    if progress is not None:
-                        progress(cycle + 1, cycles, float(self.scan_times[cycle]))
+                try:
+                    for cycle in range(cycles):
+                        self._cycle(cycle, analyzer, trading)
+                        if progress is not None:
+                            progress(cycle + 1, cycles, float(self.scan_times[cycle]))
+                except KeyboardInterrupt:
+                    # Ctrl-C stops the run at once: symbols a worker holds finish, the
+                    # queued ones are dropped, and the report covers the cycles done.
+                    self.interrupted = True
+                    pool.shutdown(wait=False, cancel_futures=True)
             self.run_seconds = time.perf_counter() - started
             report = self.report()
-            if allocations:
+            if allocations and not self.interrupted:
                 report.update(self.measure_allocations())
             return report
         finally:
-            self.plugins.close()
+            # After Ctrl-C a plugin gets a short bound to stop: the user is waiting.
+            self.plugins.close(bound=INTERRUPTED_SHUTDOWN_S if self.interrupted else None)
 
     def _cycle(self, cycle: int, analyzer: ParallelAnalyzer, trading: TradingService) -> None:
         w = self.workload
@@ -201,6 +211,7 @@ class Host:
         return {
             "workload": self.workload.as_dict(),
             "cycles": self.cycles_done,
+            "interrupted": self.interrupted,
             "symbols_scanned": len(self.predict_waits),
             "signals": trading.signals,
             "orders": trading.orders,

@@ -14,7 +14,16 @@ from typing import Any
 
 import attrs
 
-from sltrader_plugins.config import ConfigError, section_from
+from sltrader_plugins.config import (
+    ConfigError,
+    SettingError,
+    finite,
+    integer,
+    one_of,
+    section_from,
+    timeframe,
+    timeframes,
+)
 
 _COINS = (
     "BTC",
@@ -60,50 +69,92 @@ _COINS = (
 )
 
 
-def _positive(_: Any, attribute: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{attribute.name!r}: must be positive, got {value!r}")
-
-
-def _non_negative(_: Any, attribute: attrs.Attribute, value: float) -> None:
-    if value < 0:
-        raise ConfigError(f"{attribute.name!r}: must not be negative, got {value!r}")
+#: The fewest candles a series needs: ``FeatureEngine`` wants ``min_candles >= 300`` and
+#: above its EMA window (480 candles, the host's default).
+MIN_CANDLES = 481
+#: The fewest candles a confirmation series needs (``TradingConfig.trend_candles``).
+TREND_CANDLES = 20
+#: The fewest confirmation timeframes with which a signal can be confirmed
+#: (``TradingConfig.confirm_needed`` votes).
+CONFIRM_NEEDED = 2
 
 
 @attrs.frozen
 class Workload:
-    """Every knob of the reference trader (the ``[host]`` section).
+    """Every knob of the reference trader (the ``[host]`` section), each with its range.
 
+    :ivar size: the preset this started from (``sltrader run --size``).
+    :ivar seed: the market's and the model's seed.
     :ivar symbols: symbols the exchange lists (the universe is drawn from them).
-    :ivar universe: symbols scanned per cycle, the top by volume.
+    :ivar universe: symbols scanned per cycle, the top by volume (at most ``symbols``).
+    :ivar cycles: scan cycles the replay is generated for (and run).
     :ivar scan_interval_s: simulated seconds between scans (shorter than a candle).
+    :ivar base_timeframe: the scanned timeframe (whole minutes: the market ticks in 1m).
+    :ivar confirm_timeframes: a candidate's confirmation timeframes; a signal needs
+        ``CONFIRM_NEEDED`` of them to agree.
     :ivar candles: base-timeframe candles per series (the features need ``min_candles``).
+    :ivar confirm_candles: candles per confirmation series.
+    :ivar min_candles: the shortest series the features accept.
     :ivar cache_capacity: series the cache holds (below the key space on purpose).
     :ivar latency_ms: mean real latency per exchange request, jittered by ``jitter``.
+    :ivar jitter: latency varies uniformly within ``latency_ms * (1 ± jitter)``.
+    :ivar rate_limit_per_min: exchange requests per simulated minute (0: unlimited).
+    :ivar workers: worker threads of the scan.
+    :ivar model: ``sgd`` (scikit-learn) or ``cheap`` (a dot product).
+    :ivar buy_threshold: a prediction at least this is a buy candidate.
+    :ivar sell_threshold: a prediction at most this is a sell candidate (below the buy one).
+    :ivar hold_candles: a position is closed after this many base candles.
+    :ivar max_positions: open positions at most (0: signals only, no paper orders).
+    :ivar volume_churn: per-hour standard deviation of each symbol's log volume.
     """
 
-    size: str = "full"
-    seed: int = 7
-    symbols: int = 260
-    universe: int = 240
-    cycles: int = 160
-    scan_interval_s: float = attrs.field(default=7.5, validator=_positive)
-    base_timeframe: str = "1m"
-    confirm_timeframes: tuple[str, ...] = ("5m", "15m", "1h")
-    candles: int = 600
-    confirm_candles: int = 60
-    min_candles: int = 500
-    cache_capacity: int = attrs.field(default=360, validator=_positive)
-    latency_ms: float = attrs.field(default=4.0, validator=_non_negative)
-    jitter: float = 0.5
-    rate_limit_per_min: int = 3000
-    workers: int = attrs.field(default=8, validator=_positive)
-    model: str = attrs.field(default="sgd", validator=attrs.validators.in_(("sgd", "cheap")))
-    buy_threshold: float = 0.62
-    sell_threshold: float = 0.38
-    hold_candles: int = 5
-    max_positions: int = 20
-    volume_churn: float = 0.08
+    size: str = attrs.field(default="full", validator=one_of("full", "small"))
+    seed: int = attrs.field(default=7, validator=integer(min=0, max=2**32 - 1))
+    symbols: int = attrs.field(default=260, validator=integer(min=1, max=10_000))
+    universe: int = attrs.field(default=240, validator=integer(min=1, max=10_000))
+    cycles: int = attrs.field(default=160, validator=integer(min=1, max=100_000))
+    scan_interval_s: float = attrs.field(default=7.5, validator=finite(above=0, max=86_400))
+    base_timeframe: str = attrs.field(default="1m", validator=timeframe(unit=60))
+    confirm_timeframes: tuple[str, ...] = attrs.field(
+        default=("5m", "15m", "1h"), validator=timeframes(unit=60, min_count=CONFIRM_NEEDED)
+    )
+    candles: int = attrs.field(default=600, validator=integer(min=MIN_CANDLES, max=100_000))
+    confirm_candles: int = attrs.field(
+        default=60, validator=integer(min=TREND_CANDLES, max=10_000, why="the trend's length")
+    )
+    min_candles: int = attrs.field(
+        default=500,
+        validator=integer(
+            min=MIN_CANDLES, max=100_000, why="the features' EMA window is 480 candles"
+        ),
+    )
+    cache_capacity: int = attrs.field(default=360, validator=integer(min=1, max=1_000_000))
+    latency_ms: float = attrs.field(default=4.0, validator=finite(min=0, max=10_000))
+    jitter: float = attrs.field(default=0.5, validator=finite(min=0, max=1))
+    rate_limit_per_min: int = attrs.field(default=3000, validator=integer(min=0, max=1_000_000))
+    workers: int = attrs.field(default=8, validator=integer(min=1, max=256))
+    model: str = attrs.field(default="sgd", validator=one_of("sgd", "cheap"))
+    buy_threshold: float = attrs.field(default=0.62, validator=finite(min=0, max=1))
+    sell_threshold: float = attrs.field(default=0.38, validator=finite(min=0, max=1))
+    hold_candles: int = attrs.field(default=5, validator=integer(min=1, max=10_000))
+    max_positions: int = attrs.field(default=20, validator=integer(min=0, max=10_000))
+    volume_churn: float = attrs.field(default=0.08, validator=finite(min=0, max=1))
+
+    def __attrs_post_init__(self) -> None:
+        if self.universe > self.symbols:
+            raise SettingError(
+                "universe", f"at most 'symbols' ({self.symbols}) per scan", self.universe
+            )
+        if self.candles < self.min_candles:
+            raise SettingError(
+                "candles", f"at least 'min_candles' ({self.min_candles})", self.candles
+            )
+        if self.sell_threshold >= self.buy_threshold:
+            raise SettingError(
+                "sell_threshold",
+                f"a number below 'buy_threshold' ({self.buy_threshold})",
+                self.sell_threshold,
+            )
 
     def symbol_names(self) -> list[str]:
         """The listed symbols: real-looking names with ``_``, ``/`` and ``-``."""
@@ -145,18 +196,29 @@ SIZES: dict[str, Workload] = {
 def workload_from(
     size: str, host_section: Mapping[str, Any] | None = None, **overrides: Any
 ) -> Workload:
-    """The ``size`` preset, then the ``[host]`` section, then explicit overrides.
+    """The ``size`` preset, then the ``[host]`` section, then explicit overrides (the
+    command line's ``--workers`` and so on; ``None`` is no override).
 
-    :raises ConfigError: an unknown size, or a bad key or value in the section.
+    Every value is checked, the preset's together with the section's (``universe`` at
+    most ``symbols``, say).
+
+    :raises ConfigError: an unknown size, or a bad key or value in the section or the
+        overrides: one line naming ``'host.<key>'`` or ``--<key>``.
     """
     if size not in SIZES:
         raise ConfigError(f"unknown workload size {size!r}: expected one of {sorted(SIZES)}")
     section = dict(host_section or {})
-    section.pop("size", None)
-    parsed = section_from(Workload, section, "host")  # checks names, types and values
-    values = {key: getattr(parsed, key) for key in section}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    if section.get("size", size) != size:
+        raise ConfigError(
+            f"'host.size': the workload size is chosen with --size (here {size!r}), "
+            f"got {section['size']!r}"
+        )
+    preset = SIZES[size]
+    merged = {field.name: getattr(preset, field.name) for field in attrs.fields(Workload)}
+    workload = section_from(Workload, {**merged, **section}, "host")
+    given = {key: value for key, value in overrides.items() if value is not None}
     try:
-        return attrs.evolve(SIZES[size], **values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"'host': {exc}") from None
+        return attrs.evolve(workload, **given)
+    except SettingError as exc:
+        name = f"--{exc.key.replace('_', '-')}" if exc.key in given else f"'host.{exc.key}'"
+        raise ConfigError(f"{name}: expected {exc.expected}, got {exc.value!r}") from None

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import logging
+import signal
 import subprocess
 import sys
 
@@ -285,9 +287,78 @@ def test_sltrader_run_cli(tmp_path, capsys):
     assert report["cycles"] == 6 and report["active_plugins"] == []
 
 
-def test_sltrader_run_rejects_bad_options(capsys):
-    assert main(["run", "--cycles", "0", "--plugins", ""]) == 2
-    assert "--cycles" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--cycles", "0", "must be at least 1, got 0"),
+        ("--seed", "-1", "must be at least 0, got -1"),
+        ("--workers", "0", "must be at least 1, got 0"),
+        ("--workers", "many", "expected an integer, got 'many'"),
+    ],
+)
+def test_sltrader_run_rejects_bad_options_in_one_line(capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", option, value, "--plugins", ""])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"argument {option}: {message}") and "Traceback" not in err
+
+
+def test_sltrader_run_without_the_host_extra_says_what_to_install(capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a)
+    )
+    for command in ("run", "bench"):
+        assert main([command, "--plugins", ""]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            "sltrader: error: the reference trader needs scikit-learn, its 'host' extra: "
+            "python3 -m pip install 'sltrader-plugins[host]'"
+        ]
+
+
+class Interrupting:
+    """Ctrl-C in the middle of a run (the third scan), as a signal would raise it."""
+
+    def __init__(self) -> None:
+        self.scans = 0
+
+    @hookimpl
+    def before_scan(self):
+        self.scans += 1
+        if self.scans == 3:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_ends_the_run_with_the_report_of_the_cycles_done(tiny):
+    manager = PluginManager()
+    manager.register(Interrupting(), "interrupting")
+    stopped = Stopping()
+    manager.register(stopped, "stopping")
+    host = Host(tiny, manager)
+    report = host.run()
+    assert host.interrupted and report["interrupted"]
+    assert report["cycles"] == 2 and stopped.stopped
+    assert report["symbols_scanned"] == 2 * tiny.universe
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_sltrader_run_exits_130_with_one_line_and_the_report():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sltrader_plugins.cli", "run", "--size", "full"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    while "cycle" not in process.stderr.readline():  # a progress line: the run is on
+        pass
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err and "interrupted after" in err
+    assert "decisions digest" in out
 
 
 @pytest.mark.slow

@@ -1,0 +1,172 @@
+"""Main-loop hooks are bounded: a plugin that hangs costs the loop at most hook_timeout_s."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from sltrader_plugins import ConfigError, PluginManager, hookimpl
+
+BOUND = 0.2  # the tests' hook_timeout_s: short, as a hang is the point
+LONG = 60.0  # what a hung plugin would cost without the bound
+
+
+class Hanging:
+    """Hangs in the hooks named in ``hang`` until ``release`` is set."""
+
+    def __init__(self, *hang: str) -> None:
+        self.hang = set(hang)
+        self.release = threading.Event()
+        self.calls: list[str] = []
+
+    def _maybe_hang(self, hook: str) -> None:
+        self.calls.append(hook)
+        if hook in self.hang:
+            self.release.wait(LONG)
+
+    @hookimpl
+    def on_start(self):
+        self._maybe_hang("on_start")
+
+    @hookimpl
+    def before_scan(self, symbols):
+        self._maybe_hang("before_scan")
+
+    @hookimpl
+    def on_scan_complete(self, symbols):
+        self._maybe_hang("on_scan_complete")
+
+    @hookimpl
+    def on_shutdown(self):
+        self._maybe_hang("on_shutdown")
+
+    @hookimpl
+    def report_metrics(self):
+        self._maybe_hang("report_metrics")
+        return {"calls": len(self.calls)}
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.scans = 0
+
+    @hookimpl
+    def before_scan(self, symbols):
+        self.scans += 1
+
+
+def manager_with(*plugins) -> PluginManager:
+    manager = PluginManager(hook_timeout_s=BOUND)
+    for plugin in plugins:
+        manager.register(plugin, type(plugin).__name__.lower())
+    return manager
+
+
+def timed(call) -> float:
+    start = time.monotonic()
+    call()
+    return time.monotonic() - start
+
+
+def test_a_hanging_hook_is_abandoned_skipped_while_it_runs_and_resumed_after(caplog):
+    hanging, counting = Hanging("before_scan"), Counting()
+    manager = manager_with(hanging, counting)
+    scan = lambda: manager.hook.before_scan(symbols=["X"], timeframe="1m", now=0.0)  # noqa: E731
+    assert timed(scan) < LONG / 2  # the bound, not the hang
+    assert timed(scan) < LONG / 2  # skipped at once: its first call still runs
+    assert counting.scans == 2  # the other plugin is not held up
+    assert hanging.calls == ["before_scan"]
+    assert manager.faults() == {"hanging.before_scan": 2}
+    assert "did not return within 0.2 s" in caplog.text
+    hanging.release.set()
+    hanging.hang.clear()
+    deadline = time.monotonic() + 10
+    while len(hanging.calls) < 2 and time.monotonic() < deadline:
+        scan()  # once the abandoned call returned, the plugin is called again
+        time.sleep(0.01)
+    assert hanging.calls[:2] == ["before_scan", "before_scan"]
+
+
+def test_a_plugin_hanging_in_on_start_is_unregistered():
+    hanging = Hanging("on_start")
+    manager = manager_with(hanging)
+    manager.start(services=None)  # type: ignore[arg-type]
+    assert manager.active_names() == []
+    assert manager.faults() == {"hanging.on_start": 1}
+    hanging.release.set()
+
+
+class Refusing:
+    @hookimpl
+    def on_start(self):
+        raise ConfigError("'plugins.refusing.size': expected an integer, got 'big'")
+
+
+def test_a_configuration_error_still_stops_start_up_from_the_hook_thread():
+    with pytest.raises(ConfigError, match=r"plugins\.refusing\.size"):
+        manager_with(Refusing()).start(services=None)  # type: ignore[arg-type]
+
+
+def test_metrics_of_a_hanging_plugin_are_left_out_not_waited_for():
+    hanging, counting = Hanging("report_metrics"), Counting()
+    manager = manager_with(hanging, counting)
+    assert manager.metrics() == {}
+    assert manager.faults() == {"hanging.report_metrics": 1}
+    hanging.release.set()
+
+
+def test_shutdown_waits_at_most_the_shorter_bound():
+    hanging = Hanging("on_shutdown")
+    manager = manager_with(hanging)
+    manager.hook_timeout_s = LONG
+    assert timed(lambda: manager.shutdown(bound=BOUND)) < LONG / 2
+    assert manager.faults() == {"hanging.on_shutdown": 1}
+    hanging.release.set()
+
+
+def test_without_a_bound_hooks_run_in_the_callers_thread():
+    seen = []
+
+    class Where:
+        @hookimpl
+        def before_scan(self):
+            seen.append(threading.current_thread())
+
+    manager = PluginManager(hook_timeout_s=None)
+    manager.register(Where(), "where")
+    manager.hook.before_scan(symbols=[], timeframe="1m", now=0.0)
+    assert seen == [threading.current_thread()]
+
+
+def test_a_hook_that_never_returns_does_not_keep_the_process_alive(tmp_path):
+    script = tmp_path / "hang.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import threading
+            from sltrader_plugins import PluginManager, hookimpl
+
+            class Forever:
+                @hookimpl
+                def on_shutdown(self):
+                    threading.Event().wait()
+
+            manager = PluginManager(hook_timeout_s=0.2)
+            manager.register(Forever(), "forever")
+            manager.shutdown()
+            print("done", manager.faults())
+            """
+        )
+    )
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=LONG
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done {'forever.on_shutdown': 1}"
+    assert time.monotonic() - start < LONG / 2
