@@ -226,6 +226,8 @@ class SingleFlightCache:
         symbol, timeframe = key
         try:
             klines = self._fetch_klines(symbol, timeframe, self.limit(timeframe))
+            if not isinstance(klines, Klines):
+                raise TypeError(f"fetch returned a {type(klines).__name__} for {key}, not Klines")
         except BaseException as exc:
             with self._lock:
                 self._land_locked(key, flight)

@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
-import numpy as np
 import pluggy
 
 from sltrader_plugins import hookspecs
 from sltrader_plugins.bounded import HookThread, Outcome
 from sltrader_plugins.buffers import LentBuffers
 from sltrader_plugins.config import Config, ConfigError
+from sltrader_plugins.model import real_number
 from sltrader_plugins.protocols import HostServices
 
 log = logging.getLogger(__name__)
@@ -387,12 +387,11 @@ def _check_buffers(manager: PluginManager, plugin: str, result: Any) -> Any:
 
 
 def _finite_number(value: Any) -> float | None:
-    # bool is an int, and np.bool_ is neither: both are refused as predictions and metrics
-    if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
-        number = float(value)
-        if math.isfinite(number):
-            return number
-    return None
+    try:
+        number = real_number(value)
+    except TypeError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _check_prediction(manager: PluginManager, plugin: str, result: Any) -> Any:

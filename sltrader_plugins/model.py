@@ -18,6 +18,18 @@ import attrs
 import numpy as np
 
 
+def real_number(value: Any) -> float:
+    """``value`` as a float, if it is a real number: a Python or numpy int or float.
+
+    Not a bool (a model answering ``True`` is broken, not certain) and not a string.
+
+    :raises TypeError: for anything else.
+    """
+    if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"expected a number, got {value!r}")
+
+
 @attrs.frozen
 class ModelTimes:
     """What a :class:`ModelAdapter` has measured so far."""
@@ -61,11 +73,11 @@ class ModelAdapter:
         elif callable(getattr(estimator, "predict_proba", None)):
             proba = estimator.predict_proba
             self._many = lambda rows: proba(_stack(rows))[:, proba_column]
-            self._one = lambda features: float(self._many([features])[0])
+            self._one = lambda features: self._many([features])[0]
         elif callable(getattr(estimator, "predict", None)):
             predict = estimator.predict
             self._many = lambda rows: np.ravel(predict(_stack(rows)))
-            self._one = lambda features: float(self._many([features])[0])
+            self._one = lambda features: self._many([features])[0]
         else:
             raise TypeError(
                 f"{type(estimator).__name__} has no predict_batch, predict_proba or predict"
@@ -73,9 +85,9 @@ class ModelAdapter:
 
     def predict(self, features: np.ndarray) -> float:
         start = time.perf_counter()
-        result = float(self._one(features))
+        result = self._one(features)
         self._count(time.perf_counter() - start, 1, batch=False)
-        return result
+        return real_number(result)
 
     def predict_batch(self, features: Sequence[np.ndarray]) -> list[float]:
         start = time.perf_counter()

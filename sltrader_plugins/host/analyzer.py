@@ -165,9 +165,9 @@ class ParallelAnalyzer:
                     prediction = self.plugins.predict(symbol, features)
                 except Exception as exc:  # the model's fault: this symbol, not the scan
                     return self._skip("model", symbol, f"{type(exc).__name__}: {exc}")
-                self.predict_waits.add(time.perf_counter() - start)
                 if not math.isfinite(prediction):
                     return self._skip("model", symbol, f"the model answered {prediction!r}")
+                self.predict_waits.add(time.perf_counter() - start)
                 return Analysis(symbol, klines, features, prediction)
             except Exception as exc:  # a bug must cost one symbol, not the scan
                 log.exception("unexpected error analyzing %s", symbol)

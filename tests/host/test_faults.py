@@ -1,0 +1,210 @@
+"""Fault injection: a plugin, the model, the cache or the exchange misbehaves in a real run.
+
+Each case states the outcome docs/reliability.md promises. A plugin's fault never
+changes a decision: the digest of every prediction, signal and order equals the
+plugin-free run's. A model or exchange fault costs the symbols it touches, never the run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import attrs
+import numpy as np
+import pytest
+
+from sltrader_plugins import Klines, ModelAdapter, hookimpl, hookspecs
+from sltrader_plugins.host.exchange import ExchangeError
+from sltrader_plugins.host.loop import Host
+from sltrader_plugins.manager import PluginManager
+
+BOUND = 0.1  # hook_timeout_s of these runs: a hang is the point
+MAIN_LOOP_HOOKS = [
+    "on_start",
+    "before_scan",
+    "on_scan_complete",
+    "on_signal",
+    "on_candle_close",
+    "report_metrics",
+    "on_shutdown",
+]
+CHECKED_RETURNS = {"before_predict", "on_feature_build", "report_metrics"}
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny_module):
+    return Host(tiny_module, PluginManager()).run()
+
+
+@pytest.fixture(scope="module")
+def tiny_module():
+    from tests.host.conftest import SIZES, TINY_CYCLES
+
+    return attrs.evolve(SIZES["small"], cycles=TINY_CYCLES)
+
+
+def faulty_plugin(hook: str, behaviour: str, release: threading.Event) -> object:
+    """A plugin implementing ``hook`` (any arguments) that raises, answers the wrong
+    type, hangs until ``release``, or is slow."""
+
+    def misbehave():
+        if behaviour == "raises":
+            raise RuntimeError(f"{hook} broke")
+        if behaviour == "wrong type":
+            return object()
+        if behaviour == "hangs":
+            release.wait(60)
+        else:  # slow
+            time.sleep(0.001)
+        return None
+
+    @hookimpl(specname=hook)
+    def implementation(self):  # takes none of the hook's arguments: pluggy allows a subset
+        return misbehave()
+
+    return type("Faulty", (), {"implementation": implementation})()
+
+
+def run_with(workload, plugin) -> tuple[dict, PluginManager]:
+    manager = PluginManager(hook_timeout_s=BOUND)
+    manager.register(plugin, "faulty")
+    return Host(workload, manager).run(), manager
+
+
+# A worker hook is not bounded by the manager (it is on the hot path): no "hangs" case.
+CASES = [
+    *((hook, b) for hook in MAIN_LOOP_HOOKS for b in ("raises", "wrong type", "hangs", "slow")),
+    *(
+        (hook, b)
+        for hook in sorted(hookspecs.WORKER_HOOKS)
+        for b in ("raises", "wrong type", "slow")
+    ),
+]
+
+
+@pytest.mark.parametrize("hook, behaviour", CASES, ids=[f"{h}-{b}" for h, b in CASES])
+def test_a_faulty_plugin_changes_no_decision(tiny_module, baseline, hook, behaviour):
+    release = threading.Event()
+    try:
+        report, manager = run_with(tiny_module, faulty_plugin(hook, behaviour, release))
+    finally:
+        release.set()
+    assert report["cycles"] == tiny_module.cycles
+    assert report["decisions_digest"] == baseline["decisions_digest"]
+    faults = manager.faults().get(f"faulty.{hook}", 0)
+    if behaviour in ("raises", "hangs") or (behaviour == "wrong type" and hook in CHECKED_RETURNS):
+        assert faults >= 1
+    else:
+        assert faults == 0
+
+
+# -- the model -----------------------------------------------------------------------
+
+SICK = "BTC_USDT"  # the symbol the faulty model fails on
+
+
+class SickModel:
+    """Wraps the host's learner: fails on the features of one symbol."""
+
+    def __init__(self, inner, answer) -> None:
+        self.inner = inner
+        self.answer = answer
+        self.sick_features: set[bytes] = set()
+
+    def predict(self, features):
+        if features.tobytes() in self.sick_features:
+            return self.answer()
+        return self.inner.predict(features)
+
+    def predict_batch(self, rows):
+        return [self.predict(row) for row in rows]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(lambda: (_ for _ in ()).throw(RuntimeError("model down")), id="raises"),
+        pytest.param(lambda: float("nan"), id="nan"),
+        pytest.param(lambda: "0.7", id="wrong type"),
+    ],
+)
+def test_a_failing_model_costs_the_symbols_it_fails_on(tiny_module, answer):
+    host = Host(tiny_module, PluginManager())
+    sick = SickModel(host.model.estimator, answer)
+    engine_build = host.engine.build
+
+    def build(symbol, timeframe, klines):
+        features = engine_build(symbol, timeframe, klines)
+        if symbol == SICK:
+            sick.sick_features.add(features.tobytes())
+        return features
+
+    host.engine.build = build  # type: ignore[method-assign]
+    host.model = ModelAdapter(sick)
+    report = host.run()
+    assert report["cycles"] == tiny_module.cycles
+    assert report["skipped"] == {"model": tiny_module.cycles}
+    assert report["symbols_scanned"] == tiny_module.cycles * (tiny_module.universe - 1)
+
+
+def test_a_slow_model_decides_the_same(tiny_module, baseline):
+    host = Host(tiny_module, PluginManager())
+    learner = host.learner
+    original = learner.predict_batch
+
+    def slow(rows):
+        time.sleep(0.0005)
+        return original(rows)
+
+    learner.predict_batch = slow  # type: ignore[method-assign]
+    assert host.run()["decisions_digest"] == baseline["decisions_digest"]
+
+
+# -- the exchange (through the cache) ------------------------------------------------
+
+
+class Misbehaving:
+    """An exchange that misbehaves for one symbol: raises, answers a dict, or is slow."""
+
+    def __init__(self, inner, how: str) -> None:
+        self.inner = inner
+        self.how = how
+        self.requests = 0
+
+    def top_symbols(self, n):
+        return self.inner.top_symbols(n)
+
+    def fetch_klines(self, symbol, timeframe, limit):
+        self.requests += 1
+        if symbol == SICK and self.how == "raises":
+            raise ExchangeError("HTTP 503")
+        if symbol == SICK and self.how == "wrong type":
+            return {"close": [1.0, 2.0]}
+        if self.how == "slow":
+            time.sleep(0.002)
+        return self.inner.fetch_klines(symbol, timeframe, limit)
+
+
+@pytest.mark.parametrize("how", ["raises", "wrong type"])
+def test_a_failing_exchange_costs_the_symbols_it_fails_on(tiny_module, how):
+    host = Host(tiny_module, PluginManager(), wrap_exchange=lambda e: Misbehaving(e, how))
+    report = host.run()
+    assert report["cycles"] == tiny_module.cycles
+    kind = "ExchangeError" if how == "raises" else "internal"
+    assert report["skipped"] == {kind: tiny_module.cycles}
+
+
+def test_a_slow_exchange_decides_the_same(tiny_module, baseline):
+    host = Host(tiny_module, PluginManager(), wrap_exchange=lambda e: Misbehaving(e, "slow"))
+    assert host.run()["decisions_digest"] == baseline["decisions_digest"]
+
+
+def test_the_cache_refuses_what_is_not_klines(exchange, clock):
+    from sltrader_plugins import SingleFlightCache
+
+    cache = SingleFlightCache(lambda s, t, n: {"close": np.ones(3)}, clock, 4)
+    with pytest.raises(TypeError, match="not Klines"):
+        cache.get_klines("BTC_USDT", "1m")
+    good = SingleFlightCache(exchange.fetch_klines, clock, 4)
+    assert isinstance(good.get_klines("BTC_USDT", "1m"), Klines)
