@@ -8,6 +8,7 @@ first, as tox does), so a disabled plugin's import errors cannot break start-up.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.metadata
 import inspect
@@ -167,6 +168,7 @@ class PluginManager:
                 self._fail(PluginInfo(ep.name, dist, version, reason=reason), config.strict)
                 continue
             by_name[ep.name] = ep
+        _check_sections(config, sorted(by_name))
         enable = resolve_enable_list(config, cli, environ)
         if enable.names is not None:
             unknown = sorted(set(enable.names) - set(by_name))
@@ -366,6 +368,20 @@ class PluginManager:
         finally:
             for thread in self._hook_threads.values():
                 thread.stop()
+
+
+def _check_sections(config: Config, installed: list[str]) -> None:
+    """A ``[plugins.<name>]`` section whose name is a near miss of an installed plugin is a
+    typo: an error. One for a plugin that is not installed is only noted (uninstalling a
+    plugin is a documented way to disable it, and its section may stay)."""
+    for name in sorted(set(config.plugins) - set(installed)):
+        near = difflib.get_close_matches(name, installed, n=1)
+        if near:
+            raise ConfigError(
+                f"'plugins.{name}': no plugin of that name is installed; "
+                f"did you mean 'plugins.{near[0]}'?"
+            )
+        log.info("'plugins.%s': no plugin of that name is installed; section ignored", name)
 
 
 _LATE = {

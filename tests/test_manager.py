@@ -421,3 +421,17 @@ def test_a_configuration_error_after_start_is_an_isolated_fault():
     manager.register(ConfigErrorLater(), "x")
     assert manager.hook.on_scan_complete(symbols=[], timeframe="1m", now=0.0) == []
     assert manager.faults() == {"x.on_scan_complete": 1}
+
+
+def test_a_misspelt_plugin_section_is_an_error_naming_the_nearest(fake_dist, load):
+    fake_dist("batching", SCAN_PLUGIN)
+    with pytest.raises(ConfigError, match=r"'plugins\.batchng'.*did you mean 'plugins\.batching'"):
+        load(Config(plugins={"batchng": {"max_batch_size": 8}}))
+
+
+def test_the_section_of_a_plugin_not_installed_is_only_noted(fake_dist, load, caplog):
+    fake_dist("batching", SCAN_PLUGIN)
+    with caplog.at_level("INFO"):
+        manager = load(Config(plugins={"warming": {"top_k": 8}}))
+    assert manager.active_names() == ["batching"]
+    assert "'plugins.warming': no plugin of that name is installed" in caplog.text
