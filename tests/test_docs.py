@@ -187,3 +187,11 @@ def test_one_install_line_on_every_page():
                 assert INSTALL in line, f"{path.name}: {line}"
                 pages += 1
     assert pages >= 4
+
+
+def test_every_test_the_reliability_page_cites_exists():
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    cited = re.findall(r"`((?:tests|plugins|examples)/[\w/]+\.py)::(\w+)", text)
+    assert len(cited) >= 15
+    for path, name in cited:
+        assert f"def {name}(" in (ROOT / path).read_text(), f"{path}::{name}"
