@@ -22,7 +22,20 @@ from sltrader_plugins.buffers import NumpyBuffers
 from sltrader_plugins.cache import SingleFlightCache
 from sltrader_plugins.callsites import Plugins
 from sltrader_plugins.clock import WallClock
-from sltrader_plugins.config import Config, ConfigError, PluginSettings, load_config, section_from
+from sltrader_plugins.config import (
+    Check,
+    Config,
+    ConfigError,
+    PluginSettings,
+    SettingError,
+    finite,
+    integer,
+    load_config,
+    one_of,
+    section_from,
+    timeframe,
+    timeframe_list,
+)
 from sltrader_plugins.hookspecs import PROJECT_NAME
 from sltrader_plugins.klines import Klines
 from sltrader_plugins.manager import PluginError, PluginManager
@@ -53,6 +66,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 __all__ = [
     "BatchModel",
     "CacheStats",
+    "Check",
     "Clock",
     "Config",
     "ConfigError",
@@ -68,16 +82,22 @@ __all__ = [
     "PluginManager",
     "PluginSettings",
     "Plugins",
+    "SettingError",
     "Signal",
     "SingleFlightCache",
     "WallClock",
     "__version__",
     "close_boundary",
     "closes_between",
+    "finite",
     "hookimpl",
+    "integer",
     "last_close_time",
     "load_config",
     "next_close_time",
+    "one_of",
     "section_from",
+    "timeframe",
+    "timeframe_list",
     "timeframe_seconds",
 ]

@@ -14,7 +14,7 @@ Layout::
 
 A section is parsed into an attrs class by :func:`section_from`. Its fields are validated
 the one way every configuration class here uses: a :class:`Check` from :func:`integer`,
-:func:`finite`, :func:`one_of`, :func:`timeframe` or :func:`timeframes` as the field's
+:func:`finite`, :func:`one_of`, :func:`timeframe` or :func:`timeframe_list` as the field's
 validator, and :class:`SettingError` for a check between fields
 (``__attrs_post_init__``). Every refusal is one line naming ``<section>.<key>``, the
 value and what was expected.
@@ -61,10 +61,16 @@ class SettingError(ValueError):
     """
 
     def __init__(self, key: str, expected: str, value: Any) -> None:
-        super().__init__(f"'{key}': expected {expected}, got {value!r}")
+        super().__init__(f"'{key}': {self.reason(expected, value)}")
         self.key = key
         self.expected = expected
         self.value = value
+
+    @staticmethod
+    def reason(expected: str, value: Any) -> str:
+        """``expected <expected>, got <value>``, a tuple shown as the TOML list it was."""
+        shown = list(value) if isinstance(value, tuple) else value
+        return f"expected {expected}, got {shown!r}"
 
 
 # -- validators: the one way to write a validated field ---------------------------------
@@ -73,7 +79,7 @@ class SettingError(ValueError):
 @attrs.frozen
 class Check:
     """An attrs validator of one setting, made by :func:`integer`, :func:`finite`,
-    :func:`one_of`, :func:`timeframe` or :func:`timeframes`::
+    :func:`one_of`, :func:`timeframe` or :func:`timeframe_list`::
 
         max_batch_size: int = attrs.field(default=32, validator=integer(min=1))
 
@@ -82,14 +88,14 @@ class Check:
     test can derive the values it must refuse.
 
     :ivar kind: ``"integer"``, ``"number"``, ``"choice"``, ``"timeframe"`` or
-        ``"timeframes"``.
+        ``"timeframe_list"``.
     :ivar expected: what is accepted, as the error message says it.
     :ivar min: the least number accepted (``None``: unbounded); with ``min_open`` the
         bound itself is refused.
     :ivar max: the largest number accepted (``None``: unbounded).
     :ivar options: the values a ``"choice"`` accepts.
     :ivar unit: a timeframe's length must be a whole number of these seconds.
-    :ivar min_count: the fewest timeframes a ``"timeframes"`` list holds.
+    :ivar min_count: the fewest timeframes a ``"timeframe_list"`` list holds.
     :ivar optional: ``None`` is accepted (the field's type is ``X | None``).
     """
 
@@ -117,7 +123,7 @@ class Check:
             return any(type(value) is type(o) and value == o for o in self.options)
         if self.kind == "timeframe":
             return self._timeframe_ok(value)
-        if self.kind == "timeframes":
+        if self.kind == "timeframe_list":
             return (
                 isinstance(value, tuple)
                 and len(value) >= self.min_count
@@ -212,11 +218,11 @@ def timeframe(*, unit: int = 1, optional: bool = False) -> Check:
     return Check("timeframe", f"a {_timeframe_text(unit)}", unit=unit, optional=optional)
 
 
-def timeframes(*, unit: int = 1, min_count: int = 0, optional: bool = False) -> Check:
+def timeframe_list(*, unit: int = 1, min_count: int = 0, optional: bool = False) -> Check:
     """A list of at least ``min_count`` timeframes, each as :func:`timeframe` accepts."""
     least = f"at least {min_count} " if min_count else ""
     expected = f"a list of {least}{_timeframe_text(unit, plural=True)}"
-    return Check("timeframes", expected, unit=unit, min_count=min_count, optional=optional)
+    return Check("timeframe_list", expected, unit=unit, min_count=min_count, optional=optional)
 
 
 # -- the file ---------------------------------------------------------------------------
@@ -369,7 +375,8 @@ def load_config(path: Path | None = None, cwd: Path | None = None) -> Config:
         raise ConfigError(f"{path} is not valid TOML: {_one_line(str(exc))}") from None
     try:
         if path.name == PYPROJECT_FILE:
-            document = _table(_table(document, "tool", "").get("sltrader", {}), "sltrader", "tool")
+            tool = _table(document.get("tool", {}), "tool", "")
+            document = _table(tool.get("sltrader", {}), "sltrader", "tool")
         return Config.from_mapping(document, source=path)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -395,13 +402,13 @@ def section_from(cls: type[T], section: Mapping[str, Any], where: str) -> T:
         required key, a wrong type or a value a validator refuses: one line naming
         ``'<where>.<key>'``, what was expected and what was given.
     """
-    fields = attrs.fields_dict(cls)  # type: ignore[arg-type]
+    fields = {n: f for n, f in attrs.fields_dict(cls).items() if f.init}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(section) - set(fields))
     if unknown:
         raise _unknown_key(unknown[0], where, fields)
     for name, field in fields.items():
-        if field.init and field.default is attrs.NOTHING and name not in section:
+        if field.default is attrs.NOTHING and name not in section:
             raise ConfigError(f"'{where}.{name}': missing (it has no default)")
     values: dict[str, Any] = {}
     for key, value in section.items():
@@ -422,7 +429,7 @@ def _refusal(exc: BaseException, where: str, keys: Iterable[str] = ()) -> Config
     if isinstance(exc, ConfigError):
         return ConfigError(_one_line(str(exc)))
     if isinstance(exc, SettingError):
-        return ConfigError(f"'{where}.{exc.key}': expected {exc.expected}, got {exc.value!r}")
+        return ConfigError(f"'{where}.{exc.key}': {exc.reason(exc.expected, exc.value)}")
     message = _one_line(str(exc.args[0]) if exc.args else type(exc).__name__)
     key = next((a.name for a in exc.args if isinstance(a, attrs.Attribute)), None)
     for known in keys:

@@ -22,7 +22,7 @@ from sltrader_plugins.config import (
     one_of,
     section_from,
     timeframe,
-    timeframes,
+    timeframe_list,
 )
 
 _COINS = (
@@ -116,11 +116,11 @@ class Workload:
     scan_interval_s: float = attrs.field(default=7.5, validator=finite(above=0, max=86_400))
     base_timeframe: str = attrs.field(default="1m", validator=timeframe(unit=60))
     confirm_timeframes: tuple[str, ...] = attrs.field(
-        default=("5m", "15m", "1h"), validator=timeframes(unit=60, min_count=CONFIRM_NEEDED)
+        default=("5m", "15m", "1h"), validator=timeframe_list(unit=60, min_count=CONFIRM_NEEDED)
     )
     candles: int = attrs.field(default=600, validator=integer(min=MIN_CANDLES, max=100_000))
     confirm_candles: int = attrs.field(
-        default=60, validator=integer(min=TREND_CANDLES, max=10_000, why="the trend's length")
+        default=60, validator=integer(min=TREND_CANDLES, max=10_000, why="a trend is 20 candles")
     )
     min_candles: int = attrs.field(
         default=500,
@@ -149,11 +149,11 @@ class Workload:
             raise SettingError(
                 "candles", f"at least 'min_candles' ({self.min_candles})", self.candles
             )
-        if self.sell_threshold >= self.buy_threshold:
+        if self.buy_threshold <= self.sell_threshold:
             raise SettingError(
-                "sell_threshold",
-                f"a number below 'buy_threshold' ({self.buy_threshold})",
-                self.sell_threshold,
+                "buy_threshold",
+                f"a number above 'sell_threshold' ({self.sell_threshold})",
+                self.buy_threshold,
             )
 
     def symbol_names(self) -> list[str]:
@@ -221,4 +221,4 @@ def workload_from(
         return attrs.evolve(workload, **given)
     except SettingError as exc:
         name = f"--{exc.key.replace('_', '-')}" if exc.key in given else f"'host.{exc.key}'"
-        raise ConfigError(f"{name}: expected {exc.expected}, got {exc.value!r}") from None
+        raise ConfigError(f"{name}: {exc.reason(exc.expected, exc.value)}") from None

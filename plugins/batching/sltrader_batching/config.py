@@ -2,32 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
-
-def _int_at_least(minimum: int) -> Any:
-    def check(_: Any, attribute: attrs.Attribute, value: Any) -> None:
-        # section_from has already checked the type for file input; this guards direct use.
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"'{attribute.name}' must be an integer >= {minimum}, got {value!r}")
-
-    return check
-
-
-def _number_at_least(minimum: float, *, inclusive: bool) -> Any:
-    def check(_: Any, attribute: attrs.Attribute, value: Any) -> None:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and (value >= minimum if inclusive else value > minimum)
-        ok = ok and value == value and value != float("inf")  # NaN and inf never make sense
-        if not ok:
-            relation = ">=" if inclusive else ">"
-            raise ValueError(
-                f"'{attribute.name}' must be a finite number {relation} {minimum}, got {value!r}"
-            )
-
-    return check
+from sltrader_plugins import SettingError, finite, integer
 
 
 @attrs.frozen
@@ -43,19 +20,18 @@ class BatchingConfig:
         room in the queue) before it gives up on the batch and predicts by itself.
     """
 
-    max_batch_size: int = attrs.field(default=32, validator=_int_at_least(1))
-    max_wait_ms: float = attrs.field(default=2.0, validator=_number_at_least(0.0, inclusive=True))
-    queue_limit: int = attrs.field(default=1024, validator=_int_at_least(1))
-    timeout_ms: float = attrs.field(
-        default=1000.0, validator=_number_at_least(0.0, inclusive=False)
-    )
+    max_batch_size: int = attrs.field(default=32, validator=integer(min=1, max=65_536))
+    max_wait_ms: float = attrs.field(default=2.0, validator=finite(min=0, max=3_600_000))
+    queue_limit: int = attrs.field(default=1024, validator=integer(min=1, max=1 << 20))
+    timeout_ms: float = attrs.field(default=1000.0, validator=finite(above=0, max=3_600_000))
 
     def __attrs_post_init__(self) -> None:
         if self.queue_limit < self.max_batch_size:
             # A full batch must fit in the queue, or size-dispatch could never happen.
-            raise ValueError(
-                f"'queue_limit' must be >= 'max_batch_size' ({self.max_batch_size}), "
-                f"got {self.queue_limit}"
+            raise SettingError(
+                "queue_limit",
+                f"at least 'max_batch_size' ({self.max_batch_size})",
+                self.queue_limit,
             )
 
     @property

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
-from attrs import validators as v
 
-from sltrader_plugins import timeframe_seconds
+from sltrader_plugins import finite, integer, timeframe_list
 
-
-def _check_timeframes(_: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is None:
-        return
-    if not isinstance(value, tuple) or not all(isinstance(tf, str) for tf in value):
-        raise ValueError(f"'{attribute.name}': expected a list of timeframes, got {value!r}")
-    for tf in value:
-        try:
-            timeframe_seconds(tf)
-        except ValueError:
-            raise ValueError(
-                f"'{attribute.name}': invalid timeframe {tf!r} (expected e.g. '5m', '15m', '1h')"
-            ) from None
-
-
-def _finite_ge0(_: Any, attribute: attrs.Attribute, value: float) -> None:
-    # NaN slips through a plain ">= 0" comparison, and a NaN threshold warms nothing.
-    if not (0.0 <= value < float("inf")):
-        raise ValueError(f"'{attribute.name}' must be a finite number >= 0, got {value!r}")
+#: A key's access score stops here (the sketch's 8-bit counters).
+MAX_SCORE = 255
 
 
 @attrs.frozen
@@ -35,7 +15,7 @@ class WarmingConfig:
     """What the warmer does, validated; defaults come from ``sltrader bench`` (docs/warming.md).
 
     :ivar warm_threshold: the least access score a key needs to be refreshed; one scan read
-        scores ``scan_weight``, a signal ``signal_weight``.
+        scores ``scan_weight``, a signal ``signal_weight`` (a score stops at 255).
     :ivar cooldown_s: a key is refreshed at most once per this many seconds (clock time).
     :ivar top_k: at most this many keys are refreshed per candle close, hottest first.
     :ivar higher_timeframes: the timeframes warmed when a symbol signals; unset means the
@@ -54,17 +34,19 @@ class WarmingConfig:
         warmer is not told about).
     """
 
-    warm_threshold: float = attrs.field(default=2.0, validator=_finite_ge0)
-    cooldown_s: float = attrs.field(default=30.0, validator=_finite_ge0)
-    top_k: int = attrs.field(default=512, validator=v.ge(1))
-    higher_timeframes: tuple[str, ...] | None = attrs.field(
-        default=None, validator=_check_timeframes
+    warm_threshold: float = attrs.field(
+        default=2.0, validator=finite(min=0, max=MAX_SCORE, why="a score stops at 255")
     )
-    request_budget: int = attrs.field(default=600, validator=v.ge(0))
-    max_parallel: int = attrs.field(default=8, validator=[v.ge(1), v.le(256)])
-    scan_weight: int = attrs.field(default=1, validator=[v.ge(1), v.le(15)])
-    signal_weight: int = attrs.field(default=4, validator=[v.ge(1), v.le(15)])
-    recency_candles: float = attrs.field(default=1.0, validator=_finite_ge0)
-    max_tracked: int = attrs.field(default=4096, validator=[v.ge(16), v.le(1 << 20)])
+    cooldown_s: float = attrs.field(default=30.0, validator=finite(min=0))
+    top_k: int = attrs.field(default=512, validator=integer(min=1))
+    higher_timeframes: tuple[str, ...] | None = attrs.field(
+        default=None, validator=timeframe_list(optional=True)
+    )
+    request_budget: int = attrs.field(default=600, validator=integer(min=0))
+    max_parallel: int = attrs.field(default=8, validator=integer(min=1, max=256))
+    scan_weight: int = attrs.field(default=1, validator=integer(min=1, max=15))
+    signal_weight: int = attrs.field(default=4, validator=integer(min=1, max=15))
+    recency_candles: float = attrs.field(default=1.0, validator=finite(min=0))
+    max_tracked: int = attrs.field(default=4096, validator=integer(min=16, max=1 << 20))
     warm_new_symbols: bool = True
     probe_higher_timeframes: bool = True

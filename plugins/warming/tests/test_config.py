@@ -55,11 +55,15 @@ def test_every_documented_key_is_accepted() -> None:
         ({"request_budget": -5}, "request_budget"),
         ({"max_parallel": 0}, "max_parallel"),
         ({"max_parallel": 1000}, "max_parallel"),
+        ({"scan_weight": 16}, "scan_weight"),
+        ({"scan_weight": 0}, "scan_weight"),
         ({"signal_weight": 16}, "signal_weight"),
+        ({"warm_threshold": 256}, "warm_threshold"),
         ({"max_tracked": 4}, "max_tracked"),
         ({"higher_timeframes": "5m"}, "plugins.warming.higher_timeframes"),
         ({"higher_timeframes": ["5m", "5x"]}, "higher_timeframes"),
         ({"warmth": 3}, "warmth"),
+        ({"top_kk": 3}, "did you mean 'top_k'?"),
     ],
 )
 def test_errors_name_the_key(section: dict[str, object], key: str) -> None:
@@ -68,6 +72,33 @@ def test_errors_name_the_key(section: dict[str, object], key: str) -> None:
     message = str(info.value)
     assert key in message
     assert SECTION in message
+    assert "\n" not in message and "Attribute(" not in message
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"scan_weight": 16}, "'plugins.warming.scan_weight': expected an integer in [1, 15]"),
+        (
+            {"signal_weight": 16},
+            "'plugins.warming.signal_weight': expected an integer in [1, 15], got 16",
+        ),
+        (
+            {"higher_timeframes": ["5m", "5x"]},
+            "'plugins.warming.higher_timeframes': expected a list of timeframes such as",
+        ),
+        ({"warm_threshold": -1}, "'plugins.warming.warm_threshold': expected a finite number"),
+    ],
+)
+def test_errors_say_what_was_expected(section: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(section)
+    assert str(info.value).startswith(message)
+
+
+def test_the_weights_bounds_are_accepted() -> None:
+    config = parse({"scan_weight": 15, "signal_weight": 1, "warm_threshold": 255})
+    assert (config.scan_weight, config.signal_weight) == (15, 1)
 
 
 def test_errors_name_the_section_the_plugin_was_loaded_under() -> None:
