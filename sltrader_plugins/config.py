@@ -251,12 +251,19 @@ def _unknown_key(key: str, where: str, known: Iterable[str]) -> ConfigError:
     return ConfigError(f"'{name}': unknown key; expected one of {listed}")
 
 
+#: How long the main loop waits for one plugin's main-loop hook call (seconds).
+DEFAULT_HOOK_TIMEOUT_S = 10.0
+HOOK_TIMEOUT = finite(above=0.0, max=3600.0)
+
+
 @attrs.frozen
 class Config:
     """The whole configuration, validated.
 
     :ivar enable: the enable list of the file (``None``: every installed plugin).
     :ivar strict: a plugin that fails to import or to validate is an error, not a warning.
+    :ivar hook_timeout_s: how long the main loop waits for one plugin's main-loop hook
+        call before it abandons it (docs/reliability.md).
     :ivar host: the ``[host]`` section, parsed by the host.
     :ivar plugins: the ``[plugins.<name>]`` sections by entry-point name.
     :ivar source: the file this came from, ``None`` for the defaults.
@@ -266,6 +273,7 @@ class Config:
         default=None, converter=_to_tuple, validator=_check_enable
     )
     strict: bool = False
+    hook_timeout_s: float = attrs.field(default=DEFAULT_HOOK_TIMEOUT_S, validator=HOOK_TIMEOUT)
     host: Mapping[str, Any] = attrs.field(factory=dict)
     plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     source: Path | None = None
@@ -289,7 +297,7 @@ class Config:
 
         :raises ConfigError: naming the first key whose type or value is wrong.
         """
-        known = ("enable", "strict", "host", "plugins")
+        known = ("enable", "strict", "hook_timeout_s", "host", "plugins")
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise _unknown_key(unknown[0], "", known)
@@ -310,9 +318,13 @@ class Config:
                 raise ConfigError(
                     f"'plugins.{name}.enabled': expected true or false, got {enabled!r}"
                 )
+        timeout = data.get("hook_timeout_s", DEFAULT_HOOK_TIMEOUT_S)
+        if not HOOK_TIMEOUT.accepts(timeout):
+            raise ConfigError(str(SettingError("hook_timeout_s", HOOK_TIMEOUT.expected, timeout)))
         return cls(
             enable=data.get("enable"),
             strict=strict,
+            hook_timeout_s=timeout,
             host=dict(host),
             plugins={name: dict(section) for name, section in plugins.items()},
             source=source,

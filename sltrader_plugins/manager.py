@@ -26,7 +26,7 @@ import pluggy
 from sltrader_plugins import hookspecs
 from sltrader_plugins.bounded import HookThread, Outcome
 from sltrader_plugins.buffers import LentBuffers
-from sltrader_plugins.config import Config, ConfigError
+from sltrader_plugins.config import DEFAULT_HOOK_TIMEOUT_S, Config, ConfigError
 from sltrader_plugins.model import real_number
 from sltrader_plugins.protocols import HostServices
 
@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "sltrader"
 ENV_PLUGINS = "SLTRADER_PLUGINS"
-#: How long the main loop waits for one plugin's main-loop hook call (seconds).
-DEFAULT_HOOK_TIMEOUT_S = 10.0
 
 
 class PluginError(Exception):
@@ -158,6 +156,7 @@ class PluginManager:
             mode, a plugin fails to import or to validate.
         """
         self.config = config
+        self.hook_timeout_s = config.hook_timeout_s
         eps = list(installed_entry_points() if entry_points is None else entry_points)
         by_name: dict[str, importlib.metadata.EntryPoint] = {}
         for ep in eps:

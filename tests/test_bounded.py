@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sltrader_plugins import ConfigError, PluginManager, hookimpl
+from sltrader_plugins import Config, ConfigError, PluginManager, hookimpl
 
 BOUND = 0.2  # the tests' hook_timeout_s: short, as a hang is the point
 LONG = 60.0  # what a hung plugin would cost without the bound
@@ -170,3 +170,17 @@ def test_a_hook_that_never_returns_does_not_keep_the_process_alive(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done {'forever.on_shutdown': 1}"
     assert time.monotonic() - start < LONG / 2
+
+
+def test_the_bound_comes_from_the_configuration():
+    manager = PluginManager()
+    manager.load(Config.from_mapping({"hook_timeout_s": 2}), environ={}, entry_points=[])
+    assert manager.hook_timeout_s == 2
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), True, "10", 3601])
+def test_a_wrong_bound_is_one_line(value):
+    with pytest.raises(
+        ConfigError, match=r"^'hook_timeout_s': expected a finite number in \(0, 3600\], got"
+    ):
+        Config.from_mapping({"hook_timeout_s": value})
