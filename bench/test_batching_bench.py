@@ -8,6 +8,11 @@ either straight through ``model.predict`` (``single``) or through the ``MicroBat
 :class:`sltrader_plugins.ModelAdapter`. ``extra_info`` carries the model time per
 prediction and the mean batch size, the figures the plugin is about.
 
+Every round's answers are checked against the model's own ``predict`` (to 1e-9), each
+symbol must reach the model exactly once, and with more than one worker batches of more
+than one request must form: so the smoke run catches a batcher that is wrong, computes
+twice, or has stopped batching, not only one that crashes.
+
     pytest bench/test_batching_bench.py                        # measure
     pytest bench/test_batching_bench.py --benchmark-disable    # smoke (one round each)
 """
@@ -27,6 +32,7 @@ from sltrader_plugins import ModelAdapter
 SYMBOLS = 96
 FEATURES = 24
 WORK_S = 0.0004  # per-symbol "fetch + features" time, GIL released
+ROWS = np.random.default_rng(1).normal(size=(SYMBOLS, FEATURES))
 _pause = threading.Event()  # never set: wait() is a GIL-releasing sleep
 
 
@@ -56,8 +62,10 @@ def sklearn_model() -> ModelAdapter:
 MODELS = {"cheap": cheap_model, "sklearn": sklearn_model}
 
 
-def scan(model: ModelAdapter, workers: int, batcher: MicroBatcher | None) -> None:
-    features = np.random.default_rng(1).normal(size=(SYMBOLS, FEATURES))
+def scan(
+    model: ModelAdapter, workers: int, batcher: MicroBatcher | None, out: dict[int, float]
+) -> None:
+    """One scan of the ``ROWS``; each symbol's prediction into ``out``."""
     next_symbol = iter(range(SYMBOLS))
     lock = threading.Lock()
 
@@ -71,10 +79,9 @@ def scan(model: ModelAdapter, workers: int, batcher: MicroBatcher | None) -> Non
                 batcher.enter()
             try:
                 _pause.wait(WORK_S)
-                row = features[i]
+                row = ROWS[i]
                 result = None if batcher is None else batcher.submit(model, row)
-                if result is None:
-                    model.predict(row)
+                out[i] = model.predict(row) if result is None else result
             finally:
                 if batcher is not None:
                     batcher.leave()
@@ -92,12 +99,14 @@ def scan(model: ModelAdapter, workers: int, batcher: MicroBatcher | None) -> Non
 def test_scan(benchmark: Any, mode: str, workers: int, model_name: str) -> None:
     model = MODELS[model_name]()
     batchers: list[MicroBatcher] = []
+    outs: list[dict[int, float]] = []  # one per round run, warm-up included
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         batcher = MicroBatcher(BatchingConfig(), workers=workers) if mode == "batched" else None
         if batcher is not None:
             batchers.append(batcher)
-        return (model, workers, batcher), {}
+        outs.append({})
+        return (model, workers, batcher, outs[-1]), {}
 
     benchmark.group = f"{model_name} model, {workers} worker(s)"
     benchmark.pedantic(scan, setup=setup, rounds=5, iterations=1, warmup_rounds=1)
@@ -110,3 +119,14 @@ def test_scan(benchmark: Any, mode: str, workers: int, model_name: str) -> None:
         benchmark.extra_info["wait_p99_ms"] = max(m["wait_p99_ms"] for m in metrics)
         if workers == 1:
             assert batches == 0  # one worker never waits for company
+        else:  # several workers overlap at the model: some requests must be batched
+            assert batches > 0 and max(m["max_batch_size_seen"] for m in metrics) >= 2
+        assert model.times().batch_calls == batches
+    # Every round: each symbol's answer is the model's own (a fresh, identical model, so
+    # the timed one's figures stay clean), and each symbol reached the model exactly once.
+    reference = MODELS[model_name]()
+    expected = [reference.predict(row) for row in ROWS]
+    assert outs and all(sorted(out) == list(range(SYMBOLS)) for out in outs)
+    for out in outs:
+        assert max(abs(out[i] - expected[i]) for i in range(SYMBOLS)) <= 1e-9
+    assert model.times().predictions == SYMBOLS * len(outs)

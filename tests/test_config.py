@@ -295,7 +295,7 @@ def test_a_check_describes_its_range():
         ("jitter = 2", "'host.jitter': expected a finite number in [0, 1], got 2.0"),
         ("seed = -1", "'host.seed': expected an integer in [0, 4294967295], got -1"),
         ("wrkers = 4", "'host.wrkers': unknown key; did you mean 'workers'?"),
-        ('size = "small"', "'host.size': the workload size is chosen with --size"),
+        ('size = "tiny"', "'host.size': expected one of ['full', 'small'], got 'tiny'"),
     ],
 )
 def test_host_settings_out_of_range_are_one_line(tmp_path, toml, message):
@@ -312,6 +312,8 @@ def test_host_settings_are_checked_with_the_preset():
     with pytest.raises(ConfigError, match=r"'host\.universe': expected at most 'symbols' \(40\)"):
         workload_from("small", {"universe": 50})
     assert workload_from("small", {"size": "small"}).size == "small"
+    # the command line's --size chose "full": the file's "small" was overridden
+    assert workload_from("full", {"size": "small"}).size == "full"
 
 
 def test_command_line_overrides_are_checked_and_named_as_options():

@@ -98,14 +98,12 @@ def _child(args: argparse.Namespace, plugins: str, out: Path, preds: Path) -> di
         "sltrader_plugins.host.bench_worker",
         "--plugins",
         plugins,
-        "--size",
-        args.size,
         "--out",
         str(out),
         "--predictions",
         str(preds),
     ]
-    for option in ("workers", "model", "seed", "cycles"):
+    for option in ("size", "workers", "model", "seed", "cycles"):
         value = getattr(args, option, None)
         if value is not None:
             command += [f"--{option}", str(value)]

@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m sltrader_plugins.host.bench_worker")
     add_plugin_options(parser)
-    _workload_options(parser, "small")  # the bench always passes --size
+    _workload_options(parser, "small")  # as the bench: its --size, else the file's, else small
     parser.add_argument("--cycles", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True)

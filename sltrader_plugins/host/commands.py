@@ -37,8 +37,12 @@ def at_least(minimum: int) -> Callable[[str], int]:
 
 def _workload_options(parser: argparse.ArgumentParser, size: str) -> None:
     parser.add_argument(
-        "--size", choices=("small", "full"), default=size, help=f"workload (default: {size})"
+        "--size",
+        choices=("small", "full"),
+        default=None,
+        help=f"workload (default: [host] size, else {size})",
     )
+    parser.set_defaults(default_size=size)
     parser.add_argument("--workers", type=at_least(1), default=None, help="worker threads")
     parser.add_argument("--model", choices=("sgd", "cheap"), default=None, help="model")
     parser.add_argument("--seed", type=at_least(0), default=None, help="market seed")
@@ -86,7 +90,7 @@ def workload_for(args: argparse.Namespace) -> Any:
     cycles = getattr(args, "cycles", None)
     config = config_from_args(args)
     workload = workload_from(
-        args.size,
+        args.size or config.host.get("size") or args.default_size,
         config.host,
         workers=args.workers,
         model=args.model,

@@ -29,6 +29,7 @@ from sltrader_plugins.host.trading import TradingConfig, TradingService
 from sltrader_plugins.host.workload import Workload
 from sltrader_plugins.manager import PluginManager
 from sltrader_plugins.model import ModelAdapter
+from sltrader_plugins.timeframes import timeframe_seconds
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Host:
         self.market = MarketConfig(
             seed=w.seed,
             start=self.clock.now(),
-            history_s=(w.confirm_candles + 2) * 3600.0 + w.candles * 60.0,
+            history_s=_history_s(w),
             horizon_s=horizon,
             volume_churn=w.volume_churn,
         )
@@ -298,6 +299,20 @@ class Host:
                 fastest = min(fastest, time.thread_time() - start)
             report["feature_build_uncontended_s"] = fastest / len(chosen)
         return report
+
+
+def _history_s(w: Workload) -> float:
+    """Market history before the start: enough for every series the trader reads.
+
+    The first term is what the measured workloads (a 1m base, confirmations up to 1h)
+    were generated with, kept so their markets stay the same; the second covers any
+    other timeframes.
+    """
+    longest = max(
+        (w.candles + 2) * timeframe_seconds(w.base_timeframe),
+        *((w.confirm_candles + 2) * timeframe_seconds(tf) for tf in w.confirm_timeframes),
+    )
+    return max((w.confirm_candles + 2) * 3600.0 + w.candles * 60.0, float(longest))
 
 
 def _mean(values: np.ndarray) -> float:

@@ -199,6 +199,9 @@ def workload_from(
     """The ``size`` preset, then the ``[host]`` section, then explicit overrides (the
     command line's ``--workers`` and so on; ``None`` is no override).
 
+    ``size`` is the caller's choice: the command line's ``--size``, else the section's
+    ``size``; a different ``size`` in the section was overridden and is ignored.
+
     Every value is checked, the preset's together with the section's (``universe`` at
     most ``symbols``, say).
 
@@ -208,10 +211,9 @@ def workload_from(
     if size not in SIZES:
         raise ConfigError(f"unknown workload size {size!r}: expected one of {sorted(SIZES)}")
     section = dict(host_section or {})
-    if section.get("size", size) != size:
+    if section.pop("size", size) not in SIZES:
         raise ConfigError(
-            f"'host.size': the workload size is chosen with --size (here {size!r}), "
-            f"got {section['size']!r}"
+            f"'host.size': expected one of {sorted(SIZES)}, got {host_section['size']!r}"
         )
     preset = SIZES[size]
     merged = {field.name: getattr(preset, field.name) for field in attrs.fields(Workload)}

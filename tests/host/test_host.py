@@ -506,3 +506,14 @@ def test_a_plugin_refusing_its_config_stops_start_up_and_the_others_shut_down(ti
     with pytest.raises(ConfigError, match=r"plugins\.refusing\.size"):
         run(attrs.evolve(tiny, cycles=2), stopping, RefusingConfig())
     assert stopping.stopped
+
+
+def test_other_timeframes_get_enough_history():
+    # A 15m base and a 4h confirmation need far more history than a 1m/1h workload.
+    w = workload_from(
+        "small",
+        {"base_timeframe": "15m", "confirm_timeframes": ["1h", "4h"], "cycles": 4},
+        model="cheap",
+    )
+    report = Host(w, PluginManager()).run()
+    assert report["skipped"] == {} and report["symbols_scanned"] == 4 * w.universe

@@ -123,7 +123,7 @@ class _Batch:
 
 
 class BatchError(Exception):
-    """``predict_batch`` returned something that is not one number per request."""
+    """``predict_batch`` returned anything but one finite real number per request."""
 
 
 class MicroBatcher:
@@ -159,7 +159,7 @@ class MicroBatcher:
         self._timeout_to_log: int | None = None
         self._closed = False
         self._no_batch_types: set[type] = set()
-        self._logged: set[str] = set()
+        self._batch_error_logged = False  # only the first failed batch is logged
         # counters (guarded by _lock)
         self._requests = 0
         self._batches = 0
@@ -437,7 +437,7 @@ class MicroBatcher:
         request.done = True
         self._waiting -= 1
 
-    def _finish(self, batch: _Batch, results: list[float | None] | None) -> None:
+    def _finish(self, batch: _Batch, results: list[float] | None) -> None:
         """Publish results (``None``: everyone predicts alone) and wake the batch (lock held)."""
         for i, request in enumerate(batch.requests):
             if not request.done:
@@ -452,8 +452,9 @@ class MicroBatcher:
     def _run(self, batch: _Batch) -> None:
         """Run the model for ``batch`` (lock not held) and publish the outcome."""
         size = len(batch.requests)
-        results: list[float | None] | None = None
-        error: BaseException | None = None
+        results: list[float] | None = None
+        error: Exception | None = None
+        log_error = False
         # CPU time, not wall time: with 8 workers on 2 cores a call's wall time is mostly
         # waiting for the GIL, which says nothing about what the model costs.
         started = time.thread_time()
@@ -465,23 +466,21 @@ class MicroBatcher:
             elapsed = time.thread_time() - started
             # Also on KeyboardInterrupt and friends: the followers must never be left waiting.
             with self._lock:
-                if results is not None:
-                    self._note_call_cost(elapsed)
                 self._batches += 1
                 self._batched_requests += size
                 if results is None:
+                    # The one fault path: the whole batch is handed back (see _check).
                     self._batch_errors += 1
                     self._fallbacks += sum(not r.done for r in batch.requests)
-                elif None in results:  # a prediction was not finite (see _check)
-                    self._fallbacks += sum(
-                        value is None and not request.done
-                        for request, value in zip(batch.requests, results, strict=True)
-                    )
+                    # Decided under the lock, so two leaders failing at once log one line;
+                    # logged after it is released, so a slow handler stalls no other worker.
+                    log_error = error is not None and not self._batch_error_logged
+                    self._batch_error_logged |= log_error
+                else:
+                    self._note_call_cost(elapsed)
                 self._finish(batch, results)
-        if error is not None:
-            self._log_once(
-                "batch-error",
-                logging.ERROR,
+        if log_error:
+            log.error(
                 "predict_batch failed (%s: %s); each request of the batch is "
                 "predicted singly by its caller (further failures are only counted)",
                 type(error).__name__,
@@ -513,7 +512,7 @@ class MicroBatcher:
             return None
         started = time.thread_time()  # CPU time, as for batch calls
         try:
-            result = float(model.predict(features))  # type: ignore[attr-defined]
+            result = model.predict(features)  # type: ignore[attr-defined]
         except Exception:
             return None
         elapsed = time.thread_time() - started
@@ -523,7 +522,7 @@ class MicroBatcher:
                 self._single_cost = elapsed
             else:
                 self._single_cost += _COST_ALPHA * (elapsed - self._single_cost)
-        return result if math.isfinite(result) else None
+        return _number(result)  # the same rule as for a batch's answers
 
     def review(self) -> bool:
         """At a scan boundary: bypass while the model is too cheap for batching to pay.
@@ -618,13 +617,6 @@ class MicroBatcher:
         self._no_batch_types.add(kind)
         return first
 
-    def _log_once(self, key: str, level: int, message: str, *args: object) -> None:
-        # Called with or without the lock; the set is only ever added to.
-        if key in self._logged:
-            return
-        self._logged.add(key)
-        log.log(level, message, *args)
-
     def metrics(self) -> dict[str, float]:
         """A snapshot of the counters (names without the plugin prefix)."""
         with self._lock:
@@ -664,17 +656,43 @@ def _log_unbatchable(kind: type) -> None:
     )
 
 
-def _check(raw: Any, size: int) -> list[float | None]:
-    """One float per request, ``None`` where it is not finite; or :class:`BatchError`.
+def _number(value: object) -> float | None:
+    """``value`` as a float when it is a finite real number, else ``None``.
 
-    The host refuses a non-finite answer from ``before_predict`` (and blames the plugin),
-    so such a request is answered ``None``: its caller predicts by itself and gets the
-    model's own value, as without the plugin.
+    The manager's rule for a ``before_predict`` answer: Python or numpy ints and floats.
+    Not bool or numpy bool (a classifier's label, which ``float`` would turn into 1.0),
+    not a string (which ``float`` would parse), not NaN or an infinity.
     """
-    try:
-        values = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise BatchError(f"predict_batch returned {type(raw).__name__}, not numbers") from exc
-    if values.shape != (size,):
-        raise BatchError(f"predict_batch returned shape {values.shape} for {size} requests")
-    return [value if math.isfinite(value) else None for value in values.tolist()]
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # a Python int beyond float range
+            return None
+        if math.isfinite(number):
+            return number
+    return None
+
+
+def _check(raw: object, size: int) -> list[float]:
+    """``raw`` as ``size`` floats; :class:`BatchError` unless it is a sequence (or 1-D
+    array) of exactly ``size`` finite real numbers (see :func:`_number`).
+
+    All or nothing: a batch call that answers NaN, ``None`` or a bool for one request has
+    gone wrong, so none of its answers is trusted; every caller predicts by itself and gets
+    the model's own value (or error), as without the plugin.
+    """
+    if isinstance(raw, np.ndarray):
+        if raw.ndim != 1:
+            raise BatchError(f"predict_batch returned an array of shape {raw.shape}")
+        raw = raw.tolist()  # numbers become Python numbers, numpy bools Python bools
+    if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes, bytearray)):
+        raise BatchError(f"predict_batch returned a {type(raw).__name__}, not a sequence")
+    if len(raw) != size:
+        raise BatchError(f"predict_batch returned {len(raw)} results for {size} requests")
+    values: list[float] = []
+    for value in raw:
+        number = _number(value)
+        if number is None:
+            raise BatchError(f"predict_batch returned {value!r}, not a finite number")
+        values.append(number)
+    return values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,6 +53,26 @@ class FaultyModel(LinearModel):
         return self._fault(features)
 
 
+class PickyModel(FaultyModel):
+    """Like :class:`FaultyModel`, but ``predict`` raises ``ValueError`` for the features
+    ``picky`` picks (its message names them): a caller's own error."""
+
+    def __init__(
+        self,
+        fault: Callable[[Sequence[np.ndarray]], Any],
+        picky: Callable[[np.ndarray], bool],
+    ) -> None:
+        super().__init__(fault)
+        self.picky = picky
+
+    def predict(self, features: np.ndarray) -> float:
+        if self.picky(features):
+            with self._lock:
+                self.single_calls += 1
+            raise ValueError(f"bad features {features.tolist()}")
+        return super().predict(features)
+
+
 def gated_model(gate: threading.Event, timeout: float = 10.0) -> FaultyModel:
     """A model whose ``predict_batch`` blocks until ``gate`` is set (at most ``timeout``
     seconds, so a broken test ends), then answers correctly."""
@@ -68,6 +89,13 @@ class SingleOnlyModel:
 
     def predict(self, features: np.ndarray) -> float:
         return LinearModel.expected(features)
+
+
+def burn(seconds: float) -> None:
+    """Cost CPU time, which is what the batcher measures (a sleep costs none)."""
+    end = time.thread_time() + seconds  # CPU time: a loaded machine cannot shorten it
+    while time.thread_time() < end:
+        pass
 
 
 def features_for(worker: int, index: int) -> np.ndarray:
@@ -123,6 +151,15 @@ def outcomes(
 
     run_threads([lambda i=i: worker(i) for i in range(workers)])
     return outcome
+
+
+def join_within(threads: Sequence[threading.Thread], seconds: float) -> None:
+    """Join ``threads``; fail unless all of them have ended within ``seconds`` in total."""
+    deadline = time.perf_counter() + seconds
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.perf_counter()))
+    alive = sum(thread.is_alive() for thread in threads)
+    assert not alive, f"{alive} thread(s) not released within {seconds} s"
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

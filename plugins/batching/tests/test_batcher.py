@@ -12,9 +12,12 @@ import pytest
 from batching_support import (
     FaultyModel,
     LinearModel,
+    PickyModel,
     SingleOnlyModel,
+    burn,
     features_for,
     gated_model,
+    join_within,
     make,
     outcomes,
     predict_via,
@@ -26,6 +29,11 @@ from sltrader_batching.batcher import MicroBatcher
 
 # Long enough that a test relying on it would visibly hang rather than pass by luck.
 FOREVER_MS = 60_000.0
+# A wait limit and timeout far above RELEASE_S: a waiter that is released only when its
+# timed wait runs out (a wake flag set without a notify) fails the bound below.
+LONG_MS = 30_000.0
+# How soon a flush, close or leave must release the waiters: generous for a loaded box.
+RELEASE_S = 5.0
 
 
 def metric(batcher: MicroBatcher, name: str) -> float:
@@ -73,7 +81,7 @@ def test_last_worker_in_flight_is_dispatched_at_once(model):
 
 def test_a_leaving_worker_releases_the_waiters(model):
     """Two waiters, a third worker leaves without predicting: the two are batched at once."""
-    batcher, _ = make(max_wait_ms=FOREVER_MS)
+    batcher, _ = make(max_wait_ms=LONG_MS, timeout_ms=LONG_MS)
     for _ in range(3):
         batcher.enter()
     results: dict[int, float] = {}
@@ -87,8 +95,7 @@ def test_a_leaving_worker_releases_the_waiters(model):
         thread.start()
     wait_until(lambda: waiting(batcher) == 2)
     batcher.leave()  # the third worker is done with its symbol
-    for thread in threads:
-        thread.join(10)
+    join_within(threads, RELEASE_S)  # woken, not left to their 30 s timers
     assert results == {i: LinearModel.expected(features_for(i, 7)) for i in range(2)}
     m = batcher.metrics()
     assert m["dispatch_idle"] == 1 and m["dispatch_wait"] == 0 and m["batches"] == 1
@@ -152,12 +159,11 @@ def park(
 
 
 def test_flush_dispatches_pending_requests(model):
-    batcher, _ = make(max_batch_size=64, max_wait_ms=FOREVER_MS, workers=None)
+    batcher, _ = make(max_batch_size=64, max_wait_ms=LONG_MS, timeout_ms=LONG_MS, workers=None)
     out: dict[int, float] = {}
     threads = park(batcher, model, 5, out)
     assert batcher.flush() == 5
-    for thread in threads:
-        thread.join(10)
+    join_within(threads, RELEASE_S)  # woken by the flush, not by their 30 s timers
     assert out == {i: LinearModel.expected(features_for(i, 3)) for i in range(5)}
     m = batcher.metrics()
     assert m["dispatch_flush"] == 1 and m["batches"] == 1 and m["mean_batch_size"] == 5
@@ -166,12 +172,14 @@ def test_flush_dispatches_pending_requests(model):
 
 def test_shutdown_answers_pending_requests_and_leaks_nothing(model):
     threads_before = threading.active_count()
-    batcher, _ = make(max_batch_size=64, max_wait_ms=FOREVER_MS, workers=None)
+    batcher, _ = make(max_batch_size=64, max_wait_ms=LONG_MS, timeout_ms=LONG_MS, workers=None)
     out: dict[int, float] = {}
     threads = park(batcher, model, 6, out)
+    started = time.perf_counter()
     assert batcher.close() is True  # every caller answered and gone
-    for thread in threads:
-        thread.join(10)
+    # close() may wait up to timeout_ms (30 s) for them: they must be woken, not time out
+    assert time.perf_counter() - started < RELEASE_S
+    join_within(threads, RELEASE_S)
     assert out == {i: LinearModel.expected(features_for(i, 3)) for i in range(6)}
     assert metric(batcher, "dispatch_flush") == 1
     # after shutdown calls pass straight through
@@ -215,18 +223,44 @@ def raise_error(features):
     raise RuntimeError("model exploded")
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        raise_error,
-        lambda features: [1.0] * (len(features) - 1),  # one result short
-        lambda features: [1.0] * (len(features) + 1),  # one too many
-        lambda features: np.ones((len(features), 2)),  # wrong shape
-        lambda features: ["x"] * len(features),  # not numbers
-        lambda features: None,  # nothing
-    ],
-    ids=["raises", "short", "long", "shape", "strings", "none"],
-)
+def right(features) -> list[float]:
+    return [LinearModel.expected(f) for f in features]
+
+
+def first_is(bad: object):
+    """A batch answer that is right except for its first value, which is ``bad``."""
+    return lambda features: [bad, *right(features)[1:]]
+
+
+# What predict_batch may get wrong. Each fails its whole batch (one mechanism): counted in
+# batch_errors, logged once, and every caller predicts by itself.
+BAD_BATCHES = {
+    "raises": raise_error,
+    "short": lambda features: right(features)[:-1],
+    "long": lambda features: [*right(features), 1.0],
+    "shape": lambda features: np.ones((len(features), 2)),
+    "column": lambda features: np.array(right(features))[:, None],  # (n, 1), not (n,)
+    "strings": lambda features: ["x"] * len(features),
+    "numeric-strings": lambda features: [str(v) for v in right(features)],  # numpy parses
+    "nothing": lambda features: None,
+    "scalar": lambda features: sum(right(features)),
+    "generator": lambda features: (v for v in right(features)),
+    "mapping": lambda features: dict(enumerate(right(features))),
+    "nan": first_is(float("nan")),
+    "inf": first_is(float("inf")),
+    "-inf": first_is(float("-inf")),
+    "numpy-nan": lambda features: np.array([np.nan, *right(features)[1:]]),
+    "none": first_is(None),
+    "bool": first_is(True),
+    "numpy-bool": first_is(np.True_),
+    "bools": lambda features: [True] * len(features),
+    "bool-array": lambda features: np.ones(len(features), dtype=bool),
+    "complex": first_is(1 + 0j),
+    "huge-int": first_is(10**400),
+}
+
+
+@pytest.mark.parametrize("fault", BAD_BATCHES.values(), ids=BAD_BATCHES.keys())
 def test_a_failed_batch_is_predicted_singly_by_each_caller(fault, caplog):
     model = FaultyModel(fault)
     batcher, _ = make(max_batch_size=4, max_wait_ms=FOREVER_MS, workers=None)
@@ -250,14 +284,21 @@ def test_a_failed_batch_is_predicted_singly_by_each_caller(fault, caplog):
     assert len([r for r in caplog.records if "predict_batch failed" in r.message]) == 1
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
-def test_a_non_finite_batch_value_is_predicted_by_its_own_caller(bad):
-    """The hook may only answer finite numbers; the rest of the batch is still used."""
+GOOD_BATCHES = {
+    "list": right,
+    "tuple": lambda features: tuple(right(features)),
+    "float64-array": lambda features: np.array(right(features)),
+    "float32-array": lambda features: np.array(right(features), np.float32),  # exact here
+    "int64-array": lambda features: np.array(right(features), dtype=np.int64),
+    "numpy-scalars": lambda features: [np.float64(v) for v in right(features)],
+    "python-ints": lambda features: [int(v) for v in right(features)],
+}
 
-    def one_bad(features):
-        return [bad, *(LinearModel.expected(f) for f in features[1:])]
 
-    model = FaultyModel(one_bad)
+@pytest.mark.parametrize("answer", GOOD_BATCHES.values(), ids=GOOD_BATCHES.keys())
+def test_numpy_and_python_numbers_are_answers(answer):
+    """Any sequence or 1-D array of Python or numpy ints and floats is used as it is."""
+    model = FaultyModel(answer)
     batcher, _ = make(max_batch_size=4, max_wait_ms=FOREVER_MS, workers=None)
     answers: dict[int, float | None] = {}
     run_threads(
@@ -266,25 +307,19 @@ def test_a_non_finite_batch_value_is_predicted_by_its_own_caller(bad):
             for i in range(4)
         ]
     )
-    # The first request of the batch (whichever thread that was) is answered None.
-    assert sum(a is None for a in answers.values()) == 1
-    for i, answer in answers.items():
-        assert answer is None or answer == LinearModel.expected(features_for(i, 0))
+    assert model.batch_sizes == [4]
+    values = [float(v) for v in answer([features_for(i, 0) for i in range(4)])]
+    assert sorted(answers.values()) == sorted(values)  # nobody was handed back
+    assert all(type(a) is float for a in answers.values())  # what the hook may return
     m = batcher.metrics()
-    assert m["batches"] == 1 and m["batch_errors"] == 0 and m["fallbacks"] == 1
+    assert m["batches"] == 1 and m["batch_errors"] == 0 and m["fallbacks"] == 0
 
 
 def test_a_request_whose_single_predict_raises_gets_that_error_in_its_own_thread():
-    class Picky(FaultyModel):
-        def predict(self, features):
-            if features[0] == 2:
-                raise ValueError(f"bad features {features[1]}")
-            return super().predict(features)
-
-    model = Picky(raise_error)
+    model = PickyModel(raise_error, lambda features: features[0] == 2)
     batcher, _ = make(max_batch_size=4, max_wait_ms=FOREVER_MS, workers=None)
     outcome = outcomes(batcher, model, 4, 5, ValueError)
-    assert isinstance(outcome[2], ValueError) and str(outcome[2]) == "bad features 5.0"
+    assert isinstance(outcome[2], ValueError) and str(outcome[2]) == "bad features [2.0, 5.0]"
     for i in (0, 1, 3):
         assert outcome[i] == LinearModel.expected(features_for(i, 5))
 
@@ -427,6 +462,30 @@ def test_a_queue_that_stays_full_falls_back_after_the_timeout():
     for thread in threads:
         thread.join(10)
     assert len(out) == 2
+
+
+def test_close_releases_a_caller_waiting_for_room_at_once():
+    gate = threading.Event()
+    slow_model = gated_model(gate)
+    batcher, _ = make(max_batch_size=2, queue_limit=2, max_wait_ms=LONG_MS, timeout_ms=LONG_MS)
+    out: dict[int, float] = {}
+    threads = park_running(batcher, slow_model, out)  # the queue is full now
+    late: dict[int, float] = {}
+    extra = threading.Thread(
+        target=lambda: late.__setitem__(0, predict_via(batcher, slow_model, features_for(9, 4))),
+        daemon=True,
+    )
+    extra.start()
+    wait_until(lambda: waiting(batcher) == 3)  # two running, one waiting for room
+    try:
+        assert batcher.close(timeout=0.01) is False  # the leader is still in the model
+        join_within([extra], RELEASE_S)  # woken by close, not by its 30 s timer
+        assert late == {0: LinearModel.expected(features_for(9, 4))}  # predicted by itself
+        assert metric(batcher, "queue_full") == 1
+    finally:
+        gate.set()
+    join_within(threads, RELEASE_S)
+    assert out == {i: LinearModel.expected(features_for(i, 3)) for i in range(2)}
 
 
 # -- several models ----------------------------------------------------------------------
@@ -626,13 +685,6 @@ def test_a_costly_model_is_waited_for_up_to_max_wait():
     assert m["batch_call_ms"] >= 4 and m["wait_limit_ms"] == 2
 
 
-def burn(seconds: float) -> None:
-    """Cost CPU time, which is what the batcher measures (a sleep costs none)."""
-    end = time.thread_time() + seconds  # CPU time: a loaded machine cannot shorten it
-    while time.thread_time() < end:
-        pass
-
-
 def seem_cheap(batcher: MicroBatcher) -> None:
     """Feed the cost estimate 1 µs batch calls: timing a real call on a loaded box may not."""
     for _ in range(100):
@@ -705,15 +757,31 @@ def test_a_sampled_call_that_raises_lets_the_caller_predict():
     assert all(batcher.sample_single(Failing(), features_for(0, i)) is None for i in range(128))
 
 
-def test_a_sampled_call_without_a_finite_answer_lets_the_caller_predict():
+@pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), None, True, np.False_, "1.5", np.array([1.5])]
+)
+def test_a_sampled_call_without_a_finite_answer_lets_the_caller_predict(bad):
+    """The rule a batch's answers follow: a bool or a numeric string is not a number."""
+
     class Diverged(LinearModel):
         def predict(self, features):
-            return float("nan")
+            return bad
 
     batcher, _ = make(workers=None)
     batcher.bypass = True
     assert all(batcher.sample_single(Diverged(), features_for(0, i)) is None for i in range(128))
     assert batcher.metrics()["single_call_ms"] > 0.0  # still timed: the cost is real
+
+
+def test_a_sampled_numpy_number_is_answered_as_a_float():
+    class NumpyAnswer(LinearModel):
+        def predict(self, features):
+            return np.float32(2.5)
+
+    batcher, _ = make(workers=None)
+    batcher.bypass = True
+    answers = [batcher.sample_single(NumpyAnswer(), features_for(0, i)) for i in range(8)]
+    assert answers[-1] == 2.5 and type(answers[-1]) is float
 
 
 def test_a_wait_limit_too_short_for_company_counts_as_zero():

@@ -6,6 +6,7 @@ import functools
 import importlib.metadata
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -16,6 +17,7 @@ from batching_support import (
     SingleOnlyModel,
     features_for,
     gated_model,
+    join_within,
     run_threads,
     wait_until,
 )
@@ -25,6 +27,8 @@ from sltrader_plugins import Config, ConfigError, HostServices
 from sltrader_plugins.manager import PluginManager
 
 FOREVER_MS = 60_000.0
+LONG_MS = 30_000.0  # wait limit and timeout far above RELEASE_S (see test_batcher.py)
+RELEASE_S = 5.0
 
 
 class FakeClock:
@@ -181,12 +185,12 @@ def test_unbatchable_model_logs_once_at_start(caplog):
     manager.shutdown()
 
 
-def test_shutdown_with_pending_requests_answers_them():
-    model = LinearModel()
-    # untracked callers and an unknown worker count: only a flush can release them
-    manager, plugin = started(model, 0, {"max_batch_size": 64, "max_wait_ms": FOREVER_MS})
+def park_untracked(
+    manager: PluginManager, plugin: BatchingPlugin, model: object, out: dict[int, float]
+) -> list[threading.Thread]:
+    """Five callers waiting in one open batch that only a flush can release: untracked
+    callers and an unknown worker count, a wait limit and timeout of LONG_MS."""
     plugin.batcher._workers = None  # tests only: a host that does not know its worker count
-    out: dict[int, float] = {}
 
     def caller(i: int) -> None:
         result = manager.hook.before_predict(symbol="X", features=features_for(i, 1), model=model)
@@ -196,10 +200,34 @@ def test_shutdown_with_pending_requests_answers_them():
     for thread in threads:
         thread.start()
     wait_until(lambda: plugin.batcher._waiting == 5)
-    before = threading.active_count()
+    return threads
+
+
+LONG = {"max_batch_size": 64, "max_wait_ms": LONG_MS, "timeout_ms": LONG_MS}
+
+
+def test_scan_complete_releases_waiting_callers_at_once():
+    model = LinearModel()
+    manager, plugin = started(model, 0, LONG)
+    out: dict[int, float] = {}
+    threads = park_untracked(manager, plugin, model, out)
+    manager.hook.on_scan_complete(symbols=["X"], timeframe="1m", now=0.0)
+    join_within(threads, RELEASE_S)  # woken by the flush, not by their 30 s timers
+    assert out == {i: LinearModel.expected(features_for(i, 1)) for i in range(5)}
+    assert metrics(manager)["batching.dispatch_flush"] == 1 and model.batch_sizes == [5]
     manager.shutdown()
-    for thread in threads:
-        thread.join(10)
+
+
+def test_shutdown_with_pending_requests_answers_them():
+    model = LinearModel()
+    manager, plugin = started(model, 0, LONG)
+    out: dict[int, float] = {}
+    threads = park_untracked(manager, plugin, model, out)
+    before = threading.active_count()
+    started_at = time.perf_counter()
+    manager.shutdown()  # may wait up to timeout_ms (30 s) for callers still inside
+    assert time.perf_counter() - started_at < RELEASE_S
+    join_within(threads, RELEASE_S)
     assert out == {i: LinearModel.expected(features_for(i, 1)) for i in range(5)}
     assert metrics(manager)["batching.dispatch_flush"] == 1
     assert threading.active_count() <= before
@@ -263,15 +291,16 @@ def test_works_unchanged_under_another_name():
     manager.shutdown()
 
 
-def test_a_non_finite_batch_prediction_is_predicted_by_its_caller():
-    """The host refuses NaN from the hook: the caller predicts, and the plugin is not blamed."""
+@pytest.mark.parametrize("bad", [float("nan"), None, True, np.True_], ids=repr)
+def test_a_batch_with_a_non_number_is_predicted_by_every_caller(bad, caplog):
+    """The whole batch fails: each caller's host predicts; the plugin is not blamed."""
 
-    class NanInBatch(LinearModel):
+    class OneBad(LinearModel):
         def predict_batch(self, features):
             values = super().predict_batch(features)
-            return [float("nan"), *values[1:]]
+            return [*values[:-1], bad]
 
-    model = NanInBatch()
+    model = OneBad()
     manager, _ = started(model, 2, {"max_batch_size": 2, "max_wait_ms": FOREVER_MS})
     together = threading.Barrier(2)
     results: dict[int, float] = {}
@@ -279,10 +308,16 @@ def test_a_non_finite_batch_prediction_is_predicted_by_its_caller():
     def worker(i: int) -> None:
         results[i] = analyze(manager, model, f"S{i}", features_for(i, 5), together.wait)
 
-    run_threads([lambda i=i: worker(i) for i in range(2)])
+    with caplog.at_level(logging.ERROR, logger="sltrader_batching"):
+        run_threads([lambda i=i: worker(i) for i in range(2)])
     assert results == {i: LinearModel.expected(features_for(i, 5)) for i in range(2)}
-    assert model.batch_sizes == [2] and model.single_calls == 1
-    assert metrics(manager)["batching.fallbacks"] == 1
+    assert all(type(v) is float for v in results.values())
+    assert model.batch_sizes == [2] and model.single_calls == 2
+    m = metrics(manager)
+    assert m["batching.batch_errors"] == 1 and m["batching.fallbacks"] == 2
+    assert [r.levelno for r in caplog.records if "predict_batch failed" in r.message] == [
+        logging.ERROR
+    ]
     assert manager.faults() == {}
     manager.shutdown()
 
