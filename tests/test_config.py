@@ -83,7 +83,10 @@ def test_sltrader_toml_wins_over_pyproject(tmp_path):
             "'plugins.batching.enabled': expected true or false, got 1",
         ),
         ("enabel = []\n", "'enabel': unknown key; did you mean 'enable'?"),
-        ("colour = 1\n", "'colour': unknown key; expected one of 'enable', 'hook_timeout_s', 'host'"),
+        (
+            "colour = 1\n",
+            "'colour': unknown key; expected one of 'enable', 'hook_timeout_s', 'host'",
+        ),
         ("enable = [\n", "is not valid TOML"),
     ],
 )
