@@ -56,6 +56,10 @@ def klines() -> Any:
 
 
 def _engine(kind: str) -> Any:
+    return _engine_and_manager(kind)[0]
+
+
+def _engine_and_manager(kind: str) -> tuple[Any, PluginManager]:
     manager = PluginManager()
     if kind == "pooling":
         manager.register(PoolingPlugin(), "pooling")
@@ -63,7 +67,22 @@ def _engine(kind: str) -> Any:
     elif kind == "floor":
         manager.register(FloorPlugin(), "floor")
     # Every kind through the same call site, so only the buffers differ.
-    return features.FeatureEngine(Plugins(manager))
+    return features.FeatureEngine(Plugins(manager)), manager
+
+
+@pytest.fixture(scope="module")
+def expected(klines: Any) -> np.ndarray:
+    """The plugin-free build's features: every kind must compute exactly these."""
+    return _engine("none").build("BTC_USDT", "1m", klines)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def plain_allocation(klines: Any) -> Any:
+    """Gross allocation of a plugin-free build, what pooling is measured against."""
+    engine = _engine("none")
+    for _ in range(20):
+        engine.build("BTC_USDT", "1m", klines)
+    return allocations.measure(lambda: engine.build("BTC_USDT", "1m", klines), repeat=20)
 
 
 def test_floor_is_exact(klines: Any) -> None:
@@ -75,22 +94,39 @@ def test_floor_is_exact(klines: Any) -> None:
 
 
 @pytest.mark.parametrize("kind", ["none", "pooling", "floor"])
-def test_feature_build(benchmark: Any, klines: Any, kind: str) -> None:
-    engine = _engine(kind)
+def test_feature_build(
+    benchmark: Any, klines: Any, kind: str, expected: np.ndarray, plain_allocation: Any
+) -> None:
+    engine, manager = _engine_and_manager(kind)
     for _ in range(20):  # warm: the pool fills, the layout is built
         engine.build("BTC_USDT", "1m", klines)
     allocation = allocations.measure(lambda: engine.build("BTC_USDT", "1m", klines), repeat=20)
     benchmark.extra_info["alloc_bytes_per_build"] = allocation.bytes
     benchmark.extra_info["alloc_blocks_per_build"] = allocation.blocks
     benchmark.extra_info["alloc_peak_bytes"] = allocation.peak
-    benchmark(engine.build, "BTC_USDT", "1m", klines)
+    warm = manager.metrics()
+    features = benchmark(engine.build, "BTC_USDT", "1m", klines)
+    assert np.array_equal(features, expected)  # buffers change where arrays live, not values
+    if kind != "none":
+        # About 6 KB against 116 KB per build on the development machine: a pool that
+        # stopped reusing its buffers would allocate what the plain build does.
+        assert allocation.bytes < plain_allocation.bytes / 4, (allocation, plain_allocation)
+    if kind == "pooling":
+        # Warm, every poolable request is a hit: the benchmarked builds allocated nothing.
+        after = manager.metrics()
+        assert after["pooling.misses"] == warm["pooling.misses"]
+        assert after["pooling.hits"] > warm["pooling.hits"]
+        assert after["pooling.outstanding"] == 0
 
 
 @pytest.mark.parametrize("kind", ["none", "pooling", "floor"])
-def test_feature_build_8_threads(benchmark: Any, klines: Any, kind: str) -> None:
+def test_feature_build_8_threads(
+    benchmark: Any, klines: Any, kind: str, expected: np.ndarray
+) -> None:
     """Thread CPU time per build with 8 threads building at once (the scan's metric)."""
     engine = _engine(kind)
     builds = 300
+    wrong: list[np.ndarray] = []
 
     def run() -> float:
         spent: list[float] = []
@@ -98,8 +134,11 @@ def test_feature_build_8_threads(benchmark: Any, klines: Any, kind: str) -> None
         def work() -> None:
             start = time.thread_time()
             for _ in range(builds):
-                engine.build("BTC_USDT", "1m", klines)
+                features = engine.build("BTC_USDT", "1m", klines)
             spent.append(time.thread_time() - start)
+            # Buffers shared between concurrent builds would corrupt each other's features.
+            if not np.array_equal(features, expected):
+                wrong.append(features)
 
         threads = [threading.Thread(target=work) for _ in range(WORKERS)]
         for thread in threads:
@@ -112,30 +151,46 @@ def test_feature_build_8_threads(benchmark: Any, klines: Any, kind: str) -> None
     benchmark.pedantic(lambda: cpu.append(run()), rounds=7, iterations=1, warmup_rounds=1)
     benchmark.extra_info["thread_cpu_per_build_median"] = sorted(cpu)[len(cpu) // 2]
     assert all(value > 0 for value in cpu)
+    assert wrong == []
 
 
 @pytest.mark.parametrize("n", [1, 16, 128, 512, 4096, 65536])
 @pytest.mark.parametrize("kind", ["np.empty", "pooled"])
 def test_empty_by_size(benchmark: Any, kind: str, n: int) -> None:
     """32 requests of ``n`` float64 per build, written once (as a build would)."""
+    pool = BufferPool(PoolingConfig(), max_idle_builds=1)
     if kind == "np.empty":
 
-        def build() -> None:
+        def build() -> np.ndarray:
             for _ in range(32):
-                np.empty(n).fill(1.0)
+                array = np.empty(n)
+                array.fill(1.0)
+            return array
 
     else:
-        pool = BufferPool(PoolingConfig(), max_idle_builds=1)
 
-        def build() -> None:
+        def build() -> np.ndarray:
             buffers = pool.acquire()
             empty = buffers.empty
             for _ in range(32):
-                empty(n).fill(1.0)
+                array = empty(n)
+                array.fill(1.0)
             buffers.release()
+            return array
 
     build()
-    benchmark(build)
+    warm = pool.stats()
+    array = benchmark(build)
+    assert array.shape == (n,) and array.dtype == np.float64
+    stats = pool.stats()
+    if kind == "pooled":
+        # Warm, nothing new is allocated: each request is a hit or (outside the pooled
+        # sizes) a plain np.empty, and the buffers of the last build are back in the pool.
+        assert stats.misses == warm.misses
+        assert stats.hits + stats.unpooled > warm.hits + warm.unpooled
+        assert stats.outstanding == 0
+    else:
+        assert stats == warm  # the baseline never touched the pool
 
 
 class PerThreadPool:
@@ -174,16 +229,20 @@ def test_acquire_release_8_threads(benchmark: Any, kind: str) -> None:
     pool: Any = BufferPool(config, WORKERS + 1) if kind == "shared" else PerThreadPool(config)
     sizes = [600, 599, 580, 550, 579, 1, 5] * 4 + [600, 2]
     builds = 500
+    used: list[dict[int, BuildBuffers]] = []  # per run, the BuildBuffers the builds got
 
-    def work() -> None:
+    def work(seen: dict[int, BuildBuffers]) -> None:
         for _ in range(builds):
             buffers = pool.acquire()
+            seen[id(buffers)] = buffers  # kept alive, so no id is reused within a run
             for n in sizes:
-                buffers.empty(n)
+                assert buffers.empty(n).shape == (n,)
             buffers.release()
 
     def run() -> float:
-        threads = [threading.Thread(target=work) for _ in range(WORKERS)]
+        seen: dict[int, BuildBuffers] = {}
+        used.append(seen)
+        threads = [threading.Thread(target=work, args=(seen,)) for _ in range(WORKERS)]
         started = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -194,3 +253,8 @@ def test_acquire_release_8_threads(benchmark: Any, kind: str) -> None:
     run()
     per_build = benchmark.pedantic(run, rounds=5, iterations=1)
     benchmark.extra_info["seconds_per_build"] = per_build
+    # 4000 builds per run on at most one set of buffers per thread, plus one: reused, not
+    # made per build.
+    assert all(0 < len(seen) <= WORKERS + 1 for seen in used), [len(seen) for seen in used]
+    if kind == "shared":
+        assert pool.stats().outstanding == 0 and pool.leaks() == []

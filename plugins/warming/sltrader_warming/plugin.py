@@ -2,7 +2,9 @@
 
 The host instantiates :class:`WarmingPlugin` once (a class entry point) and drives it from
 its main loop: scans and signals feed the access tracker, candle closes between scans
-trigger refreshes. Nothing runs on its own: no background loop, no asyncio.
+trigger refreshes. Nothing runs on its own: no background loop, no asyncio. A hook's
+prefetches run on daemon threads, and every hook returns within
+:data:`sltrader_warming.warmer.PREFETCH_WAIT_S` however the cache behaves.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ Two structures, both of fixed size whatever the number of symbols seen:
   all counters halved every ``10 * width`` additions as in Caffeine's TinyLFU), which
   estimates a key's recent access score without storing the key;
 * a candidate table (:class:`AccessTracker`) of at most ``max_tracked`` keys in recency
-  order, which is what the warmer can enumerate and rank.
+  order, which is what the warmer can enumerate and rank. It holds its keys' strings, so
+  a key longer than :data:`MAX_KEY_CHARS` is not tracked at all (only counted): that
+  bounds the table in bytes, not only in keys.
 
 Keys are always the tuple ``(symbol, timeframe)``: symbols such as ``BTC_USDT``,
 ``ETH/USDT`` or ``1000PEPE-USD`` are never parsed or split.
@@ -32,6 +34,12 @@ _MASK64 = (1 << 64) - 1
 _SEEDS = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xC2B2AE3D27D4EB4F)
 _DEPTH = len(_SEEDS)
 _COUNTER_MAX = 255
+
+#: The longest key tracked, symbol and timeframe together, in characters. Real symbols
+#: are short ("1000PEPE-USD" is 12); without a cap, 4096 symbols of 10,000 characters
+#: would keep 42 MB alive in the table. With it, an entry costs under 600 bytes even with
+#: 4-byte characters (CPython 3.11), whatever the host sends.
+MAX_KEY_CHARS = 64
 
 
 def _key_hash(symbol: str, timeframe: str) -> int:
@@ -147,6 +155,7 @@ class AccessTracker:
         self._table: OrderedDict[Key, _Entry] = OrderedDict()
         self.admissions_refused = 0
         self.evictions = 0
+        self.untracked_long = 0  #: records of keys longer than MAX_KEY_CHARS
 
     def __len__(self) -> int:
         return len(self._table)
@@ -165,6 +174,11 @@ class AccessTracker:
             self.sketch.add(entry.hash, weight)
             entry.last_access = now
             self._table.move_to_end(key)
+            return
+        if len(symbol) + len(timeframe) > MAX_KEY_CHARS:
+            # Not even hashed: a key this long is no exchange's symbol, and holding it
+            # would make the table's memory depend on what the host sends.
+            self.untracked_long += 1
             return
         h = _key_hash(symbol, timeframe)
         score = self.sketch.add(h, weight)

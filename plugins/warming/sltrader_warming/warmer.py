@@ -9,18 +9,25 @@ per-cycle request budget. On a signal it also refreshes the symbol's higher time
 Nothing here looks ahead: a key is refreshed only once a candle of its timeframe has
 closed by the clock's now and the cached series is older than that candle, and the
 cache's ``prefetch`` itself never fetches past now.
+
+Nothing here stalls the loop either: a hook waits at most :data:`PREFETCH_WAIT_S` for its
+prefetches, which run on daemon threads; one that overruns is abandoned (left to finish on
+its thread, counted), and a cache call that raises or answers garbage is counted, logged
+once and otherwise ignored.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import math
+import numbers
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import attrs
+import numpy as np
 
 from sltrader_plugins import Clock, KlineCache, close_boundary, last_close_time
 from sltrader_warming.config import WarmingConfig
@@ -28,19 +35,43 @@ from sltrader_warming.tracker import AccessTracker, Candidate, Key
 
 log = logging.getLogger("sltrader_warming")
 
+#: The longest a hook waits for its prefetches, in seconds (wall time). Those still running
+#: then are abandoned: the hook returns and they finish, or hang, on their own daemon
+#: threads. Until ``WarmingConfig`` has a setting for it, a module constant.
+PREFETCH_WAIT_S = 2.0
+
 
 @attrs.define
 class _Counters:
     prefetch_calls: int = 0  #: prefetch calls made
     prefetches: int = 0  #: calls that made an exchange request
     already_fresh: int = 0  #: calls the cache answered without a request
-    failures: int = 0  #: calls that raised
+    failures: int = 0  #: cache calls that raised or answered garbage
+    abandoned: int = 0  #: prefetches still running when their hook stopped waiting
+    #: prefetches not made for a slow cache: not started when their hook stopped waiting,
+    #: or their key (or every thread) still held by an abandoned prefetch
+    stalled_skips: int = 0
     budget_refusals: int = 0  #: stale hot keys not refreshed for want of budget
     cooldown_skips: int = 0  #: stale hot keys skipped because refreshed too recently
     signal_warms: int = 0  #: prefetch calls made because of a signal
     new_symbol_warms: int = 0  #: prefetch calls for scanned symbols the cache lacked
     refreshes: int = 0  #: candle closes that refreshed something
     refresh_s: float = 0.0  #: wall time spent refreshing (host idle time)
+
+
+@attrs.define(eq=False)
+class _Batch:
+    """The prefetches of one hook call, taken in order by its threads (under the lock)."""
+
+    keys: list[Key]
+    cycle: int  #: the budget cycle that reserved their requests
+    next: int = 0  #: index of the next key to start
+    running: set[Key] = attrs.Factory(set)
+    expired: bool = False  #: the hook stopped waiting: start nothing more
+
+    @property
+    def done(self) -> bool:
+        return self.next == len(self.keys) and not self.running
 
 
 class Warmer:
@@ -69,11 +100,17 @@ class Warmer:
         self.tracker = AccessTracker(config.max_tracked, config.recency_candles)
         self.counters = _Counters()
         self._lock = threading.Lock()
+        # Notified when a batch's last prefetch ends, or an abandoned one: wakes the hook
+        # (or close) waiting for it.
+        self._changed = threading.Condition(self._lock)
         self._budget_used = 0
+        self._cycle = 0
         self._scan_timeframes: set[str] = set()
         self._probed: dict[str, float] = {}
-        self._executor: ThreadPoolExecutor | None = None
-        self._failure_logged = False
+        # Keys whose prefetch was abandoned and is still running. Each holds a thread, so
+        # there are never more than max_parallel: with that many, nothing more starts.
+        self._abandoned: set[Key] = set()
+        self._logged: set[str] = set()
 
     # -- events ---------------------------------------------------------------------
 
@@ -83,6 +120,7 @@ class Warmer:
             self.tracker.record_many(symbols, timeframe, self.config.scan_weight, now)
             self._scan_timeframes.add(timeframe)
             self._budget_used = 0
+            self._cycle += 1
 
     def warm_universe(self, symbols: Sequence[str], timeframe: str) -> int:
         """A scan of ``symbols`` is about to start: fetch those the cache does not hold.
@@ -97,8 +135,7 @@ class Warmer:
         started = time.perf_counter()
         now = self.clock.now()
         absent = [(s, timeframe) for s in symbols if self._state(s, timeframe, now) == "absent"]
-        chosen = self._admit(absent, now, cooldown=False)
-        calls = self._execute(chosen) if chosen else 0
+        calls = self._prefetch(absent, now, cooldown=False)
         with self._lock:
             self.counters.new_symbol_warms += calls
             self.counters.refresh_s += time.perf_counter() - started
@@ -118,11 +155,9 @@ class Warmer:
         keys = [
             (symbol, tf) for tf in self.higher_timeframes if self._state(symbol, tf, now) == "stale"
         ]
-        chosen = self._admit(keys, now)
-        if chosen:
-            with self._lock:
-                self.counters.signal_warms += len(chosen)
-            self._execute(chosen)
+        calls = self._prefetch(keys, now)
+        with self._lock:
+            self.counters.signal_warms += calls
 
     def refresh(self, timeframe: str, close_time: float, next_scan_time: float) -> int:
         """A candle of ``timeframe`` closed: refresh the hottest keys that went stale.
@@ -149,8 +184,7 @@ class Warmer:
         stale = [c for c in hot if self._state(c.symbol, c.timeframe, now) == "stale"]
         stale += [c for c in probes if self._state(c.symbol, c.timeframe, now) == "stale"]
         hottest = heapq.nlargest(cfg.top_k, stale, key=lambda c: c.score)
-        chosen = self._admit([(c.symbol, c.timeframe) for c in hottest], now)
-        calls = self._execute(chosen) if chosen else 0
+        calls = self._prefetch([(c.symbol, c.timeframe) for c in hottest], now)
         with self._lock:
             if calls:
                 self.counters.refreshes += 1
@@ -187,29 +221,42 @@ class Warmer:
     # -- policy ---------------------------------------------------------------------
 
     def _state(self, symbol: str, timeframe: str, now: float) -> str:
-        """``"fresh"``, ``"stale"`` (cached, a newer candle has closed) or ``"absent"``."""
+        """``"fresh"``, ``"stale"`` (cached, a newer candle has closed) or ``"absent"``.
+
+        A cache that cannot answer, or answers something that is not a close time, gets
+        no prefetch for this key (``"fresh"``): the loop goes on, the fault is counted.
+        """
         try:
             latest = self.cache.latest_close_time(symbol, timeframe)
         except Exception:
-            # A cache that cannot answer gets no prefetch for this key; the loop goes on.
-            self._count_failure(symbol, timeframe)
+            self._fault("latest_close_time", symbol, timeframe)
             return "fresh"
         if latest is None:
             return "absent"
+        if not _is_time(latest):
+            self._fault("latest_close_time", symbol, timeframe, f"returned {latest!r}")
+            return "fresh"
         # A trader's own cache may state close times as exchanges do (open + interval -
         # 1 ms): rounded up to the boundary, such a series holds the last closed candle.
         closed = last_close_time(timeframe, now)
-        return "stale" if close_boundary(timeframe, latest) < closed else "fresh"
+        return "stale" if close_boundary(timeframe, float(latest)) < closed else "fresh"
 
-    def _admit(self, keys: Sequence[Key], now: float, cooldown: bool = True) -> list[Key]:
-        """Apply cooldown and budget; reserve one request per admitted key."""
+    def _admit(self, keys: Sequence[Key], now: float, cooldown: bool) -> list[Key]:
+        """Apply cooldown, abandoned prefetches and budget; reserve one request per key."""
         cfg = self.config
         chosen: list[Key] = []
         with self._lock:
-            for symbol, timeframe in keys:
-                last = self.tracker.last_warm(symbol, timeframe)
+            # Each key once: two of a batch's threads on one key would share its entry in
+            # the batch's running set (a probe can come from two scanned timeframes).
+            for key in dict.fromkeys(keys):
+                last = self.tracker.last_warm(*key)
                 if cooldown and last is not None and now - last < cfg.cooldown_s:
                     self.counters.cooldown_skips += 1
+                    continue
+                # A key still being fetched is not fetched twice; with every thread held
+                # by a hung cache, starting more would only pile up hung threads.
+                if key in self._abandoned or len(self._abandoned) >= cfg.max_parallel:
+                    self.counters.stalled_skips += 1
                     continue
                 if self._budget_used >= cfg.request_budget:
                     self.counters.budget_refusals += 1
@@ -217,61 +264,128 @@ class Warmer:
                 # Reserved before the call, so concurrent prefetches can never overshoot.
                 self._budget_used += 1
                 # The cooldown starts at the attempt: a key that fails is not hammered.
-                self.tracker.mark_warmed(symbol, timeframe, now)
-                chosen.append((symbol, timeframe))
+                self.tracker.mark_warmed(*key, now)
+                chosen.append(key)
         return chosen
 
     # -- execution ------------------------------------------------------------------
 
-    def _execute(self, keys: Sequence[Key]) -> int:
-        if len(keys) == 1 or self.config.max_parallel == 1:
-            for key in keys:
-                self._prefetch_one(key)
-        else:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self.config.max_parallel, thread_name_prefix="sltrader-warming"
-                )
-            # Wait for all: the refresh belongs to the idle time it was called in, and no
-            # prefetch may outlive the hook into the next scan's accounting.
-            for _ in self._executor.map(self._prefetch_one, keys):
-                pass
-        return len(keys)
+    def _prefetch(self, keys: Sequence[Key], now: float, cooldown: bool = True) -> int:
+        """Prefetch the admitted ``keys`` in parallel; wait at most ``PREFETCH_WAIT_S``.
 
-    def _prefetch_one(self, key: Key) -> None:
+        The one mechanism that keeps a slow or hung cache out of the loop: the hook's
+        prefetches run on fresh daemon threads (a hung one never delays the process's
+        exit, as a ThreadPoolExecutor's would), at most ``max_parallel`` at once counting
+        the abandoned ones. Returns the prefetch calls started.
+        """
+        chosen = self._admit(keys, now, cooldown)
+        if not chosen:
+            return 0
+        with self._lock:
+            batch = _Batch(chosen, self._cycle)
+            # At least one: _admit admits nothing while every thread is held.
+            threads = min(self.config.max_parallel - len(self._abandoned), len(chosen))
+        for _ in range(threads):
+            threading.Thread(
+                target=self._work, args=(batch,), name="sltrader-warming", daemon=True
+            ).start()
+        with self._changed:
+            if not self._changed.wait_for(lambda: batch.done, timeout=PREFETCH_WAIT_S):
+                batch.expired = True
+                unstarted = len(batch.keys) - batch.next
+                # Never called: their reservations go back to the budget.
+                self._budget_used -= unstarted
+                self.counters.stalled_skips += unstarted
+                self.counters.abandoned += len(batch.running)
+                self._abandoned |= batch.running
+            abandoned = len(batch.running) if batch.expired else 0
+            started = batch.next
+        if abandoned:
+            self._log_once(
+                "abandoned",
+                "%d prefetch(es) still running after %.1f s were abandoned to their "
+                "threads; further ones are only counted (metric %s)",
+                abandoned,
+                PREFETCH_WAIT_S,
+                self._metric("abandoned"),
+            )
+        return started
+
+    def _work(self, batch: _Batch) -> None:
+        """A prefetch thread: start the batch's keys in order until none is left."""
+        while True:
+            with self._lock:
+                if batch.expired or batch.next == len(batch.keys):
+                    return
+                key = batch.keys[batch.next]
+                batch.next += 1
+                batch.running.add(key)
+                self.counters.prefetch_calls += 1
+            requested = self._call_prefetch(key)
+            with self._changed:
+                batch.running.discard(key)
+                if batch.expired:
+                    self._abandoned.discard(key)  # a late finisher frees its key
+                if requested:
+                    self.counters.prefetches += 1
+                elif requested is False:
+                    # The series was fresh after all (a demand read got there first): no
+                    # request was made, so the reservation goes back, if its cycle lasts.
+                    self.counters.already_fresh += 1
+                    if batch.cycle == self._cycle:
+                        self._budget_used -= 1
+                # Only the batch's end or a late finisher is news to a waiter (the hook,
+                # or close); waking it per key would cost the loop a GIL switch per key.
+                if batch.expired or batch.done:
+                    self._changed.notify_all()
+
+    def _call_prefetch(self, key: Key) -> bool | None:
+        """``cache.prefetch(*key)``: whether it made a request; ``None`` on a fault."""
         symbol, timeframe = key
         try:
             requested = self.cache.prefetch(symbol, timeframe)
         except Exception:
-            with self._lock:
-                self.counters.prefetch_calls += 1
-            self._count_failure(symbol, timeframe)
-            return
-        with self._lock:
-            self.counters.prefetch_calls += 1
-            if requested:
-                self.counters.prefetches += 1
-            else:
-                # The series was fresh after all (a demand read got there first): no
-                # request was made, so the reservation goes back to the budget.
-                self.counters.already_fresh += 1
-                self._budget_used -= 1
+            self._fault("prefetch", symbol, timeframe)
+            return None
+        if not isinstance(requested, (bool, np.bool_)):
+            # Whether it made a request is unknown: its reservation stays spent.
+            self._fault("prefetch", symbol, timeframe, f"returned {requested!r}, not a bool")
+            return None
+        return bool(requested)
 
-    def _count_failure(self, symbol: str, timeframe: str) -> None:
+    # -- faults ---------------------------------------------------------------------
+
+    def _metric(self, name: str) -> str:
+        return name if self.name is None else f"{self.name}.{name}"
+
+    def _fault(
+        self, call: str, symbol: str | None, timeframe: str | None, reason: str | None = None
+    ) -> None:
+        """Count a faulty cache call; log the first of each kind of call.
+
+        ``reason`` is ``None`` when called from an ``except`` block: the log then carries
+        the exception.
+        """
         with self._lock:
             self.counters.failures += 1
-            first = not self._failure_logged
-            self._failure_logged = True
+        where = "" if symbol is None else f" for {symbol!r:.80} on {timeframe}"
+        self._log_once(
+            call,
+            "cache.%s%s %s; the warmer skips it; further faults of this call are only "
+            "counted (metric %s)",
+            call,
+            where,
+            "raised" if reason is None else f"{reason:.200}",
+            self._metric("failures"),
+            exc_info=reason is None,
+        )
+
+    def _log_once(self, kind: str, message: str, *args: object, exc_info: bool = False) -> None:
+        with self._lock:
+            first = kind not in self._logged
+            self._logged.add(kind)
         if first:
-            # Called from an ``except`` block, so exc_info carries the cause.
-            metric = "failures" if self.name is None else f"{self.name}.failures"
-            log.warning(
-                "cache call for %r on %s failed; further failures are only counted (metric %s)",
-                symbol,
-                timeframe,
-                metric,
-                exc_info=True,
-            )
+            log.warning(message, *args, exc_info=exc_info)
 
     # -- reporting and lifecycle ------------------------------------------------------
 
@@ -281,16 +395,11 @@ class Warmer:
             tracked = len(self.tracker)
             resets = self.tracker.sketch.resets
             refused = self.tracker.admissions_refused
-        # The cache knows which prefetched series were read before going stale; every
-        # prefetch the cache sees is this plugin's, since the host never prefetches.
-        stats = self.cache.stats()
+            long_keys = self.tracker.untracked_long
         # Unprefixed: the manager prefixes each name with the plugin's.
-        return {
+        metrics = {
             "prefetches": float(c["prefetches"]),
-            "prefetches_used": float(stats.prefetches_used),
-            "prefetches_wasted": float(stats.prefetches_wasted),
             "budget_refusals": float(c["budget_refusals"]),
-            "failures": float(c["failures"]),
             "prefetch_calls": float(c["prefetch_calls"]),
             "already_fresh": float(c["already_fresh"]),
             "cooldown_skips": float(c["cooldown_skips"]),
@@ -298,14 +407,56 @@ class Warmer:
             "new_symbol_warms": float(c["new_symbol_warms"]),
             "refreshes": float(c["refreshes"]),
             "refresh_s": float(c["refresh_s"]),
+            "abandoned": float(c["abandoned"]),
+            "stalled_skips": float(c["stalled_skips"]),
             "tracked_keys": float(tracked),
+            "untracked_long_keys": float(long_keys),
             "sketch_resets": float(resets),
             "admissions_refused": float(refused),
         }
+        # The cache knows which prefetched series were read before going stale; every
+        # prefetch the cache sees is this plugin's, since the host never prefetches. A
+        # cache that cannot say costs those two figures, not the warmer's own.
+        try:
+            stats = self.cache.stats()
+            used, wasted = stats.prefetches_used, stats.prefetches_wasted
+            if not (_is_count(used) and _is_count(wasted)):
+                raise TypeError(f"prefetches_used={used!r}, prefetches_wasted={wasted!r}")
+        except Exception:
+            self._fault("stats", None, None)
+        else:
+            metrics["prefetches_used"] = float(used)
+            metrics["prefetches_wasted"] = float(wasted)
+        # Read last: a stats() fault is counted in this very report.
+        with self._lock:
+            metrics["failures"] = float(self.counters.failures)
+        return metrics
 
     def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
-        if self.counters.failures:
-            log.warning("%d cache call(s) of the warmer failed in this run", self.counters.failures)
+        """Wait at most ``PREFETCH_WAIT_S`` for abandoned prefetches, then give up on them:
+        their threads are daemons, so even a hung one does not keep the process alive."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._abandoned, timeout=PREFETCH_WAIT_S)
+            failures, abandoned = self.counters.failures, self.counters.abandoned
+            running = len(self._abandoned)
+        if failures:
+            log.warning("%d cache call(s) of the warmer failed in this run", failures)
+        if abandoned:
+            log.warning(
+                "%d prefetch(es) of the warmer were abandoned in this run, %d still running",
+                abandoned,
+                running,
+            )
+
+
+def _is_time(value: object) -> bool:
+    """A finite real number (numpy's included); not a bool, which is an int by accident."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(value)
+    )
+
+
+def _is_count(value: object) -> bool:
+    return _is_time(value) and value >= 0  # type: ignore[operator]

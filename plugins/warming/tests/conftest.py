@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import sltrader_warming.warmer as warmer_module
 from sltrader_plugins import (
     Config,
     HostServices,
@@ -40,6 +41,24 @@ T0 = 1_700_000_040.0  # a 1m candle close (and not a 5m one)
 CAPACITY = 1024
 #: Candles per fetched series: the warmer only looks at close times.
 CANDLES = 3
+#: The hooks' wait bound in these tests (``PREFETCH_WAIT_S``), unless a test of hung
+#: prefetches sets a short one. Generous: a prefetch that returns is never abandoned,
+#: however loaded the machine, so no test depends on the cache being fast.
+GENEROUS_WAIT_S = 30.0
+
+
+@pytest.fixture(autouse=True)
+def set_bound(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Sets the hooks' wait bound (by default the generous one); a test can call it to
+    change it, also midway."""
+
+    def set_bound(seconds: float = GENEROUS_WAIT_S) -> None:
+        # raising=False: run against a warmer without the bound (to see these tests fail
+        # without it), they fail on their asserts, not here.
+        monkeypatch.setattr(warmer_module, "PREFETCH_WAIT_S", seconds, raising=False)
+
+    set_bound()
+    return set_bound
 
 
 class FakeClock:

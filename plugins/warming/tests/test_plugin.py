@@ -128,3 +128,15 @@ def test_failing_exchange_never_reaches_the_loop(
     assert manager.metrics()["warming.failures"] == 3
     assert "(metric warming.failures)" in caplog.text  # the name it was loaded under
     manager.shutdown()
+
+
+def test_every_hook_is_a_no_op_before_on_start(clock: Any, exchange: Any) -> None:
+    plugin = WarmingPlugin()
+    signal = Signal(symbol="BTC_USDT", timeframe="1m", side="buy", probability=0.7, time=0.0)
+    plugin.before_scan(SYMBOLS, "1m", clock.now())
+    plugin.on_scan_complete(SYMBOLS, "1m", clock.now())
+    plugin.on_signal("BTC_USDT", signal, "1m")
+    plugin.on_candle_close("1m", clock.now(), clock.now() + 10)
+    assert plugin.report_metrics() is None
+    plugin.on_shutdown()
+    assert exchange.total == 0

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import gc
+import json
+import os
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -9,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sltrader_warming.tracker import AccessTracker, FrequencySketch, _key_hash
+from sltrader_warming.tracker import MAX_KEY_CHARS, AccessTracker, FrequencySketch, _key_hash
 
 SYMBOLS = ["BTC_USDT", "ETH/USDT", "1000PEPE-USD", "BTC", "USDT_1m", "A_B", "A", "B_1m"]
 
@@ -28,11 +31,39 @@ def test_keys_are_tuples_never_split() -> None:
     assert ("BTC", "USDT_1m") not in tracker  # no string splitting anywhere
 
 
+HASH_KEYS = [("BTC_USDT", "1m"), ("BTC_USDT", "5m"), ("ETH/USDT", "1h"), ("1000PEPE-USD", "1m")]
+
+HASH_SCRIPT = """
+import json, sys
+from sltrader_warming.tracker import _key_hash
+keys = json.loads(sys.argv[1])
+print(json.dumps({"key_hash": [_key_hash(s, tf) for s, tf in keys], "hash": hash(keys[0][0])}))
+"""
+
+
+def _hashes_in_a_process(seed: str) -> dict[str, object]:
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    done = subprocess.run(
+        [sys.executable, "-c", HASH_SCRIPT, json.dumps(HASH_KEYS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
 def test_hash_is_stable_across_processes() -> None:
-    # Pinned value: CRC-based, so it does not change with PYTHONHASHSEED.
-    assert _key_hash("BTC_USDT", "1m") == _key_hash("BTC_USDT", "1m")
-    assert _key_hash("BTC_USDT", "1m") != _key_hash("BTC_USDT", "5m")
-    assert 0 <= _key_hash("ETH/USDT", "1h") < 1 << 64
+    # The bench compares runs in separate processes, each with its own str-hash salt: the
+    # sketch's hash must be the same in all of them (CRC-based, never hash()).
+    runs = {seed: _hashes_in_a_process(seed) for seed in ("0", "1", "2718281")}
+    assert len({run["hash"] for run in runs.values()}) > 1  # the salt did differ
+    here = [_key_hash(symbol, tf) for symbol, tf in HASH_KEYS]
+    for run in runs.values():
+        assert run["key_hash"] == here
+    assert len(set(here)) == len(here)
+    assert all(0 <= h < 1 << 64 for h in here)
 
 
 def test_signal_weight_counts_more_than_a_scan_read() -> None:
@@ -152,3 +183,50 @@ def test_traced_memory_stops_growing_once_the_table_is_full() -> None:
         tracemalloc.stop()
     assert len(tracker) <= 1024
     assert later - full < 32_000, later - full
+
+
+def test_keys_longer_than_the_cap_are_counted_not_tracked() -> None:
+    tracker = AccessTracker(max_tracked=64)
+    longest = "S" * (MAX_KEY_CHARS - len("1m"))
+    tracker.record(longest, "1m", 1, now=0.0)
+    tracker.record(longest + "X", "1m", 1, now=0.0)
+    assert (longest, "1m") in tracker
+    assert (longest + "X", "1m") not in tracker
+    assert len(tracker) == 1
+    assert tracker.untracked_long == 1
+    assert tracker.score(longest + "X", "1m") == 0  # not even counted in the sketch
+
+
+def test_memory_stays_flat_when_fed_very_long_symbols() -> None:
+    # 4096 symbols of 10,000 characters once held 42 MB in a table of 4096 keys.
+    tracker = AccessTracker(max_tracked=4096)
+    hot = [f"HOT{i}/USDT" for i in range(50)]
+    tracker.record_many(hot, "1m", 1, now=0.0)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for batch in range(8):
+            # Made here and dropped after the call, as a host's universe list would be.
+            symbols = [f"{batch}-{i}-" + "L" * 10_000 for i in range(1000)]
+            tracker.record_many(symbols, "1m", 1, now=float(batch))
+            tracker.record_many(hot, "1m", 1, now=float(batch))
+            del symbols
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 64_000, after - before
+    assert tracker.untracked_long == 8000
+    assert len(tracker) == len(hot)
+    assert tracker.nbytes() < 16_384 + 50 * 1024 + 10_000
+
+
+def test_table_bytes_are_bounded_whatever_the_characters() -> None:
+    # The worst case: every key as long as allowed, in 4-byte characters.
+    tracker = AccessTracker(max_tracked=1024)
+    for i in range(4096):
+        tracker.record(f"{i:05d}" + "\U0001f680" * (MAX_KEY_CHARS - 7), "1m", 1, now=float(i))
+    assert len(tracker) == 1024
+    # Under 600 bytes an entry on CPython 3.11; 1 KiB leaves room for other versions.
+    assert tracker.nbytes() < tracker.sketch.nbytes() + 1024 * 1024, tracker.nbytes()
