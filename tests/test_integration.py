@@ -60,11 +60,11 @@ SETS = [
 def test_a_plugin_set_makes_the_same_predictions_signals_and_orders(baseline, plugins, workers):
     report, predictions = trade(plugins, workers)
     expected_report, expected = baseline
-    assert report["plugin_faults"] == {}
-    assert report["decisions_digest"] == expected_report["decisions_digest"]
-    assert (report["signals"], report["orders"]) == (
-        expected_report["signals"],
-        expected_report["orders"],
+    assert report.plugin_faults == {}
+    assert report.decisions_digest == expected_report.decisions_digest
+    assert (report.signals, report.orders) == (
+        expected_report.signals,
+        expected_report.orders,
     )
     assert predictions.keys() == expected.keys()
     assert max(abs(predictions[k] - expected[k]) for k in expected) <= 1e-9
@@ -74,12 +74,12 @@ def test_a_plugin_set_makes_the_same_predictions_signals_and_orders(baseline, pl
 def test_batching_a_cheap_model_bypasses_and_decides_the_same():
     expected_report, expected = trade("", model="cheap")
     report, predictions = trade("batching", model="cheap")
-    assert report["decisions_digest"] == expected_report["decisions_digest"]
+    assert report.decisions_digest == expected_report.decisions_digest
     assert max(abs(predictions[k] - expected[k]) for k in expected) <= 1e-9
-    assert report["plugin_metrics"]["batching.bypass"] == 1.0
+    assert report.plugin_metrics["batching.bypass"] == 1.0
 
 
 def test_the_baseline_decides_something(baseline):
     report, predictions = baseline
-    assert report["signals"] > 0 and report["orders"] > 0
+    assert report.signals > 0 and report.orders > 0
     assert len(predictions) == WORKLOAD.cycles * WORKLOAD.universe

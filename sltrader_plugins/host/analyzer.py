@@ -177,9 +177,7 @@ class ParallelAnalyzer:
         self.skips.record(kind, symbol, reason)
         return Skipped(symbol, reason)
 
-    def counters(self) -> dict[str, float]:
+    def build_counters(self) -> tuple[int, float]:
+        """Feature builds so far and the thread CPU seconds they took."""
         with self._lock:
-            return {
-                "feature_build_seconds": self._build_seconds,
-                "feature_builds": self._builds,
-            }
+            return self._builds, self._build_seconds

@@ -18,56 +18,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: Metrics of the table, in order: (key, label, format).
-TABLE = (
-    ("scan_wall_s", "scan wall time (s/scan)", ".4f"),
-    ("scan_stale_s", "  of stale series (s)", ".4f"),
-    ("scan_fresh_s", "  of fresh series (s)", ".4f"),
-    ("scan_p99_s", "scan p99 (s)", ".4f"),
-    ("model_s_per_prediction", "model time / prediction (s)", ".2e"),
-    ("predict_wait_p50_s", "predict wait p50 (s)", ".2e"),
-    ("predict_wait_p99_s", "predict wait p99 (s)", ".2e"),
-    ("feature_build_s", "feature build, in the scan (s)", ".2e"),
-    ("feature_build_uncontended_s", "feature build, one thread (s)", ".2e"),
-    ("feature_alloc_bytes_per_build", "alloc bytes / build", ".0f"),
-    ("feature_alloc_blocks_per_build", "alloc blocks / build", ".1f"),
-    ("gc_gen0_per_1000_builds", "gen-0 GCs / 1000 builds", ".2f"),
-    ("cache_hit_rate", "cache hit rate", ".4f"),
-    ("prefetches", "prefetches", ".0f"),
-    ("prefetch_waste_ratio", "prefetch waste ratio", ".3f"),
-    ("exchange_requests", "exchange requests", ".0f"),
-    ("rss_peak_bytes", "peak RSS (bytes)", ".3e"),
-    ("max_prediction_diff", "max prediction diff", ".1e"),
-    ("run_seconds", "run time (s)", ".1f"),
-)
+from sltrader_plugins.host.figures import Figure, figures
 
-#: Report keys copied into the JSON per run (plus plugin metrics and miss causes).
-SCALARS = (
-    "scan_wall_s",
-    "scan_stale_s",
-    "scan_fresh_s",
-    "scan_p50_s",
-    "scan_p99_s",
-    "model_s_per_prediction",
-    "predict_wait_p50_s",
-    "predict_wait_p99_s",
-    "feature_build_s",
-    "feature_build_uncontended_s",
-    "feature_alloc_bytes_per_build",
-    "feature_alloc_blocks_per_build",
-    "feature_alloc_peak_bytes",
-    "gc_gen0_per_1000_builds",
-    "cache_hit_rate",
-    "prefetches",
-    "prefetches_used",
-    "prefetches_wasted",
-    "prefetch_waste_ratio",
-    "exchange_requests",
-    "rss_peak_bytes",
-    "signals",
-    "orders",
-    "run_seconds",
-)
+#: Figures of the bench itself, beyond a run's (sltrader_plugins.host.figures).
+BENCH_FIGURES = {
+    "max_prediction_diff": Figure(
+        "max prediction diff",
+        "probability",
+        "largest difference from the plugin-free run's prediction for the same symbol",
+        ".1e",
+        table=True,
+        better="lower",
+    ),
+}
+
+
+def table_figures() -> dict[str, Figure]:
+    """The rows of the bench's table, in report order."""
+    every = {**figures(), **BENCH_FIGURES}
+    return {name: fig for name, fig in every.items() if fig.table}
 
 
 def resolve_sets(text: str, installed: list[str]) -> list[tuple[str, str | None]]:
@@ -133,7 +102,8 @@ def _max_diff(a: dict[tuple[str, str], float], b: dict[tuple[str, str], float]) 
 
 
 def _flatten(report: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {k: report.get(k) for k in SCALARS if k in report}
+    """One run's JSON report as a row: every figure, miss causes and plugin metrics."""
+    row: dict[str, Any] = {k: report[k] for k in figures() if report.get(k) is not None}
     row.update({f"miss.{k}": v for k, v in report["miss_causes"].items()})
     row.update(
         {f"miss.higher_timeframe.{k}": v for k, v in report["higher_timeframe_miss_causes"].items()}
@@ -217,7 +187,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"{result['workload']['repeats']} repeats, medians (ratio vs none)",
         f"{'metric':<30}" + "".join(f"{n:>{width}}" for n in names),
     ]
-    for key, label, fmt in TABLE:
+    for key, fig in table_figures().items():
+        label, fmt = fig.label, fig.fmt
         cells = []
         for name in names:
             value = sets[name].get(key)

@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with args.predictions.open("w", encoding="utf-8") as predictions:
         host = Host(workload, manager, predictions=predictions)
         report = host.run(allocations=True)
-    args.out.write_text(json.dumps(report, sort_keys=True), encoding="utf-8")
+    args.out.write_text(json.dumps(report.as_dict(), sort_keys=True), encoding="utf-8")
     return 0
 
 

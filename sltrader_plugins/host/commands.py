@@ -126,7 +126,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     print(format_report(report))
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+        args.json.write_text(
+            json.dumps(report.as_dict(), indent=2, sort_keys=True), encoding="utf-8"
+        )
     return INTERRUPTED if host.interrupted else 0
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
+import attrs
 import numpy as np
 
 from sltrader_plugins.cache import SingleFlightCache
@@ -25,6 +26,7 @@ from sltrader_plugins.callsites import Plugins
 from sltrader_plugins.host.analyzer import Analysis, ParallelAnalyzer, Samples, SkipLog
 from sltrader_plugins.host.exchange import MarketConfig, ReplayExchange, SimClock
 from sltrader_plugins.host.features import FeatureEngine
+from sltrader_plugins.host.figures import RunReport
 from sltrader_plugins.host.trading import TradingConfig, TradingService
 from sltrader_plugins.host.workload import Workload
 from sltrader_plugins.manager import PluginManager
@@ -94,6 +96,9 @@ class Host:
         self.stale_scans = np.zeros(0, dtype=bool)
         self.cycles_done = 0
         self.interrupted = False
+        self.run_seconds = 0.0
+        self.analyzer: ParallelAnalyzer | None = None
+        self.trading: TradingService | None = None
         self.gc_gen0 = 0
         self.last_results: list[Analysis] = []
 
@@ -102,7 +107,7 @@ class Host:
         cycles: int | None = None,
         progress: Callable[[int, int, float], None] | None = None,
         allocations: bool = False,
-    ) -> dict[str, Any]:
+    ) -> RunReport:
         """Trade ``cycles`` cycles (default: the workload's) and return the report.
 
         :param allocations: also measure allocation and uncontended CPU time per
@@ -169,7 +174,7 @@ class Host:
             self.run_seconds = time.perf_counter() - started
             report = self.report()
             if allocations and not self.interrupted:
-                report.update(self.measure_allocations())
+                report = attrs.evolve(report, **self.measure_allocations())
             return report
         finally:
             # After Ctrl-C a plugin gets a short bound to stop: the user is waiting.
@@ -200,66 +205,65 @@ class Host:
 
     # -- the report -----------------------------------------------------------------
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> RunReport:
+        """What the run measured and decided so far (all zero before ``run``)."""
         stats = self.cache.stats()
         model = self.model.times()
-        analyzer = self.analyzer.counters()
+        builds, build_seconds = (0, 0.0)
+        if self.analyzer is not None:
+            builds, build_seconds = self.analyzer.build_counters()
         trading = self.trading
-        builds = max(1.0, analyzer["feature_builds"])
         scans = self.scan_times[: self.cycles_done]
         stale = self.stale_scans[: self.cycles_done]
-        plugin_metrics = self.plugins.metrics()
-        return {
-            "workload": self.workload.as_dict(),
-            "cycles": self.cycles_done,
-            "interrupted": self.interrupted,
-            "symbols_scanned": len(self.predict_waits),
-            "signals": trading.signals,
-            "orders": trading.orders,
-            "open_positions": len(trading.positions),
-            "pnl_realized": trading.realized,
-            "pnl_unrealized": trading.unrealized(),
-            "trained_samples": trading.trained,
-            "cache_hit_rate": stats.hit_rate,
-            "cache_hits": stats.demand_hits,
-            "cache_misses": stats.demand_misses,
-            "miss_causes": self.cache.miss_causes(),
-            "higher_timeframe_miss_causes": self.cache.higher_timeframe_causes(),
-            "prefetches": stats.prefetches,
-            "prefetches_used": stats.prefetches_used,
-            "prefetches_wasted": stats.prefetches_wasted,
-            "prefetch_waste_ratio": (
+        per_build = max(1, builds)
+        return RunReport(
+            workload=self.workload,
+            cycles=self.cycles_done,
+            interrupted=self.interrupted,
+            symbols_scanned=len(self.predict_waits),
+            signals=trading.signals if trading else 0,
+            orders=trading.orders if trading else 0,
+            open_positions=len(trading.positions) if trading else 0,
+            pnl_realized=trading.realized if trading else 0.0,
+            pnl_unrealized=trading.unrealized() if trading else 0.0,
+            trained_samples=trading.trained if trading else 0,
+            decisions_digest=trading.digest() if trading else "",
+            cache_hit_rate=stats.hit_rate,
+            cache_hits=stats.demand_hits,
+            cache_misses=stats.demand_misses,
+            cache_evictions=stats.evictions,
+            miss_causes=self.cache.miss_causes(),
+            higher_timeframe_miss_causes=self.cache.higher_timeframe_causes(),
+            cache=self.cache.extra_stats(),
+            prefetches=stats.prefetches,
+            prefetches_used=stats.prefetches_used,
+            prefetches_wasted=stats.prefetches_wasted,
+            prefetch_waste_ratio=(
                 stats.prefetches_wasted / stats.prefetches if stats.prefetches else 0.0
             ),
-            "cache_evictions": stats.evictions,
-            "cache": self.cache.extra_stats(),
-            "exchange_requests": self.exchange.requests,
-            "model_s_per_prediction": model.seconds_per_prediction,
-            "model": {
-                "model_seconds": model.seconds,
-                "predictions": model.predictions,
-                "predict_calls": model.predict_calls,
-                "predict_batch_calls": model.batch_calls,
-            },
-            "predict_wait_p50_s": self.predict_waits.percentile(50),
-            "predict_wait_p99_s": self.predict_waits.percentile(99),
-            "scan_wall_s": _mean(scans),
-            "scan_stale_s": _mean(scans[stale]),
-            "scan_fresh_s": _mean(scans[~stale]),
-            "stale_scans": int(stale.sum()),
-            "scan_p50_s": float(np.percentile(scans, 50)) if len(scans) else 0.0,
-            "scan_p99_s": float(np.percentile(scans, 99)) if len(scans) else 0.0,
-            "feature_build_s": analyzer["feature_build_seconds"] / builds,
-            "feature_builds": analyzer["feature_builds"],
-            "gc_gen0_per_1000_builds": 1000.0 * self.gc_gen0 / builds,
-            "skipped": self.skips.counts(),
-            "decisions_digest": trading.digest(),
-            "active_plugins": self.plugins.active(),
-            "plugin_metrics": plugin_metrics,
-            "plugin_faults": self.plugins.faults(),
-            "run_seconds": getattr(self, "run_seconds", 0.0),
-            "rss_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        }
+            exchange_requests=self.exchange.requests,
+            model=model,
+            model_s_per_prediction=model.seconds_per_prediction,
+            predict_wait_p50_s=self.predict_waits.percentile(50),
+            predict_wait_p99_s=self.predict_waits.percentile(99),
+            scan_wall_s=_mean(scans),
+            scan_stale_s=_mean(scans[stale]),
+            scan_fresh_s=_mean(scans[~stale]),
+            stale_scans=int(stale.sum()),
+            scan_p50_s=float(np.percentile(scans, 50)) if len(scans) else 0.0,
+            scan_p99_s=float(np.percentile(scans, 99)) if len(scans) else 0.0,
+            scan_times_s=scans.tolist(),
+            stale=stale.tolist(),
+            feature_build_s=build_seconds / per_build,
+            feature_builds=builds,
+            gc_gen0_per_1000_builds=1000.0 * self.gc_gen0 / per_build,
+            skipped=self.skips.counts(),
+            active_plugins=self.plugins.active(),
+            plugin_metrics=self.plugins.metrics(),
+            plugin_faults=self.plugins.faults(),
+            run_seconds=self.run_seconds,
+            rss_peak_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        )
 
     def measure_allocations(self, sample: int = 16, timings: int = 25) -> dict[str, float]:
         """Gross allocation and uncontended CPU time per feature build, on the last scan's

@@ -90,8 +90,8 @@ def test_a_faulty_plugin_changes_no_decision(tiny_module, baseline, hook, behavi
         report, manager = run_with(tiny_module, faulty_plugin(hook, behaviour, release))
     finally:
         release.set()
-    assert report["cycles"] == tiny_module.cycles
-    assert report["decisions_digest"] == baseline["decisions_digest"]
+    assert report.cycles == tiny_module.cycles
+    assert report.decisions_digest == baseline.decisions_digest
     faults = manager.faults().get(f"faulty.{hook}", 0)
     if behaviour in ("raises", "hangs") or (behaviour == "wrong type" and hook in CHECKED_RETURNS):
         assert faults >= 1
@@ -143,9 +143,9 @@ def test_a_failing_model_costs_the_symbols_it_fails_on(tiny_module, answer):
     host.engine.build = build  # type: ignore[method-assign]
     host.model = ModelAdapter(sick)
     report = host.run()
-    assert report["cycles"] == tiny_module.cycles
-    assert report["skipped"] == {"model": tiny_module.cycles}
-    assert report["symbols_scanned"] == tiny_module.cycles * (tiny_module.universe - 1)
+    assert report.cycles == tiny_module.cycles
+    assert report.skipped == {"model": tiny_module.cycles}
+    assert report.symbols_scanned == tiny_module.cycles * (tiny_module.universe - 1)
 
 
 def test_a_slow_model_decides_the_same(tiny_module, baseline):
@@ -158,7 +158,7 @@ def test_a_slow_model_decides_the_same(tiny_module, baseline):
         return original(rows)
 
     learner.predict_batch = slow  # type: ignore[method-assign]
-    assert host.run()["decisions_digest"] == baseline["decisions_digest"]
+    assert host.run().decisions_digest == baseline.decisions_digest
 
 
 # -- the exchange (through the cache) ------------------------------------------------
@@ -190,14 +190,14 @@ class Misbehaving:
 def test_a_failing_exchange_costs_the_symbols_it_fails_on(tiny_module, how):
     host = Host(tiny_module, PluginManager(), wrap_exchange=lambda e: Misbehaving(e, how))
     report = host.run()
-    assert report["cycles"] == tiny_module.cycles
+    assert report.cycles == tiny_module.cycles
     kind = "ExchangeError" if how == "raises" else "internal"
-    assert report["skipped"] == {kind: tiny_module.cycles}
+    assert report.skipped == {kind: tiny_module.cycles}
 
 
 def test_a_slow_exchange_decides_the_same(tiny_module, baseline):
     host = Host(tiny_module, PluginManager(), wrap_exchange=lambda e: Misbehaving(e, "slow"))
-    assert host.run()["decisions_digest"] == baseline["decisions_digest"]
+    assert host.run().decisions_digest == baseline.decisions_digest
 
 
 def test_the_cache_refuses_what_is_not_klines(exchange, clock):

@@ -37,21 +37,21 @@ def baseline():
 
 def test_small_run_reports_everything(baseline):
     r = baseline
-    assert r["cycles"] == N and r["symbols_scanned"] == N * 30
-    assert r["signals"] > 0 and r["orders"] > 0
-    assert 0 < r["cache_hit_rate"] < 1
-    assert sum(r["miss_causes"].values()) == r["cache_misses"]
-    assert sum(r["higher_timeframe_miss_causes"].values()) == r["miss_causes"]["higher_timeframe"]
-    assert r["exchange_requests"] >= r["cache_misses"]
-    assert r["trained_samples"] > 0
-    assert r["skipped"] == {} and r["plugin_faults"] == {}
+    assert r.cycles == N and r.symbols_scanned == N * 30
+    assert r.signals > 0 and r.orders > 0
+    assert 0 < r.cache_hit_rate < 1
+    assert sum(r.miss_causes.values()) == r.cache_misses
+    assert sum(r.higher_timeframe_miss_causes.values()) == r.miss_causes["higher_timeframe"]
+    assert r.exchange_requests >= r.cache_misses
+    assert r.trained_samples > 0
+    assert r.skipped == {} and r.plugin_faults == {}
 
 
 def test_one_worker_and_many_workers_decide_the_same(tiny, baseline):
     one = run(attrs.evolve(tiny, workers=1))
     many = run(attrs.evolve(tiny, workers=8))
-    assert one["decisions_digest"] == many["decisions_digest"] == baseline["decisions_digest"]
-    assert one["signals"] == many["signals"]
+    assert one.decisions_digest == many.decisions_digest == baseline.decisions_digest
+    assert one.signals == many.signals
 
 
 class Recorder:
@@ -109,13 +109,13 @@ def test_hooks_called_in_order(tiny, baseline):
     r = run(tiny, rec)
     assert rec.calls[0] == "on_start" and rec.calls[-1] == "on_shutdown"
     assert rec.calls.count("before_scan") == rec.calls.count("scan_complete") == N
-    assert rec.calls.count("signal") == r["signals"]
+    assert rec.calls.count("signal") == r.signals
     assert rec.calls.count("close:1m") == 2  # 16 scans of 7.5 s pass two 1m closes
-    assert r["plugin_metrics"]["recorder.calls"] > 0
+    assert r.plugin_metrics["recorder.calls"] > 0
     assert rec.services.workers == tiny.workers
     assert rec.services.confirm_timeframes == ("5m", "15m", "1h")
     assert rec.settings.name == "recorder" and rec.settings.section == {}
-    assert r["decisions_digest"] == baseline["decisions_digest"]
+    assert r.decisions_digest == baseline.decisions_digest
 
 
 class RaisingPredict:
@@ -152,10 +152,10 @@ class Predicting:
 @pytest.mark.parametrize("plugin", [RaisingPredict, RaisingBuffers, WrongPredict, Predicting])
 def test_faulty_or_helpful_plugins_keep_decisions(tiny, baseline, plugin, caplog):
     r = run(tiny, plugin())
-    assert r["decisions_digest"] == baseline["decisions_digest"]
-    assert r["skipped"] == {}
+    assert r.decisions_digest == baseline.decisions_digest
+    assert r.skipped == {}
     if plugin is RaisingPredict:
-        assert r["plugin_faults"] == {"raisingpredict.before_predict": N * 30}
+        assert r.plugin_faults == {"raisingpredict.before_predict": N * 30}
 
 
 class Flaky:
@@ -187,15 +187,15 @@ class Flaky:
 def test_bad_input_is_skipped_with_a_reason(tiny, caplog):
     caplog.set_level(logging.WARNING)
     r = run(tiny, exchange_wrapper=Flaky)
-    assert r["skipped"] == {
+    assert r.skipped == {
         "ExchangeError": N,
         "FeatureError": 2 * N,
         "UnknownSymbolError": N,
     }
     messages = "\n".join(rec.getMessage() for rec in caplog.records)
     assert "NOT/LISTED" in messages and "HTTP 502" in messages and "NaN" in messages
-    assert r["symbols_scanned"] == N * 26
-    assert r["cycles"] == N
+    assert r.symbols_scanned == N * 26
+    assert r.cycles == N
 
 
 def test_internal_error_costs_one_symbol(tiny, monkeypatch):
@@ -210,7 +210,7 @@ def test_internal_error_costs_one_symbol(tiny, monkeypatch):
 
     monkeypatch.setattr(features.FeatureEngine, "build", build)
     r = run(tiny)
-    assert r["skipped"] == {"internal": N}
+    assert r.skipped == {"internal": N}
 
 
 def test_predictions_are_written(tiny):
@@ -228,11 +228,11 @@ def test_scan_wall_split_into_stale_and_fresh_scans(baseline):
     # Stale: the first scan (nothing cached) and every scan after a base (1m) close.
     minutes = [int((host_start + i * w.scan_interval_s) // 60) for i in range(N + 1)]
     stale = [i == 0 or minutes[i + 1] > minutes[i] for i in range(N)]
-    assert baseline["stale_scans"] == sum(stale)
+    assert baseline.stale_scans == sum(stale)
     assert 1 < sum(stale) < N
     # The two parts average back to the whole.
-    mean = (baseline["scan_stale_s"] * sum(stale) + baseline["scan_fresh_s"] * (N - sum(stale))) / N
-    assert mean == pytest.approx(baseline["scan_wall_s"], rel=1e-9)
+    mean = (baseline.scan_stale_s * sum(stale) + baseline.scan_fresh_s * (N - sum(stale))) / N
+    assert mean == pytest.approx(baseline.scan_wall_s, rel=1e-9)
 
 
 def test_cycles_beyond_the_replay_refused(tiny):
@@ -244,11 +244,11 @@ def test_cycles_beyond_the_replay_refused(tiny):
 def test_allocations_measured(tiny):
     host = Host(attrs.evolve(tiny, cycles=2), PluginManager())
     r = host.run(allocations=True)
-    assert r["feature_alloc_bytes_per_build"] > 50_000
+    assert r.feature_alloc_bytes_per_build > 50_000
     # One thread's build costs CPU time, and less than the whole run's scans took.
-    assert 0 < r["feature_build_uncontended_s"] < r["scan_wall_s"]
+    assert 0 < r.feature_build_uncontended_s < r.scan_wall_s
     if not tracing():  # a coverage tracer hides blocks from the probe (3.12+: all of them)
-        assert r["feature_alloc_blocks_per_build"] > 0
+        assert r.feature_alloc_blocks_per_build > 0
 
 
 def test_workload_config():
@@ -285,6 +285,7 @@ def test_sltrader_run_cli(tmp_path, capsys):
     assert "cycle 6/6" in captured.err
     report = json.loads(out.read_text())
     assert report["cycles"] == 6 and report["active_plugins"] == []
+    assert len(report["scan_times_s"]) == 6 and report["model"]["predictions"] == 6 * 30
 
 
 @pytest.mark.parametrize(
@@ -338,9 +339,9 @@ def test_ctrl_c_ends_the_run_with_the_report_of_the_cycles_done(tiny):
     manager.register(stopped, "stopping")
     host = Host(tiny, manager)
     report = host.run()
-    assert host.interrupted and report["interrupted"]
-    assert report["cycles"] == 2 and stopped.stopped
-    assert report["symbols_scanned"] == 2 * tiny.universe
+    assert host.interrupted and report.interrupted
+    assert report.cycles == 2 and stopped.stopped
+    assert report.symbols_scanned == 2 * tiny.universe
 
 
 @pytest.mark.slow
@@ -478,8 +479,8 @@ class NotAMapping:
 def test_a_plugin_metric_that_is_not_a_number_costs_only_that_metric(tiny, caplog):
     with caplog.at_level(logging.WARNING):
         report = run(attrs.evolve(tiny, cycles=2), BadMetric(), NotAMapping())
-    assert report["plugin_metrics"] == {"badmetric.count": 3.0}
-    assert report["plugin_faults"] == {
+    assert report.plugin_metrics == {"badmetric.count": 3.0}
+    assert report.plugin_faults == {
         "badmetric.report_metrics": 1,
         "notamapping.report_metrics": 1,
     }
@@ -516,4 +517,4 @@ def test_other_timeframes_get_enough_history():
         model="cheap",
     )
     report = Host(w, PluginManager()).run()
-    assert report["skipped"] == {} and report["symbols_scanned"] == 4 * w.universe
+    assert report.skipped == {} and report.symbols_scanned == 4 * w.universe
