@@ -7,42 +7,12 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-
-import attrs
 
 from sltrader_plugins import __version__
-from sltrader_plugins.config import Config, ConfigError, load_config
+from sltrader_plugins.config import Config, ConfigError
+from sltrader_plugins.host.commands import add_commands
 from sltrader_plugins.manager import PluginError, PluginInfo, PluginManager
-
-
-def add_plugin_options(parser: argparse.ArgumentParser) -> None:
-    """The options every command that loads plugins takes."""
-    parser.add_argument(
-        "--plugins",
-        metavar="NAMES",
-        default=None,
-        help="comma-separated plugins to enable for this run ('' for none); "
-        "overrides SLTRADER_PLUGINS and the configuration file",
-    )
-    parser.add_argument(
-        "--config", metavar="PATH", type=Path, default=None, help="configuration file"
-    )
-    parser.add_argument(
-        "--strict", action="store_true", help="a plugin that fails to load is an error"
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    config = load_config(args.config)
-    return attrs.evolve(config, strict=True) if args.strict else config
-
-
-def load_manager(args: argparse.Namespace, config: Config | None = None) -> PluginManager:
-    """A plugin manager with the plugins these arguments choose."""
-    manager = PluginManager()
-    manager.load(config or config_from_args(args), cli=args.plugins)
-    return manager
+from sltrader_plugins.options import add_plugin_options, load_manager
 
 
 def _format_plugins(infos: Sequence[PluginInfo]) -> str:
@@ -93,8 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_plugin_options(plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(func=cmd_plugins)
-    from sltrader_plugins.host.commands import add_commands
-
     add_commands(commands)
     return parser
 

@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sltrader_plugins.host.arguments import workload_for
 from sltrader_plugins.host.figures import Figure, figures
+from sltrader_plugins.manager import installed_entry_points
 
 #: Figures of the bench itself, beyond a run's (sltrader_plugins.host.figures).
 BENCH_FIGURES = {
@@ -55,7 +57,6 @@ def resolve_sets(text: str, installed: list[str]) -> list[tuple[str, str | None]
 
 
 def _installed() -> list[str]:
-    from sltrader_plugins.manager import installed_entry_points
 
     return sorted({ep.name for ep in installed_entry_points()})
 
@@ -122,8 +123,6 @@ def _median(values: list[Any]) -> Any:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from sltrader_plugins.host.commands import workload_for
-
     _, workload = workload_for(args)
     if args.repeats < 1:
         print("sltrader: error: --repeats must be at least 1", file=sys.stderr)

@@ -14,15 +14,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sltrader_plugins.host.arguments import workload_for, workload_options
+from sltrader_plugins.host.loop import Host
+from sltrader_plugins.options import add_plugin_options, load_manager
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sltrader_plugins.cli import add_plugin_options, load_manager
-    from sltrader_plugins.host.commands import _workload_options, workload_for
-    from sltrader_plugins.host.loop import Host
-
     parser = argparse.ArgumentParser(prog="python -m sltrader_plugins.host.bench_worker")
     add_plugin_options(parser)
-    _workload_options(parser, "small")  # as the bench: its --size, else the file's, else small
+    workload_options(parser, "small")  # as the bench: its --size, else the file's, else small
     parser.add_argument("--cycles", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True)
