@@ -115,6 +115,11 @@ def _flatten(report: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _scan_series(report: dict[str, Any]) -> dict[str, list[Any]]:
+    """One run's scan wall time per cycle and which scans found stale series."""
+    return {"scan_times_s": report["scan_times_s"], "stale": report["stale"]}
+
+
 def _median(values: list[Any]) -> Any:
     if all(isinstance(v, (int, float)) for v in values):
         return statistics.median(values)
@@ -137,6 +142,7 @@ def run_bench(args: argparse.Namespace) -> int:
         else:
             sets.append((name, plugins))
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in sets}
+    scans: dict[str, list[dict[str, list[Any]]]] = {name: [] for name, _ in sets}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sltrader-bench-") as tmp:
         for repeat in range(args.repeats):
@@ -149,16 +155,21 @@ def run_bench(args: argparse.Namespace) -> int:
                 )
                 out = Path(tmp) / f"{name}-{repeat}.json"
                 pred_path = Path(tmp) / f"{name}-{repeat}.tsv"
-                row = _flatten(_child(args, plugins, out, pred_path))
+                report = _child(args, plugins, out, pred_path)
+                row = _flatten(report)
                 preds[name] = _predictions(pred_path)
                 if "none" in preds:
                     row["max_prediction_diff"] = _max_diff(preds["none"], preds[name])
                 runs[name].append(row)
+                scans[name].append(_scan_series(report))
     medians = {}
     for name, rows in runs.items():
         keys = sorted({k for row in rows for k in row})
         medians[name] = {k: _median([row[k] for row in rows if k in row]) for k in keys}
     result = {
+        # every run's figures and scan times, for the spread of the repeats and the plot
+        "runs": runs,
+        "scans": scans,
         "workload": {
             **workload.as_dict(),
             "repeats": args.repeats,
