@@ -185,5 +185,7 @@ def report_metrics() -> Mapping[str, float] | None:
 
     :return: finite numbers by metric name (``{"batches": 12}``), or ``None``. The
         manager prefixes each name with the plugin's entry-point name and a dot
-        (``"batching.batches"``). Anything else is this plugin's fault.
+        (``"batching.batches"``). Anything else is this plugin's fault. The order is
+        kept: the first entries are the ones a user needs first (what the plugin saved),
+        and reports list them at the top of the plugin's counters.
     """

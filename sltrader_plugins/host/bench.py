@@ -20,6 +20,7 @@ from typing import Any
 
 from sltrader_plugins.host.arguments import workload_for
 from sltrader_plugins.host.figures import Figure, figures
+from sltrader_plugins.host.terminal import Table, Terminal
 from sltrader_plugins.manager import installed_entry_points
 
 #: Figures of the bench itself, beyond a run's (sltrader_plugins.host.figures).
@@ -127,7 +128,8 @@ def _median(values: list[Any]) -> Any:
     return distinct[0] if len(distinct) == 1 else "MIXED:" + ",".join(distinct)
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def run_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
+    terminal = terminal or Terminal.detect()
     _, workload = workload_for(args)
     if args.repeats < 1:
         print("sltrader: error: --repeats must be at least 1", file=sys.stderr)
@@ -144,15 +146,14 @@ def run_bench(args: argparse.Namespace) -> int:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in sets}
     scans: dict[str, list[dict[str, list[Any]]]] = {name: [] for name, _ in sets}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="sltrader-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="sltrader-bench-") as tmp,
+        terminal.runs(args.repeats, [name for name, _ in sets]) as progress,
+    ):
         for repeat in range(args.repeats):
             preds: dict[str, dict[tuple[str, str], float]] = {}
             for name, plugins in sets:
-                print(
-                    f"sltrader bench: repeat {repeat + 1}/{args.repeats}, set {name}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                progress(repeat, name)
                 out = Path(tmp) / f"{name}-{repeat}.json"
                 pred_path = Path(tmp) / f"{name}-{repeat}.tsv"
                 report = _child(args, plugins, out, pred_path)
@@ -179,7 +180,7 @@ def run_bench(args: argparse.Namespace) -> int:
         },
         "sets": medians,
     }
-    print(format_table(result))
+    terminal.report(format_table(result), [bench_table(result)])
     if args.json is not None:
         args.json.write_text(
             json.dumps(result, indent=2, sort_keys=True, default=str), encoding="utf-8"
@@ -187,35 +188,62 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_table(result: dict[str, Any]) -> str:
+def _digests(result: dict[str, Any]) -> tuple[list[str], bool]:
+    """Each set's decisions digest (shortened), and whether they are all equal."""
+    digests = [str(row.get("decisions_digest", "")) for row in result["sets"].values()]
+    return [d[:12] for d in digests], len(set(digests)) == 1
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """A row per table figure: its label, then each set's median (ratio vs none)."""
     sets = result["sets"]
-    names = list(sets)
     base = sets.get("none", {})
-    width = 22
-    lines = [
-        f"sltrader bench: {result['workload']['size']} workload, "
-        f"{result['workload']['repeats']} repeats, medians (ratio vs none)",
-        f"{'metric':<30}" + "".join(f"{n:>{width}}" for n in names),
-    ]
+    rows = []
     for key, fig in table_figures().items():
-        label, fmt = fig.label, fig.fmt
         cells = []
-        for name in names:
-            value = sets[name].get(key)
+        for name, row in sets.items():
+            value = row.get(key)
             if not isinstance(value, (int, float)):
-                cells.append(f"{'-':>{width}}")
+                cells.append("-")
                 continue
-            text = format(value, fmt)
+            text = format(value, fig.fmt)
             reference = base.get(key)
             if name != "none" and isinstance(reference, (int, float)) and reference:
                 text += f" (x{value / reference:.2f})"
-            cells.append(f"{text:>{width}}")
-        lines.append(f"{label:<30}" + "".join(cells))
-    digests = {name: sets[name].get("decisions_digest", "") for name in names}
-    same = len(set(digests.values())) == 1
+            cells.append(text)
+        rows.append((fig.label, *cells))
+    return rows
+
+
+def _title(result: dict[str, Any]) -> str:
+    return (
+        f"sltrader bench: {result['workload']['size']} workload, "
+        f"{result['workload']['repeats']} repeats, medians (ratio vs none)"
+    )
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The bench's table as plain text (a pipe, a file, a log)."""
+    names = list(result["sets"])
+    width = 22
+    lines = [_title(result), f"{'metric':<30}" + "".join(f"{n:>{width}}" for n in names)]
+    for label, *cells in _rows(result):
+        lines.append(f"{label:<30}" + "".join(f"{cell:>{width}}" for cell in cells))
+    digests, same = _digests(result)
     lines.append(
         f"{'decisions digest':<30}"
-        + "".join(f"{str(d)[:12]:>{width}}" for d in digests.values())
+        + "".join(f"{d:>{width}}" for d in digests)
         + ("   (all equal)" if same else "   (DIFFERENT)")
     )
     return "\n".join(lines)
+
+
+def bench_table(result: dict[str, Any]) -> Table:
+    """The bench's table for a terminal: the same rows as :func:`format_table`."""
+    digests, same = _digests(result)
+    return Table(
+        title=_title(result),
+        columns=("metric", *result["sets"]),
+        groups=[_rows(result), [("decisions digest", *digests)]],
+        caption="decisions digests: " + ("all equal" if same else "DIFFERENT"),
+    )

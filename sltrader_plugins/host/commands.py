@@ -15,7 +15,8 @@ from typing import Any
 from sltrader_plugins.host.arguments import at_least, host_missing, workload_for, workload_options
 from sltrader_plugins.host.bench import run_bench
 from sltrader_plugins.host.loop import Host
-from sltrader_plugins.host.report import format_report
+from sltrader_plugins.host.report import format_report, report_tables
+from sltrader_plugins.host.terminal import Terminal
 from sltrader_plugins.options import add_plugin_options, load_manager
 
 INTERRUPTED = 130  #: the shell's exit status for a run ended by Ctrl-C (128 + SIGINT)
@@ -47,27 +48,24 @@ def add_commands(commands: Any) -> None:
     bench.set_defaults(func=cmd_bench)
 
 
-def _progress(done: int, total: int, scan_s: float) -> None:
-    every = max(1, total // 10)
-    if done % every == 0 or done == total:
-        print(f"sltrader: cycle {done}/{total} (last scan {scan_s * 1000:.0f} ms)", file=sys.stderr)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
+    """:param terminal: where and how to write (default: this process's streams)."""
     if (missing := host_missing()) is not None:
         print(f"sltrader: error: {missing}", file=sys.stderr)
         return 2
+    terminal = terminal or Terminal.detect()
     config, workload = workload_for(args)
     manager = load_manager(args, config)
     host = Host(workload, manager)
-    report = host.run(progress=None if args.quiet else _progress)
+    with terminal.cycles(workload.cycles, quiet=args.quiet) as progress:
+        report = host.run(progress=progress)
     if host.interrupted:
         print(
             f"sltrader: interrupted after {host.cycles_done} of {workload.cycles} cycles; "
             "the report covers those",
             file=sys.stderr,
         )
-    print(format_report(report))
+    terminal.report(format_report(report), report_tables(report))
     if args.json is not None:
         args.json.write_text(
             json.dumps(report.as_dict(), indent=2, sort_keys=True), encoding="utf-8"
@@ -75,8 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return INTERRUPTED if host.interrupted else 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
+    """:param terminal: where and how to write (default: this process's streams)."""
     if (missing := host_missing()) is not None:
         print(f"sltrader: error: {missing}", file=sys.stderr)
         return 2
-    return run_bench(args)
+    return run_bench(args, terminal)

@@ -1,8 +1,16 @@
-"""The readable report of ``sltrader run``, from a :class:`RunReport`."""
+"""The readable report of ``sltrader run``, from a :class:`RunReport`.
+
+:func:`format_report` is the plain text (a pipe, a file, a log); :func:`report_tables`
+the same run as tables for a terminal, labelled and formatted by each figure's
+:class:`~sltrader_plugins.host.figures.Figure`.
+"""
 
 from __future__ import annotations
 
-from sltrader_plugins.host.figures import RunReport
+from typing import Any
+
+from sltrader_plugins.host.figures import RunReport, figures
+from sltrader_plugins.host.terminal import Table
 
 
 def _ms(seconds: float) -> str:
@@ -13,10 +21,15 @@ def _pairs(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
+def _title(r: RunReport) -> str:
+    w = r.workload
+    return f"sltrader run: {w.size} workload, seed {w.seed}, {w.workers} workers, model {w.model}"
+
+
 def format_report(r: RunReport) -> str:
     w = r.workload
     lines = [
-        f"sltrader run: {w.size} workload, seed {w.seed}, {w.workers} workers, model {w.model}",
+        _title(r),
         f"  cycles            {r.cycles} (scan every {w.scan_interval_s:g} s simulated, "
         f"{r.run_seconds:.1f} s real)",
         f"  symbols           {w.universe} per scan of {w.symbols} listed; "
@@ -41,8 +54,120 @@ def format_report(r: RunReport) -> str:
         f"  active plugins    {', '.join(r.active_plugins) or 'none'}",
     ]
     if r.plugin_metrics:
+        # In the manager's order: plugins by name, each plugin's counters as it lists
+        # them (what it saved first).
         lines.append("  plugin metrics")
-        lines.extend(f"    {k:<32} {v:g}" for k, v in sorted(r.plugin_metrics.items()))
+        lines.extend(f"    {k:<32} {v:g}" for k, v in r.plugin_metrics.items())
     lines.append(f"  plugin faults     {_pairs(r.plugin_faults) or 'none'}")
     lines.append(f"  decisions digest  {r.decisions_digest[:16]}")
     return "\n".join(lines)
+
+
+def _value(value: Any, fmt: str) -> str:
+    # A count is whole: the general format would print 12000 as 1.2e+04.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return format(value, fmt)
+
+
+def _counter(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+
+
+def _counts(counts: dict[str, int], indent: str) -> list[tuple[str, str]]:
+    return [(f"{indent}{k}", str(v)) for k, v in counts.items()]
+
+
+def plugin_groups(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Plugin counters by plugin (their ``"<plugin>."`` prefix), each in the given order."""
+    groups: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        plugin, _, counter = name.partition(".")
+        groups.setdefault(plugin, {})[counter] = value
+    return groups
+
+
+def report_tables(r: RunReport) -> list[Table]:
+    """The run as tables: its figures by section, then each plugin's counters."""
+    figs = figures()
+
+    def fig(*names: str) -> list[tuple[str, str]]:
+        return [
+            (figs[name].label, _value(getattr(r, name), figs[name].fmt))
+            for name in names
+            if getattr(r, name) is not None  # measured by ``run(allocations=True)`` only
+        ]
+
+    # Each miss by cause under the misses; those of higher timeframes under theirs.
+    causes: list[tuple[str, str]] = []
+    for cause, count in r.miss_causes.items():
+        causes.append((f"  {cause}", str(count)))
+        if cause == "higher_timeframe":
+            causes += _counts(r.higher_timeframe_miss_causes, "    ")
+    sections = {
+        "decisions": [
+            *fig("signals", "orders", "open_positions", "pnl_realized", "pnl_unrealized"),
+            *fig("trained_samples"),
+            ("decisions digest", r.decisions_digest[:16]),
+        ],
+        "scans": [
+            *fig("cycles", "symbols_scanned"),
+            ("skipped symbols", str(sum(r.skipped.values()))),
+            *_counts(r.skipped, "  "),
+            *fig("scan_wall_s", "scan_stale_s", "scan_fresh_s", "stale_scans"),
+            *fig("scan_p50_s", "scan_p99_s", "run_seconds", "rss_peak_bytes"),
+        ],
+        "model": [
+            *fig("model_s_per_prediction"),
+            ("predictions", str(r.model.predictions)),
+            ("  one-row calls", str(r.model.predict_calls)),
+            ("  batch calls", str(r.model.batch_calls)),
+            *fig("predict_wait_p50_s", "predict_wait_p99_s"),
+        ],
+        "features": fig(
+            "feature_build_s",
+            "feature_builds",
+            "gc_gen0_per_1000_builds",
+            "feature_build_uncontended_s",
+            "feature_alloc_bytes_per_build",
+            "feature_alloc_blocks_per_build",
+            "feature_alloc_peak_bytes",
+        ),
+        "cache": [
+            *fig("cache_hit_rate", "cache_hits", "cache_misses"),
+            *causes,
+            *fig("cache_evictions", "prefetches", "prefetches_used", "prefetches_wasted"),
+            *fig("prefetch_waste_ratio", "exchange_requests"),
+        ],
+        "plugins": [
+            # One name a row, so a long list does not widen the value column.
+            ("active plugins", str(len(r.active_plugins))),
+            *((f"  {name}", "") for name in r.active_plugins),
+            ("plugin faults", str(sum(r.plugin_faults.values()))),
+            *_counts(r.plugin_faults, "  "),
+        ],
+    }
+    run = Table(
+        title=_title(r) + (" (interrupted)" if r.interrupted else ""),
+        columns=("section", "figure", "value"),
+        groups=[
+            [(section if i == 0 else "", *row) for i, row in enumerate(rows)]
+            for section, rows in sections.items()
+        ],
+        labels=2,
+    )
+    if not r.plugin_metrics:
+        return [run]
+    counters = Table(
+        title="plugin counters",  # each plugin's in its order: what it saved first
+        columns=("plugin", "counter", "value"),
+        groups=[
+            [
+                (plugin if i == 0 else "", counter, _counter(value))
+                for i, (counter, value) in enumerate(group.items())
+            ]
+            for plugin, group in plugin_groups(r.plugin_metrics).items()
+        ],
+        labels=2,
+    )
+    return [run, counters]

@@ -85,4 +85,17 @@ class BatchingPlugin:
         batcher = self._batcher
         if batcher is None:
             return None
-        return batcher.metrics()  # unprefixed: the manager adds the name we were loaded under
+        metrics = batcher.metrics()  # unprefixed: the manager adds the name we were loaded under
+        # What a user needs first: what batching saved (predictions per model call, the
+        # calls it made for how many requests), what that cost (the added wait), and
+        # whether it is bypassing a model too cheap to batch. The rest keeps its order.
+        first = (
+            "mean_batch_size",
+            "batches",
+            "batched_requests",
+            "requests",
+            "wait_p50_ms",
+            "wait_p99_ms",
+            "bypass",
+        )
+        return {**{name: metrics[name] for name in first if name in metrics}, **metrics}

@@ -62,7 +62,14 @@ class WarmingPlugin:
 
     @hookimpl
     def report_metrics(self) -> Mapping[str, float] | None:
-        return self.warmer.metrics() if self.warmer is not None else None
+        if self.warmer is None:
+            return None
+        metrics = self.warmer.metrics()
+        # What a user needs first: the prefetches the trader read in time (what warming
+        # saved) out of those made, and those wasted. A cache that cannot say omits the
+        # first and last; the rest keeps its order.
+        first = ("prefetches_used", "prefetches", "prefetches_wasted", "refreshes")
+        return {**{name: metrics[name] for name in first if name in metrics}, **metrics}
 
     @hookimpl
     def on_shutdown(self) -> None:
