@@ -128,12 +128,10 @@ def _median(values: list[Any]) -> Any:
     return distinct[0] if len(distinct) == 1 else "MIXED:" + ",".join(distinct)
 
 
-def run_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
+def run_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> dict[str, Any]:
+    """Run the bench, print its table, write ``--json``; return the result."""
     terminal = terminal or Terminal.detect()
     _, workload = workload_for(args)
-    if args.repeats < 1:
-        print("sltrader: error: --repeats must be at least 1", file=sys.stderr)
-        return 2
     sets = []
     for name, plugins in resolve_sets(args.sets, _installed()):
         if plugins is None:
@@ -185,7 +183,7 @@ def run_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> int
         args.json.write_text(
             json.dumps(result, indent=2, sort_keys=True, default=str), encoding="utf-8"
         )
-    return 0
+    return result
 
 
 def _digests(result: dict[str, Any]) -> tuple[list[str], bool]:

@@ -7,14 +7,16 @@ is built), so ``sltrader plugins`` and ``--version`` stay light.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from sltrader_plugins.host.arguments import at_least, host_missing, workload_for, workload_options
-from sltrader_plugins.host.bench import run_bench
+from sltrader_plugins.host.bench import bench_table, format_table, run_bench
 from sltrader_plugins.host.loop import Host
+from sltrader_plugins.host.plot import INSTALL_HINT, plot_bench
 from sltrader_plugins.host.report import format_report, report_tables
 from sltrader_plugins.host.terminal import Terminal
 from sltrader_plugins.options import add_plugin_options, load_manager
@@ -23,7 +25,7 @@ INTERRUPTED = 130  #: the shell's exit status for a run ended by Ctrl-C (128 + S
 
 
 def add_commands(commands: Any) -> None:
-    """Add the ``run`` and ``bench`` subcommands to the CLI's subparsers."""
+    """Add the ``run``, ``bench`` and ``report`` subcommands to the CLI's subparsers."""
     run = commands.add_parser("run", help="run the reference trader with the active plugins")
     add_plugin_options(run)
     workload_options(run, "full")  # the main job: the headline workload, about 20 s
@@ -45,7 +47,13 @@ def add_commands(commands: Any) -> None:
         help="comma-separated plugin sets (a set is 'none', 'all' or plugin names joined by +)",
     )
     bench.add_argument("--json", metavar="PATH", type=Path, default=None, help="write results")
+    bench.add_argument("--plot", metavar="PNG", type=Path, default=None, help="draw the results")
     bench.set_defaults(func=cmd_bench)
+
+    report = commands.add_parser("report", help="show a saved bench (sltrader bench --json)")
+    report.add_argument("bench", metavar="BENCH.json", type=Path, help="a saved bench")
+    report.add_argument("--plot", metavar="PNG", type=Path, default=None, help="draw it")
+    report.set_defaults(func=cmd_report)
 
 
 def cmd_run(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
@@ -78,4 +86,36 @@ def cmd_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> int
     if (missing := host_missing()) is not None:
         print(f"sltrader: error: {missing}", file=sys.stderr)
         return 2
-    return run_bench(args, terminal)
+    if args.plot is not None and (missing := plot_missing()) is not None:
+        print(f"sltrader: error: {missing}", file=sys.stderr)  # before a long bench, not after
+        return 2
+    result = run_bench(args, terminal)
+    if args.plot is not None:
+        plot_bench(result, args.plot)
+        print(f"sltrader bench: wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
+    """A saved bench's table again, and its plot with ``--plot``."""
+    try:
+        result = json.loads(args.bench.read_text(encoding="utf-8"))
+        table = format_table(result)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"sltrader: error: {args.bench} is not a saved bench: {exc}", file=sys.stderr)
+        return 2
+    (terminal or Terminal.detect()).report(table, [bench_table(result)])
+    if args.plot is not None:
+        if (missing := plot_missing()) is not None:
+            print(f"sltrader: error: {missing}", file=sys.stderr)
+            return 2
+        plot_bench(result, args.plot)
+        print(f"sltrader report: wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def plot_missing() -> str | None:
+    """Why a plot cannot be drawn here (matplotlib is missing), or None."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return f"plotting needs matplotlib, an optional extra: {INSTALL_HINT}"
+    return None
