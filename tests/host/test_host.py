@@ -518,3 +518,9 @@ def test_other_timeframes_get_enough_history():
     )
     report = Host(w, PluginManager()).run()
     assert report.skipped == {} and report.symbols_scanned == 4 * w.universe
+
+
+def test_a_report_before_the_run_is_all_zeros(tiny):
+    report = Host(tiny, PluginManager()).report()
+    assert (report.cycles, report.signals, report.symbols_scanned) == (0, 0, 0)
+    assert report.scan_times_s == [] and report.decisions_digest == ""
