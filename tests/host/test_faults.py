@@ -20,15 +20,12 @@ from sltrader_plugins.host.loop import Host
 from sltrader_plugins.manager import PluginManager
 
 BOUND = 0.1  # hook_timeout_s of these runs: a hang is the point
-MAIN_LOOP_HOOKS = [
-    "on_start",
-    "before_scan",
-    "on_scan_complete",
-    "on_signal",
-    "on_candle_close",
-    "report_metrics",
-    "on_shutdown",
-]
+# Every hook of the contract: a new hook is covered without a new case.
+MAIN_LOOP_HOOKS = sorted(
+    name
+    for name in dir(hookspecs)
+    if hasattr(getattr(hookspecs, name), "sltrader_spec") and name not in hookspecs.WORKER_HOOKS
+)
 CHECKED_RETURNS = {"before_predict", "on_feature_build", "report_metrics"}
 
 
