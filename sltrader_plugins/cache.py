@@ -17,6 +17,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import attrs
 
@@ -61,6 +62,11 @@ class SingleFlightCache:
     :param base_timeframe: misses on other timeframes are counted as ``higher_timeframe``
         (``None``: every timeframe is counted alike).
     :param limits: candles fetched per timeframe (``default_limit`` for the others).
+    :param fetch_timeout_s: wait for one fetch at most this long, then raise
+        ``TimeoutError`` to the reader (and every reader waiting on that fetch); ``None``:
+        no bound, ``fetch`` runs in the reader's thread. With a bound each fetch runs on a
+        daemon thread, and one that never returns keeps its thread: at most
+        ``max_hung_fetches`` may, then every fetch fails at once until one returns.
     """
 
     def __init__(
@@ -71,10 +77,17 @@ class SingleFlightCache:
         base_timeframe: str | None = None,
         limits: Mapping[str, int] | None = None,
         default_limit: int = 600,
+        fetch_timeout_s: float | None = None,
+        max_hung_fetches: int = 64,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
+        if fetch_timeout_s is not None and not 0 < fetch_timeout_s < float("inf"):
+            raise ValueError(f"fetch_timeout_s must be a positive number, got {fetch_timeout_s}")
         self._fetch_klines = fetch
+        self._fetch_timeout_s = fetch_timeout_s
+        # Fetches running on their own threads (bounded fetches only): hung ones keep a slot.
+        self._fetch_slots = threading.BoundedSemaphore(max(1, max_hung_fetches))
         self._clock = clock
         self.capacity = capacity
         self.base_timeframe = base_timeframe
@@ -225,7 +238,10 @@ class SingleFlightCache:
     def _fetch(self, key: Key, flight: _Flight) -> Klines:
         symbol, timeframe = key
         try:
-            klines = self._fetch_klines(symbol, timeframe, self.limit(timeframe))
+            if self._fetch_timeout_s is None:
+                klines = self._fetch_klines(symbol, timeframe, self.limit(timeframe))
+            else:
+                klines = self._bounded_fetch(symbol, timeframe, self._fetch_timeout_s)
             if not isinstance(klines, Klines):
                 raise TypeError(f"fetch returned a {type(klines).__name__} for {key}, not Klines")
         except BaseException as exc:
@@ -241,6 +257,31 @@ class SingleFlightCache:
         finally:
             flight.future.set_result(klines)  # whatever happens, nobody waits forever
         return klines
+
+    def _bounded_fetch(self, symbol: str, timeframe: str, bound: float) -> Klines:
+        """``fetch`` on a daemon thread, waited for at most ``bound`` seconds."""
+        if not self._fetch_slots.acquire(blocking=False):
+            raise TimeoutError(
+                f"fetch of ({symbol!r}, {timeframe!r}) not started: every fetch slot is "
+                "held by a fetch that has not returned (the exchange does not answer)"
+            )
+        result: Future = Future()
+
+        def run() -> None:
+            try:
+                result.set_result(self._fetch_klines(symbol, timeframe, self.limit(timeframe)))
+            except BaseException as exc:  # handed to the reader, if it still waits
+                result.set_exception(exc)
+            finally:
+                self._fetch_slots.release()
+
+        threading.Thread(target=run, name="sltrader-fetch", daemon=True).start()
+        try:
+            return result.result(timeout=bound)
+        except FutureTimeout:
+            raise TimeoutError(
+                f"fetch of ({symbol!r}, {timeframe!r}) did not return within {bound:g} s"
+            ) from None
 
     def _land_locked(self, key: Key, flight: _Flight) -> None:
         # A candle may have closed while this fetch ran, and a newer flight for the same

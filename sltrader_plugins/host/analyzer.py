@@ -149,7 +149,7 @@ class ParallelAnalyzer:
             try:
                 try:
                     klines = self.cache.get_klines(symbol, timeframe)
-                except ExchangeError as exc:
+                except (ExchangeError, TimeoutError) as exc:
                     return self._skip(type(exc).__name__, symbol, str(exc))
                 start = time.thread_time()
                 try:

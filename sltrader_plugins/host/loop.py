@@ -83,7 +83,12 @@ class Host:
         limits = {w.base_timeframe: w.candles}
         limits.update({tf: w.confirm_candles for tf in w.confirm_timeframes})
         self.cache = SingleFlightCache(
-            self.exchange.fetch_klines, self.clock, w.cache_capacity, w.base_timeframe, limits
+            self.exchange.fetch_klines,
+            self.clock,
+            w.cache_capacity,
+            w.base_timeframe,
+            limits,
+            fetch_timeout_s=w.fetch_timeout_s,
         )
         self.learner = make_model(w.model, w.seed)
         self.model = ModelAdapter(self.learner)

@@ -143,7 +143,7 @@ class TradingService:
                 closes = klines.close[-self.config.trend_candles :]
                 if len(closes) < self.config.trend_candles or not np.isfinite(closes).all():
                     raise FeatureError(f"{len(closes)} usable {timeframe} candles")
-            except (ExchangeError, FeatureError) as exc:
+            except (ExchangeError, TimeoutError, FeatureError) as exc:
                 # No confirmation without data: an unconfirmed candidate is dropped.
                 self.skips.record("confirmation", analysis.symbol, f"{timeframe}: {exc}")
                 return 0

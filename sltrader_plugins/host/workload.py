@@ -99,6 +99,9 @@ class Workload:
     :ivar latency_ms: mean real latency per exchange request, jittered by ``jitter``.
     :ivar jitter: latency varies uniformly within ``latency_ms * (1 ± jitter)``.
     :ivar rate_limit_per_min: exchange requests per simulated minute (0: unlimited).
+    :ivar fetch_timeout_s: the longest a read waits for one exchange request before the
+        symbol is skipped (``SingleFlightCache``'s bound; unset: no bound, as the replay
+        exchange never hangs; set it for an exchange that may).
     :ivar workers: worker threads of the scan.
     :ivar model: ``sgd`` (scikit-learn) or ``cheap`` (a dot product).
     :ivar buy_threshold: a prediction at least this is a buy candidate.
@@ -132,6 +135,9 @@ class Workload:
     latency_ms: float = attrs.field(default=4.0, validator=finite(min=0, max=10_000))
     jitter: float = attrs.field(default=0.5, validator=finite(min=0, max=1))
     rate_limit_per_min: int = attrs.field(default=3000, validator=integer(min=0, max=1_000_000))
+    fetch_timeout_s: float | None = attrs.field(
+        default=None, validator=finite(above=0, max=3600, optional=True)
+    )
     workers: int = attrs.field(default=8, validator=integer(min=1, max=256))
     model: str = attrs.field(default="sgd", validator=one_of("sgd", "cheap"))
     buy_threshold: float = attrs.field(default=0.62, validator=finite(min=0, max=1))

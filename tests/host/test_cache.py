@@ -324,3 +324,13 @@ def test_an_older_series_landing_late_does_not_replace_a_newer_one(exchange, clo
         cache._store_locked(("BTC_USDT", "1m"), older, prefetched=True)
     assert cache.get_klines("BTC_USDT", "1m") is newer
     assert cache.stats().prefetches_wasted == 1
+
+
+def test_a_bounded_fetch_hands_the_reader_the_exchanges_own_error(counting, clock):
+    cache = SingleFlightCache(counting.fetch_klines, clock, 4, fetch_timeout_s=5.0)
+    assert cache.get_klines("BTC_USDT", "1m").symbol == "BTC_USDT"  # through its thread
+    counting.fail = ExchangeError("HTTP 429")
+    with pytest.raises(ExchangeError, match="429"):
+        cache.get_klines("ETH/USDT", "1m")
+    with pytest.raises(ValueError, match="fetch_timeout_s must be a positive number"):
+        SingleFlightCache(counting.fetch_klines, clock, 4, fetch_timeout_s=0.0)

@@ -205,3 +205,58 @@ def test_the_cache_refuses_what_is_not_klines(exchange, clock):
         cache.get_klines("BTC_USDT", "1m")
     good = SingleFlightCache(exchange.fetch_klines, clock, 4)
     assert isinstance(good.get_klines("BTC_USDT", "1m"), Klines)
+
+
+class Hanging(Misbehaving):
+    """An exchange whose requests for SICK never return (until the test ends)."""
+
+    def __init__(self, inner, release: threading.Event) -> None:
+        super().__init__(inner, "hangs")
+        self.release = release
+
+    def fetch_klines(self, symbol, timeframe, limit):
+        if symbol == SICK:
+            self.release.wait(60)
+        return super().fetch_klines(symbol, timeframe, limit)
+
+
+def test_a_hanging_exchange_costs_its_symbol_when_fetches_are_bounded(tiny_module):
+    release = threading.Event()
+    workload = attrs.evolve(tiny_module, fetch_timeout_s=0.2)
+    try:
+        host = Host(workload, PluginManager(), wrap_exchange=lambda e: Hanging(e, release))
+        report = host.run()
+    finally:
+        release.set()
+    assert report.cycles == tiny_module.cycles
+    assert report.skipped == {"TimeoutError": tiny_module.cycles}
+    assert report.symbols_scanned == tiny_module.cycles * (tiny_module.universe - 1)
+
+
+def test_hung_fetches_hold_a_bounded_number_of_threads(exchange, clock):
+    from sltrader_plugins import SingleFlightCache
+
+    release = threading.Event()
+
+    def fetch(symbol, timeframe, limit):
+        release.wait(60)
+        return exchange.fetch_klines(symbol, timeframe, limit)
+
+    cache = SingleFlightCache(fetch, clock, 8, fetch_timeout_s=0.05, max_hung_fetches=2)
+    try:
+        for symbol in ("BTC_USDT", "ETH/USDT"):
+            with pytest.raises(TimeoutError, match=r"did not return within 0\.05 s"):
+                cache.get_klines(symbol, "1m")
+        with pytest.raises(TimeoutError, match="every fetch slot is held"):
+            cache.get_klines("SOL_USDT", "1m")  # fails at once: no third thread
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the hung fetches return, their slots come back
+        try:
+            assert isinstance(cache.get_klines("SOL_USDT", "1m"), Klines)
+            break
+        except TimeoutError:
+            time.sleep(0.01)
+    else:
+        raise AssertionError("the slots never came back")
