@@ -224,7 +224,8 @@ class Plugins:
         except Exception as exc:
             features = compute(*args, DEFAULT_BUFFERS)
             reason = f"a build failed with its buffers ({type(exc).__name__}: {exc}), not without"
-            self.manager.fault(buffers.plugin, "on_feature_build", reason)
+            # A hook wrapper's answer is not guarded, so it may carry no plugin's name.
+            self.manager.fault(getattr(buffers, "plugin", "?"), "on_feature_build", reason)
             return features
         finally:
             buffers.release()
