@@ -65,7 +65,12 @@ class ModelAdapter:
     def __init__(self, estimator: Any, proba_column: int = 1) -> None:
         self.estimator = estimator
         self._lock = threading.Lock()
-        self._times = ModelTimes()
+        # Plain counters under the lock; ModelTimes is made on demand. A batching plugin
+        # times predict_batch calls, so every line here counts as the model's cost.
+        self._seconds = 0.0
+        self._predictions = 0
+        self._predict_calls = 0
+        self._batch_calls = 0
         self._one: Callable[[np.ndarray], float]
         self._many: Callable[[Sequence[np.ndarray]], Sequence[float]]
         if callable(getattr(estimator, "predict_batch", None)):
@@ -86,7 +91,11 @@ class ModelAdapter:
     def predict(self, features: np.ndarray) -> float:
         start = time.perf_counter()
         result = self._one(features)
-        self._count(time.perf_counter() - start, 1, batch=False)
+        elapsed = time.perf_counter() - start
+        with self._lock:
+            self._seconds += elapsed
+            self._predictions += 1
+            self._predict_calls += 1
         return real_number(result)
 
     def predict_batch(self, features: Sequence[np.ndarray]) -> list[float]:
@@ -94,22 +103,18 @@ class ModelAdapter:
         answers = self._many(features)
         # No Python loop over the rows: the adapter's own cost stays out of model time.
         result = answers.tolist() if isinstance(answers, np.ndarray) else list(answers)
-        self._count(time.perf_counter() - start, len(features), batch=True)
+        elapsed = time.perf_counter() - start
+        with self._lock:
+            self._seconds += elapsed
+            self._predictions += len(features)
+            self._batch_calls += 1
         return result
 
     def times(self) -> ModelTimes:
         """A snapshot of the counters."""
         with self._lock:
-            return self._times
-
-    def _count(self, seconds: float, predictions: int, *, batch: bool) -> None:
-        with self._lock:
-            t = self._times
-            self._times = ModelTimes(
-                t.seconds + seconds,
-                t.predictions + predictions,
-                t.predict_calls + (not batch),
-                t.batch_calls + batch,
+            return ModelTimes(
+                self._seconds, self._predictions, self._predict_calls, self._batch_calls
             )
 
 

@@ -71,12 +71,17 @@ def test_a_plugin_set_makes_the_same_predictions_signals_and_orders(baseline, pl
 
 
 @pytest.mark.skipif("batching" not in INSTALLED, reason="batching not installed here")
-def test_batching_a_cheap_model_bypasses_and_decides_the_same():
+def test_batching_a_cheap_model_decides_the_same():
+    # Whether the batcher bypasses a model this cheap is decided from measured CPU time,
+    # which a tracer (coverage) and a loaded machine shift across its threshold: that
+    # decision is unit-tested with controlled costs (plugins/batching/tests/test_batcher.py::
+    # test_a_cheap_model_is_bypassed_after_a_scan_and_batched_again_when_costly) and
+    # measured by the bench. Here: whichever way it goes, nothing changes a decision.
     expected_report, expected = trade("", model="cheap")
     report, predictions = trade("batching", model="cheap")
     assert report.decisions_digest == expected_report.decisions_digest
     assert max(abs(predictions[k] - expected[k]) for k in expected) <= 1e-9
-    assert report.plugin_metrics["batching.bypass"] == 1.0
+    assert report.plugin_metrics["batching.requests"] > 0 and report.plugin_faults == {}
 
 
 def test_the_baseline_decides_something(baseline):
