@@ -39,7 +39,7 @@ from sltrader_plugins.config import (
 from sltrader_plugins.hookspecs import PROJECT_NAME
 from sltrader_plugins.klines import Klines
 from sltrader_plugins.manager import PluginError, PluginManager
-from sltrader_plugins.model import ModelAdapter, ModelTimes
+from sltrader_plugins.model import ModelAdapter, ModelTimes, finite_number
 from sltrader_plugins.protocols import (
     BatchModel,
     CacheStats,
@@ -90,6 +90,7 @@ __all__ = [
     "close_boundary",
     "closes_between",
     "finite",
+    "finite_number",
     "hookimpl",
     "integer",
     "last_close_time",

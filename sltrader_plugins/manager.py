@@ -13,7 +13,6 @@ import functools
 import importlib.metadata
 import inspect
 import logging
-import math
 import os
 import threading
 from collections import Counter
@@ -27,7 +26,7 @@ from sltrader_plugins import hookspecs
 from sltrader_plugins.bounded import HookThread, Outcome
 from sltrader_plugins.buffers import LentBuffers
 from sltrader_plugins.config import DEFAULT_HOOK_TIMEOUT_S, Config, ConfigError
-from sltrader_plugins.model import real_number
+from sltrader_plugins.model import finite_number
 from sltrader_plugins.protocols import HostServices
 
 log = logging.getLogger(__name__)
@@ -409,16 +408,8 @@ def _check_buffers(manager: PluginManager, plugin: str, result: Any) -> Any:
     return None
 
 
-def _finite_number(value: Any) -> float | None:
-    try:
-        number = real_number(value)
-    except TypeError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _check_prediction(manager: PluginManager, plugin: str, result: Any) -> Any:
-    value = _finite_number(result)
+    value = finite_number(result)
     if value is None:
         manager.fault(plugin, "before_predict", f"returned {result!r}, not a finite number")
     return value
@@ -433,7 +424,7 @@ def _check_metrics(manager: PluginManager, plugin: str, result: Any) -> Any:
     metrics: dict[str, float] = {}
     bad = []
     for name, value in result.items():
-        number = _finite_number(value)
+        number = finite_number(value)
         if isinstance(name, str) and number is not None:
             metrics[f"{plugin}.{name}"] = number
         else:

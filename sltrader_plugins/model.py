@@ -9,6 +9,7 @@ trader's own numbers. Nothing here imports a model library.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,18 @@ def real_number(value: Any) -> float:
     if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
         return float(value)
     raise TypeError(f"expected a number, got {value!r}")
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite :func:`real_number`, else ``None``.
+
+    The rule for a prediction a plugin or a batch answers, and for a plugin's metric.
+    """
+    try:
+        number = real_number(value)
+    except (TypeError, OverflowError):  # OverflowError: a Python int beyond float range
+        return None
+    return number if math.isfinite(number) else None
 
 
 @attrs.frozen

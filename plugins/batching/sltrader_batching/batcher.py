@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ import numpy as np
 
 from sltrader_batching.config import BatchingConfig
 from sltrader_batching.stats import LogHistogram
+from sltrader_plugins import finite_number
 
 log = logging.getLogger("sltrader_batching")
 
@@ -526,7 +526,7 @@ class MicroBatcher:
                 self._single_cost = elapsed
             else:
                 self._single_cost += _COST_ALPHA * (elapsed - self._single_cost)
-        return _number(result)  # the same rule as for a batch's answers
+        return finite_number(result)  # the same rule as for a batch's answers
 
     def review(self) -> bool:
         """At a scan boundary: bypass while the model is too cheap for batching to pay.
@@ -660,23 +660,6 @@ def _log_unbatchable(kind: type) -> None:
     )
 
 
-def _number(value: object) -> float | None:
-    """``value`` as a float when it is a finite real number, else ``None``.
-
-    The manager's rule for a ``before_predict`` answer: Python or numpy ints and floats.
-    Not bool or numpy bool (a classifier's label, which ``float`` would turn into 1.0),
-    not a string (which ``float`` would parse), not NaN or an infinity.
-    """
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        try:
-            number = float(value)
-        except OverflowError:  # a Python int beyond float range
-            return None
-        if math.isfinite(number):
-            return number
-    return None
-
-
 def _check(raw: object, size: int) -> list[float]:
     """``raw`` as ``size`` floats; :class:`BatchError` unless it is a sequence (or 1-D
     array) of exactly ``size`` finite real numbers (see :func:`_number`).
@@ -695,7 +678,7 @@ def _check(raw: object, size: int) -> list[float]:
         raise BatchError(f"predict_batch returned {len(raw)} results for {size} requests")
     values: list[float] = []
     for value in raw:
-        number = _number(value)
+        number = finite_number(value)
         if number is None:
             raise BatchError(f"predict_batch returned {value!r}, not a finite number")
         values.append(number)
