@@ -318,17 +318,17 @@ class Config:
                 raise ConfigError(
                     f"'plugins.{name}.enabled': expected true or false, got {enabled!r}"
                 )
-        timeout = data.get("hook_timeout_s", DEFAULT_HOOK_TIMEOUT_S)
-        if not HOOK_TIMEOUT.accepts(timeout):
-            raise ConfigError(str(SettingError("hook_timeout_s", HOOK_TIMEOUT.expected, timeout)))
-        return cls(
-            enable=data.get("enable"),
-            strict=strict,
-            hook_timeout_s=timeout,
-            host=dict(host),
-            plugins={name: dict(section) for name, section in plugins.items()},
-            source=source,
-        )
+        try:  # the fields' own validators check the rest, in one line each
+            return cls(
+                enable=data.get("enable"),
+                strict=strict,
+                hook_timeout_s=data.get("hook_timeout_s", DEFAULT_HOOK_TIMEOUT_S),
+                host=dict(host),
+                plugins={name: dict(section) for name, section in plugins.items()},
+                source=source,
+            )
+        except SettingError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @attrs.frozen
