@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 
 from sltrader_plugins.buffers import DEFAULT_BUFFERS
+from sltrader_plugins.cache import Fetch
 from sltrader_plugins.config import Config, load_config
+from sltrader_plugins.klines import Klines, served_fault
 from sltrader_plugins.manager import PluginInfo, PluginManager
 from sltrader_plugins.protocols import Clock, HostServices, KlineCache, Model
 from sltrader_plugins.signals import Signal
-from sltrader_plugins.timeframes import closes_between
+from sltrader_plugins.timeframes import closes_between, last_close_time
 
 
 class Plugins:
@@ -182,6 +184,60 @@ class Plugins:
     def faults(self) -> dict[str, int]:
         """Faults of plugins so far, as ``{"plugin.hook": count}``."""
         return self.manager.faults()
+
+    # -- the exchange ---------------------------------------------------------------
+
+    def fetching(self, fetch: Fetch) -> Fetch:
+        """``fetch`` as the plugins may serve, pace and publish it; put your cache in
+        front of what this returns::
+
+            cache = SingleFlightCache(plugins.fetching(exchange.fetch_klines), clock, 360)
+
+        Each call of the returned function: ``before_fetch_klines`` (a plugin's series is
+        returned if it is one the exchange could have answered now, else that plugin's
+        fault is counted); otherwise ``before_exchange_request``, ``fetch`` itself and
+        ``after_fetch_klines`` with its answer (``None`` when it raised, and what it
+        raised reaches the caller as without plugins). Call it only after :meth:`start`.
+
+        :param fetch: ``fetch(symbol, timeframe, limit) -> Klines``, the exchange's.
+        """
+
+        def fetch_klines(symbol: str, timeframe: str, limit: int) -> Klines:
+            close_time = last_close_time(timeframe, self.services.clock.now())
+            asked = {
+                "symbol": symbol,
+                "timeframe": timeframe,
+                "limit": limit,
+                "close_time": close_time,
+            }
+            served = self.hook.before_fetch_klines(**asked)
+            if served is not None:
+                reason = served_fault(served, **asked)
+                if reason is None:
+                    return served
+                self.manager.fault(
+                    self._implementer("before_fetch_klines"), "before_fetch_klines", reason
+                )
+            klines = None
+            try:
+                self.hook.before_exchange_request(weight=1)
+                klines = fetch(symbol, timeframe, limit)
+                return klines
+            finally:
+                self.hook.after_fetch_klines(**asked, klines=klines)
+
+        return fetch_klines
+
+    def exchange_request(self, weight: int = 1) -> None:
+        """Call before any exchange request of yours that is not a kline fetch through
+        :meth:`fetching` (``before_exchange_request``): a plugin may pace it."""
+        self.hook.before_exchange_request(weight=weight)
+
+    def _implementer(self, hook: str) -> str:
+        """Who a firstresult hook's answer came from: the one plugin implementing it, or
+        ``"?"`` when several do (pluggy does not say which answered)."""
+        names = [n for n in self.active() if hook in self.manager.hooks_of(n)]
+        return names[0] if len(names) == 1 else "?"
 
     # -- worker threads -------------------------------------------------------------
 

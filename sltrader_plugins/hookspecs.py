@@ -8,11 +8,13 @@ treated as if the plugin had returned ``None``: the host falls back to its own b
 and the other plugins still run.
 
 Threading: ``before_analyze_symbol``, ``after_analyze_symbol``, ``before_predict`` and
-``on_feature_build`` are called from worker threads, many at once. Every other hook is
-called for the host's main loop, on a thread the manager keeps for the plugin: one
-plugin's main-loop hooks run one at a time, and the loop waits for each call at most
-``hook_timeout_s`` (a call that overruns is abandoned and counted as a fault; the
-plugin's main-loop calls are skipped until it returns).
+``on_feature_build`` are called from worker threads, many at once; the exchange hooks
+(``before_fetch_klines``, ``after_fetch_klines``, ``before_exchange_request``) from
+whichever thread talks to the exchange. Every other hook is called for the host's main
+loop, on a thread the manager keeps for the plugin: one plugin's main-loop hooks run one
+at a time, and the loop waits for each call at most ``hook_timeout_s`` (a call that
+overruns is abandoned and counted as a fault; the plugin's main-loop calls are skipped
+until it returns).
 """
 
 from __future__ import annotations
@@ -23,16 +25,25 @@ import numpy as np
 import pluggy
 
 from sltrader_plugins.config import PluginSettings
+from sltrader_plugins.klines import Klines
 from sltrader_plugins.protocols import FeatureBuffers, HostServices, Model
 from sltrader_plugins.signals import Signal
 
 PROJECT_NAME = "sltrader"
 
-#: Hooks called from worker threads, many at once, and never bounded by the manager:
-#: they are on the hot path and each is bounded by its own work. The others are the
-#: main loop's: the manager waits for each plugin's call at most ``hook_timeout_s``.
+#: Hooks called from worker threads (or any thread), many at once, and never bounded by
+#: the manager: they are on the hot path and each plugin bounds its own work. The others
+#: are the main loop's: the manager waits for each plugin's call at most ``hook_timeout_s``.
 WORKER_HOOKS = frozenset(
-    {"before_analyze_symbol", "after_analyze_symbol", "on_feature_build", "before_predict"}
+    {
+        "before_analyze_symbol",
+        "after_analyze_symbol",
+        "on_feature_build",
+        "before_predict",
+        "before_fetch_klines",
+        "after_fetch_klines",
+        "before_exchange_request",
+    }
 )
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -171,6 +182,63 @@ def on_candle_close(timeframe: str, close_time: float, next_scan_time: float) ->
     :param timeframe: the timeframe whose candle closed.
     :param close_time: the close time of that candle (epoch seconds, ``<= now``).
     :param next_scan_time: when the next scan is due (epoch seconds, clock time).
+    """
+
+
+# -- the exchange ---------------------------------------------------------------------
+# The host's kline fetch, as ``Plugins.fetching`` wraps it: ``before_fetch_klines``; if no
+# plugin served the series, ``before_exchange_request``, the exchange call, then
+# ``after_fetch_klines`` with what it answered. A cache in front of the wrapped fetch
+# (``SingleFlightCache``) makes one fetch per stale series, prefetches included.
+
+
+@hookspec(firstresult=True)
+def before_fetch_klines(
+    symbol: str, timeframe: str, limit: int, close_time: float
+) -> Klines | None:
+    """The host is about to fetch a series from the exchange; serve it instead.
+
+    Called in the thread that needs the series (a worker, a prefetch, the main loop). A
+    plugin may wait here for a fetch made elsewhere (another process's), and must bound
+    that wait itself: the manager does not.
+
+    :param symbol: the series' symbol.
+    :param timeframe: the series' timeframe.
+    :param limit: the most candles the host asks for (the exchange's ``limit``).
+    :param close_time: the close of the newest candle that has closed by the host's clock
+        (epoch seconds, a candle boundary): the series is fresh if it reaches it.
+    :return: what the exchange would answer now (the newest ``limit`` candles closed by
+        ``close_time``), or ``None`` to let the host fetch. The first non-``None`` result
+        wins. One of another symbol or timeframe, longer than ``limit``, or whose newest
+        candle does not close exactly at ``close_time`` (later: not closed yet; earlier:
+        stale) is this plugin's fault, and the host fetches.
+    """
+
+
+@hookspec
+def after_fetch_klines(
+    symbol: str, timeframe: str, limit: int, close_time: float, klines: Klines | None
+) -> None:
+    """The host fetched a series from the exchange, or failed to (``klines`` is ``None``).
+
+    Called once after every ``before_fetch_klines`` that served nothing, in the same
+    thread, also when the fetch raised. A plugin publishes the series here, or releases
+    what it reserved for this fetch.
+
+    :param klines: what the exchange answered (read-only arrays), ``None`` on failure.
+    :param close_time: as given to ``before_fetch_klines``.
+    """
+
+
+@hookspec
+def before_exchange_request(weight: int) -> None:
+    """The host is about to send one request to the exchange; return when it may go.
+
+    Called for every request, kline fetches (prefetches included) and the host's others
+    (its universe), from any thread. A plugin that keeps a request budget blocks here
+    until the budget allows, for at most a bounded time of its own.
+
+    :param weight: the request's cost in the exchange's rate-limit units (1 for most).
     """
 
 

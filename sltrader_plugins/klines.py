@@ -92,3 +92,25 @@ class Klines:
         if not self.n:
             return None
         return float(self.open_time[-1]) + timeframe_seconds(self.timeframe)
+
+
+def served_fault(
+    klines: object, symbol: str, timeframe: str, limit: int, close_time: float
+) -> str | None:
+    """Why ``klines`` cannot stand for an exchange's answer to ``(symbol, timeframe,
+    limit)`` now, its newest closed candle closing at ``close_time``; ``None`` if it can.
+
+    The newest candle must close exactly at ``close_time``: after it, the candle has not
+    closed; before it, the series is stale (a trader that fetches gets the newer one).
+    """
+    if not isinstance(klines, Klines):
+        return f"returned a {type(klines).__name__}, not Klines"
+    if (klines.symbol, klines.timeframe) != (symbol, timeframe):
+        return f"served {klines.symbol!r} {klines.timeframe!r} for {symbol!r} {timeframe!r}"
+    if klines.n > limit:
+        return f"served {klines.n} candles of {symbol!r} {timeframe!r}, more than {limit}"
+    last = klines.last_close_time
+    if last != close_time:
+        newest = "no candle" if last is None else f"its newest candle closing at {last:.0f}"
+        return f"served {symbol!r} {timeframe!r} with {newest}, not at {close_time:.0f}"
+    return None

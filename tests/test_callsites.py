@@ -302,3 +302,103 @@ def test_klines_do_not_change_the_callers_arrays():
     close = np.array([1.0, 2.0])
     klines = Klines("X", "1m", [0.0, 60.0], close, close, close, close, close)
     assert close.flags.writeable and not klines.close.flags.writeable
+
+
+# -- the exchange: serve, pace, publish ----------------------------------------------
+
+DAY = 3600.0 * 24  # the clock of started(): a 1m close
+
+
+def series(symbol: str = "BTC_USDT", closes_at: float = DAY, n: int = 3) -> Klines:
+    open_time = closes_at - 60.0 * np.arange(n, 0, -1)
+    price = np.linspace(1.0, 2.0, n)
+    return Klines(symbol, "1m", open_time, price, price, price, price, price)
+
+
+class Exchange:
+    def __init__(self, fails: bool = False) -> None:
+        self.fetches: list[tuple] = []
+        self.fails = fails
+
+    def fetch_klines(self, symbol: str, timeframe: str, limit: int) -> Klines:
+        self.fetches.append((symbol, timeframe, limit))
+        if self.fails:
+            raise ConnectionError("exchange down")
+        return series(symbol)
+
+
+class Sharing:
+    """Serves ``served`` (if any) and records paced requests and published series."""
+
+    def __init__(self, served: Klines | None = None) -> None:
+        self.served = served
+        self.events: list[tuple] = []
+
+    @hookimpl
+    def before_fetch_klines(self, symbol, timeframe, limit, close_time):
+        self.events.append(("serve?", symbol, timeframe, limit, close_time))
+        return self.served
+
+    @hookimpl
+    def before_exchange_request(self, weight):
+        self.events.append(("pace", weight))
+
+    @hookimpl
+    def after_fetch_klines(self, symbol, timeframe, limit, close_time, klines):
+        self.events.append(("published", symbol, klines is not None))
+
+
+def test_a_fetch_nobody_serves_is_paced_then_published():
+    sharing, exchange = Sharing(), Exchange()
+    fetch = started(sharing).fetching(exchange.fetch_klines)
+    klines = fetch("BTC_USDT", "1m", 3)
+    assert klines.last_close_time == DAY
+    assert exchange.fetches == [("BTC_USDT", "1m", 3)]
+    assert sharing.events == [
+        ("serve?", "BTC_USDT", "1m", 3, DAY),
+        ("pace", 1),
+        ("published", "BTC_USDT", True),
+    ]
+
+
+def test_a_served_series_is_not_fetched():
+    sharing, exchange = Sharing(served=series()), Exchange()
+    plugins = started(sharing)
+    assert plugins.fetching(exchange.fetch_klines)("BTC_USDT", "1m", 3) is sharing.served
+    assert exchange.fetches == []
+    assert [e[0] for e in sharing.events] == ["serve?"]
+    assert plugins.faults() == {}
+
+
+@pytest.mark.parametrize(
+    "served, why",
+    [
+        (series(closes_at=DAY - 60.0), "stale"),
+        (series(closes_at=DAY + 60.0), "not closed yet"),
+        (series("ETH_USDT"), "another symbol"),
+        (series(n=4), "longer than the limit"),
+        ("candles", "not Klines"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_a_series_the_exchange_could_not_answer_now_is_the_plugins_fault(served, why):
+    sharing, exchange = Sharing(served=served), Exchange()
+    plugins = started(sharing)
+    klines = plugins.fetching(exchange.fetch_klines)("BTC_USDT", "1m", 3)
+    assert klines is not served and klines.last_close_time == DAY  # the exchange's
+    assert exchange.fetches == [("BTC_USDT", "1m", 3)], why
+    assert plugins.faults() == {"sharing.before_fetch_klines": 1}
+
+
+def test_a_failed_fetch_is_announced_and_its_error_reaches_the_caller():
+    sharing = Sharing()
+    fetch = started(sharing).fetching(Exchange(fails=True).fetch_klines)
+    with pytest.raises(ConnectionError, match="exchange down"):
+        fetch("BTC_USDT", "1m", 3)
+    assert sharing.events[-1] == ("published", "BTC_USDT", False)
+
+
+def test_other_exchange_requests_are_paced_too():
+    sharing = Sharing()
+    started(sharing).exchange_request(weight=2)
+    assert sharing.events == [("pace", 2)]

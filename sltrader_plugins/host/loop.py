@@ -83,7 +83,8 @@ class Host:
         limits = {w.base_timeframe: w.candles}
         limits.update({tf: w.confirm_candles for tf in w.confirm_timeframes})
         self.cache = SingleFlightCache(
-            self.exchange.fetch_klines,
+            # Plugins may serve a series, pace the request and publish the answer.
+            self.plugins.fetching(self.exchange.fetch_klines),
             self.clock,
             w.cache_capacity,
             w.base_timeframe,
@@ -191,6 +192,7 @@ class Host:
         closes = self.plugins.candle_closes(next_scan_time=now)
         if any(timeframe == w.base_timeframe for timeframe, _ in closes):
             self.stale_scans[cycle] = True
+        self.plugins.exchange_request()
         symbols = self.exchange.top_symbols(w.universe)
         gen0 = gc.get_stats()[0]["collections"]
         # The scan's own hook is timed with it: work a plugin does there delays the scan.

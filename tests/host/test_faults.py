@@ -26,7 +26,7 @@ MAIN_LOOP_HOOKS = sorted(
     for name in dir(hookspecs)
     if hasattr(getattr(hookspecs, name), "sltrader_spec") and name not in hookspecs.WORKER_HOOKS
 )
-CHECKED_RETURNS = {"before_predict", "on_feature_build", "report_metrics"}
+CHECKED_RETURNS = {"before_predict", "before_fetch_klines", "on_feature_build", "report_metrics"}
 
 
 @pytest.fixture(scope="module")
