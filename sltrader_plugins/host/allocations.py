@@ -79,7 +79,6 @@ class _Probe:
         self.top = 0
         self._last_cur = 0
         self._last_blocks = 0
-        self._made_bytes = 0  # the profiler's objects alive now (for the peak)
         # The frame object (or bound method) of the last return, kept until the next
         # event reads its levels: freed there, inside the probe, it is not mistaken for
         # the measured code freeing memory.
@@ -126,13 +125,10 @@ class _Probe:
         grown = blocks - self._last_blocks - (0 < made <= _PYMALLOC_MAX)
         if grown > 0:
             self.blocks += grown
-        self._made_bytes += made
-        if peak - self._made_bytes > self.top:
-            self.top = peak - self._made_bytes
+        if peak > self.top:
+            self.top = peak
         self.events += 1
         # Free the last return's object here, between the two reads; hold this one's.
-        if self._held is not None:
-            self._made_bytes -= sys.getsizeof(self._held)
         self._held = frame if event == "return" else arg if event == "c_return" else None
         # The probe's own integers must be gone before the next level is read, so
         # both reads see the probe in the same state.
