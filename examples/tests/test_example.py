@@ -28,7 +28,8 @@ MAX_CHANGED_LINES = 25
 
 
 def diff_blocks() -> list[str]:
-    """The ```diff blocks of the walk-through: the feature switch, then the call sites."""
+    """The ```diff blocks of the walk-through: the feature switch, the call sites, the
+    exchange hooks."""
     return re.findall(r"^```diff\n(.*?)^```", DOC.read_text(), re.S | re.M)
 
 
@@ -148,10 +149,20 @@ def test_the_plugin_free_trader_mentions_no_plugins(tmp_path):
 
 
 def test_the_diffs_are_the_feature_switch_then_at_most_25_lines_of_call_sites():
-    features, call_sites = diff_blocks()
+    features, call_sites, _ = diff_blocks()
     assert re.findall(r"^\+\+\+ b/(.+)$", features, re.M) == ["examples/trader/features.py"]
     assert "examples/trader/features.py" not in call_sites
     added, removed = changed_lines(call_sites)
     # Every removed line comes back changed: nothing of the trader's own goes.
     assert removed <= added <= MAX_CHANGED_LINES
     assert f"{added} changed lines" in DOC.read_text()
+
+
+def test_the_exchange_step_wraps_the_caches_fetch_and_says_how_many_lines():
+    exchange = diff_blocks()[2]
+    files = re.findall(r"^\+\+\+ b/(.+)$", exchange, re.M)
+    assert files == ["examples/trader/main.py", "examples/trader/cache.py"]
+    assert "plugins.fetching(exchange.fetch_klines)" in exchange
+    added, removed = changed_lines(exchange)
+    assert removed <= added
+    assert f"({added} changed lines" in DOC.read_text()

@@ -9,8 +9,10 @@ It is also a ``sltrader_plugins.KlineCache`` (``prefetch``, ``latest_close_time`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from examples.trader.exchange import BASE_TIMEFRAME, ReplayExchange
-from sltrader_plugins import SingleFlightCache
+from sltrader_plugins import Klines, SingleFlightCache
 
 #: Candles per series: the longest indicator lookback (20) with room to spare. The model
 #: is trained on windows of this length too, so it sees what the scans will show it.
@@ -18,9 +20,14 @@ WINDOW = 100
 
 
 class IntelligentCache(SingleFlightCache):
-    def __init__(self, exchange: ReplayExchange, capacity: int = 64) -> None:
+    def __init__(
+        self,
+        exchange: ReplayExchange,
+        capacity: int = 64,
+        fetch: Callable[[str, str, int], Klines] | None = None,
+    ) -> None:
         super().__init__(
-            exchange.fetch_klines,
+            fetch or exchange.fetch_klines,
             exchange.clock,
             capacity,
             base_timeframe=BASE_TIMEFRAME,

@@ -40,12 +40,13 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     exchange = ReplayExchange()
     clock = exchange.clock
-    cache = IntelligentCache(exchange)
+    plugins = Plugins.load(plugins=args.plugins)  # first: the cache fetches through them
+    cache = IntelligentCache(exchange, fetch=plugins.fetching(exchange.fetch_klines))
     features = FeatureEngine()
     model = ModelAdapter(train_model(exchange, features))  # it times every model call
     trading = TradingService(cache)
     records: list[dict[str, Any]] = []  # the run's decisions, to compare two runs
-    with ThreadPoolExecutor(WORKERS) as pool, Plugins.load(plugins=args.plugins) as plugins:
+    with ThreadPoolExecutor(WORKERS) as pool, plugins:
         plugins.start(
             model=model,
             cache=cache,
