@@ -6,10 +6,8 @@
   once (thread CPU time per build, as the host's scan measures it);
 - gross allocation per build (bytes and blocks, the host's own probe), in
   ``extra_info`` of the same tests' JSON (``--benchmark-json``);
-- one ``empty`` request by array size, pooled hit vs ``np.empty`` (where pooling stops
-  paying: ``min_pooled_bytes``);
-- the pool's acquire + release per build with 8 threads, one shared lock-protected pool
-  vs a ``threading.local`` one (the per-thread vs shared decision in docs/pooling.md).
+- one ``empty`` request by array size, pooled hit vs ``np.empty``;
+- the pool's acquire + 30 hits + release per build with 8 threads at once.
 
 The scenario comparison (``none`` vs ``pooling`` on the reference workload) is
 ``sltrader bench --sets none,pooling``.
@@ -193,40 +191,9 @@ def test_empty_by_size(benchmark: Any, kind: str, n: int) -> None:
         assert stats == warm  # the baseline never touched the pool
 
 
-class PerThreadPool:
-    """The rejected alternative: one BuildBuffers per thread in a threading.local, no
-    lock. (A thread's second concurrent build gets a fresh one.)"""
-
-    def __init__(self, config: PoolingConfig) -> None:
-        self._shared = BufferPool(config, 1)
-        self.config = config
-        self.dtypes = self._shared.dtypes
-        self.dtype_info = self._shared.dtype_info
-        self.max_bytes_per_build = config.max_idle_bytes
-        self._poison = None
-        self._local = threading.local()
-
-    def acquire(self) -> BuildBuffers:
-        buffers = getattr(self._local, "buffers", None)
-        if buffers is None or buffers._active:
-            buffers = BuildBuffers(self, BuildBuffers._recycle)  # type: ignore[arg-type]
-            self._local.buffers = buffers
-        buffers._active = True
-        buffers._lookup = buffers._spellings
-        return buffers
-
-    def _flush(self, buffers: BuildBuffers) -> None:
-        buffers._take_counts()
-
-    def _add_dropped(self, nbytes: int) -> None:
-        pass
-
-
-@pytest.mark.parametrize("kind", ["shared", "per-thread"])
-def test_acquire_release_8_threads(benchmark: Any, kind: str) -> None:
+def test_acquire_release_8_threads(benchmark: Any) -> None:
     """Acquire + 30 hits + release per build, 8 threads building at once."""
-    config = PoolingConfig()
-    pool: Any = BufferPool(config, WORKERS + 1) if kind == "shared" else PerThreadPool(config)
+    pool = BufferPool(PoolingConfig(), WORKERS + 1)
     sizes = [600, 599, 580, 550, 579, 1, 5] * 4 + [600, 2]
     builds = 500
     used: list[dict[int, BuildBuffers]] = []  # per run, the BuildBuffers the builds got
@@ -256,5 +223,4 @@ def test_acquire_release_8_threads(benchmark: Any, kind: str) -> None:
     # 4000 builds per run on at most one set of buffers per thread, plus one: reused, not
     # made per build.
     assert all(0 < len(seen) <= WORKERS + 1 for seen in used), [len(seen) for seen in used]
-    if kind == "shared":
-        assert pool.stats().outstanding == 0 and pool.leaks() == []
+    assert pool.stats().outstanding == 0 and pool.leaks() == []

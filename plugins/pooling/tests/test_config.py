@@ -25,15 +25,12 @@ def test_every_key_is_read() -> None:
         {
             "max_idle_bytes": MIB,
             "max_idle_builds": 3,
-            "min_pooled_bytes": 64,
-            "max_pooled_bytes": 64,  # equal to the minimum: one size is pooled
-            "classes_per_doubling": 1,
+            "max_pooled_bytes": 64,
             "poison": True,
         }
     )
     assert (config.max_idle_bytes, config.max_idle_builds) == (MIB, 3)
-    assert (config.min_pooled_bytes, config.max_pooled_bytes) == (64, 64)
-    assert (config.classes_per_doubling, config.poison) == (1, True)
+    assert (config.max_pooled_bytes, config.poison) == (64, True)
 
 
 @pytest.mark.parametrize(
@@ -42,16 +39,8 @@ def test_every_key_is_read() -> None:
         ({"max_idle_bytes": -1}, "'plugins.pooling.max_idle_bytes': expected an integer >= 0"),
         ({"max_idle_builds": -2}, "'plugins.pooling.max_idle_builds': expected an integer >= 0"),
         ({"max_pooled_bytes": 0}, "'plugins.pooling.max_pooled_bytes': expected an integer >= 1"),
-        (
-            {"min_pooled_bytes": 4096, "max_pooled_bytes": 1024},
-            "'plugins.pooling.max_pooled_bytes': expected at least 'min_pooled_bytes' (4096), "
-            "got 1024",
-        ),
-        (
-            {"classes_per_doubling": 3},
-            "'plugins.pooling.classes_per_doubling': expected one of 1, 2, 4, 8, 16, 32, 64, got 3",
-        ),
-        ({"classes_per_doubling": 128}, "'plugins.pooling.classes_per_doubling': expected one"),
+        # Size classes are gone (docs/pooling.md): an old file says so at start-up.
+        ({"classes_per_doubling": 4}, "'plugins.pooling.classes_per_doubling': unknown key"),
         ({"poison": "yes"}, "'plugins.pooling.poison': expected true or false, got 'yes'"),
         ({"max_idle_byte": 10}, "'plugins.pooling.max_idle_byte': unknown key; did you mean "),
     ],
@@ -64,12 +53,10 @@ def test_errors_are_one_line_naming_the_key(section: dict[str, object], message:
 
 
 def test_errors_name_the_section_the_plugin_was_loaded_under() -> None:
-    with pytest.raises(ConfigError, match=r"^'plugins\.other\.classes_per_doubling'"):
-        parse({"classes_per_doubling": 3}, name="other")
+    with pytest.raises(ConfigError, match=r"^'plugins\.other\.max_idle_bytes'"):
+        parse({"max_idle_bytes": -3}, name="other")
 
 
 def test_direct_construction_is_validated_too() -> None:
-    with pytest.raises(ValueError, match=r"^'classes_per_doubling': expected one of"):
-        PoolingConfig(classes_per_doubling=True)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"^'max_pooled_bytes': expected at least"):
-        PoolingConfig(min_pooled_bytes=10, max_pooled_bytes=5)
+    with pytest.raises(ValueError, match=r"^'max_pooled_bytes': expected an integer >= 1"):
+        PoolingConfig(max_pooled_bytes=0)

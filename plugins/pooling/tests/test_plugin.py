@@ -100,7 +100,7 @@ def test_shutdown_logs_leaked_builds(start: Start, caplog: pytest.LogCaptureFixt
     manager.hook.on_feature_build(symbol="OK", timeframe="1m", n_candles=1).release()
     with caplog.at_level(logging.WARNING):
         manager.shutdown()
-    assert "1 object(s) acquired and never released" in caplog.text
+    assert "1 build(s) acquired buffers and never released them" in caplog.text
     assert "ETH/USDT 5m n=700" in caplog.text
 
 
@@ -126,10 +126,8 @@ def test_restart_drops_the_old_pool(services: Services) -> None:
         ({"max_idle_bytes": -1}, "max_idle_bytes"),
         ({"max_idle_bytes": "lots"}, "plugins.pooling.max_idle_bytes"),
         ({"max_idle_builds": -2}, "max_idle_builds"),
-        ({"min_pooled_bytes": 1.5}, "plugins.pooling.min_pooled_bytes"),
+        ({"max_pooled_bytes": 1.5}, "plugins.pooling.max_pooled_bytes"),
         ({"max_pooled_bytes": 0}, "max_pooled_bytes"),
-        ({"min_pooled_bytes": 4096, "max_pooled_bytes": 1024}, "max_pooled_bytes"),
-        ({"classes_per_doubling": 3}, "classes_per_doubling"),
         ({"poison": "yes"}, "plugins.pooling.poison"),
         ({"max_idle_byte": 10}, "max_idle_byte"),
     ],
@@ -143,4 +141,4 @@ def test_config_errors_name_the_key(start: Start, section: dict[str, Any], key: 
 def test_config_defaults() -> None:
     config = PluginSettings("pooling").parse(PoolingConfig)
     assert config == PoolingConfig() and config.max_idle_builds is None
-    assert config.max_pooled_bytes > config.min_pooled_bytes
+    assert config.max_pooled_bytes == 8 << 20
