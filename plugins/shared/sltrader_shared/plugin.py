@@ -1,0 +1,71 @@
+"""The shared plugin's hook implementations.
+
+The host instantiates :class:`SharedPlugin` once (a class entry point). The exchange
+hooks run in whichever thread fetches, many at once; each returns within its own bound
+(``wait_ms``, ``max_pace_wait_ms``, ``timeout_ms`` per Redis call) whatever Redis does,
+and none raises for a Redis problem: without Redis the trader fetches and paces on its
+own. Nothing runs in the background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sltrader_plugins import HostServices, Klines, PluginSettings, hookimpl
+from sltrader_shared.config import SharedConfig
+from sltrader_shared.link import RedisLink
+from sltrader_shared.shared import Shared
+
+
+class SharedPlugin:
+    """Shares fetched series, one fetch per series per close, and the request budget
+    among traders through Redis.
+
+    Its settings are its ``[plugins.<name>]`` section, whatever name it is loaded under.
+    Before ``on_start`` (and after ``on_shutdown``) every hook is a no-op.
+    """
+
+    def __init__(self) -> None:
+        self.config: SharedConfig | None = None
+        self.shared: Shared | None = None
+
+    @hookimpl
+    def on_start(self, services: HostServices, settings: PluginSettings) -> None:
+        # ConfigError propagates: a wrong setting stops start-up with the key named.
+        config = settings.parse(SharedConfig)
+        self.config = config
+        # No connection yet: the first fetch connects (a trader without Redis starts as
+        # fast as one without the plugin).
+        self.shared = Shared(config, RedisLink(config, settings.name))
+
+    @hookimpl
+    def before_fetch_klines(
+        self, symbol: str, timeframe: str, limit: int, close_time: float
+    ) -> Klines | None:
+        if self.shared is None:
+            return None
+        return self.shared.serve(symbol, timeframe, limit, close_time)
+
+    @hookimpl
+    def after_fetch_klines(
+        self, symbol: str, timeframe: str, limit: int, close_time: float, klines: Klines | None
+    ) -> None:
+        if self.shared is not None:
+            self.shared.fetched(symbol, timeframe, limit, close_time, klines)
+
+    @hookimpl
+    def before_exchange_request(self, weight: int) -> None:
+        if self.shared is not None:
+            self.shared.pace(weight)
+
+    @hookimpl
+    def report_metrics(self) -> Mapping[str, float] | None:
+        if self.shared is None:
+            return None
+        return self.shared.metrics()
+
+    @hookimpl
+    def on_shutdown(self) -> None:
+        shared, self.shared = self.shared, None
+        if shared is not None:
+            shared.close()

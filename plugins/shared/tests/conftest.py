@@ -1,0 +1,118 @@
+"""A private, real ``redis-server`` per test, on a free localhost port in a temporary dir.
+
+No mock and no fakeredis: the scripts, timeouts and restarts are Redis's own. The server
+keeps nothing on disk (``--save '' --appendonly no``), so a restart empties it, as a
+crash of a cache-only Redis would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+sys.path.insert(0, str(Path(__file__).parent))  # shared_testkit, also in spawned children
+
+#: How long a server may take to answer PING after it started (a loaded machine).
+START_BOUND_S = 20.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """One ``redis-server`` process: started, stopped, killed, restarted on its port."""
+
+    def __init__(self, directory: Path) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail(
+                "redis-server not found: the shared plugin's tests need a real Redis server; "
+                "install it with `apt-get install -y redis-server` (Debian/Ubuntu)",
+                pytrace=False,
+            )
+        self.executable = executable
+        self.directory = directory
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self.process is None
+        self.process = subprocess.Popen(
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_BOUND_S
+        while True:
+            try:
+                with self.client() as client:
+                    client.ping()
+                return
+            except redis.RedisError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Kills the server (SIGKILL: a crash, not a clean shutdown)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=5)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace of this test's own."""
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def restart_redis(redis_server: RedisServer) -> Callable[[], None]:
+    """Kills the test's server and starts it again on the same port (it comes back empty,
+    as a crashed cache-only Redis does)."""
+    return redis_server.restart
