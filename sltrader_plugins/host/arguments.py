@@ -39,6 +39,13 @@ def workload_options(parser: argparse.ArgumentParser, size: str) -> None:
     parser.add_argument("--workers", type=at_least(1), default=None, help="worker threads")
     parser.add_argument("--model", choices=("sgd", "cheap"), default=None, help="model")
     parser.add_argument("--seed", type=at_least(0), default=None, help="market seed")
+    parser.add_argument(
+        "--latency",
+        choices=("lan", "wan"),
+        default=None,
+        help="latency profile of the exchange (default: [host] latency, else lan; "
+        "[host] latency_ms and jitter win over the profile's)",
+    )
 
 
 def host_missing() -> str | None:
@@ -54,9 +61,10 @@ def workload_for(args: argparse.Namespace) -> Any:
     workload = workload_from(
         args.size or config.host.get("size") or args.default_size,
         config.host,
-        workers=args.workers,
-        model=args.model,
+        workers=getattr(args, "workers", None),
+        model=getattr(args, "model", None),
         seed=args.seed,
         cycles=cycles,
+        latency=getattr(args, "latency", None),
     )
     return config, workload

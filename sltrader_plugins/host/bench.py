@@ -36,6 +36,10 @@ BENCH_FIGURES = {
 }
 
 
+#: The plugin sets ``sltrader bench`` compares unless ``--sets`` names others.
+DEFAULT_SETS = "none,batching,pooling,warming,all"
+
+
 def table_figures() -> dict[str, Figure]:
     """The rows of the bench's table, in report order."""
     every = {**figures(), **BENCH_FIGURES}
@@ -133,7 +137,7 @@ def run_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> dic
     terminal = terminal or Terminal.detect()
     _, workload = workload_for(args)
     sets = []
-    for name, plugins in resolve_sets(args.sets, _installed()):
+    for name, plugins in resolve_sets(args.sets or DEFAULT_SETS, _installed()):
         if plugins is None:
             print(
                 f"sltrader bench: skipping set {name!r}: its plugins are not installed",

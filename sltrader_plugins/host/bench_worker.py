@@ -2,12 +2,15 @@
 
 Runs the reference trader once with exactly the plugins of ``--plugins`` and writes the
 report (with allocation figures and the process's peak RSS) as JSON, and every
-prediction keyed by ``(cycle, symbol)`` to ``--predictions``.
+prediction keyed by ``(cycle, symbol)`` to ``--predictions``. With ``--exchange URL`` it
+trades on a served exchange; ``--trader I`` makes it trader ``I`` of several
+(``Workload.trader``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from sltrader_plugins.host.arguments import workload_for, workload_options
 from sltrader_plugins.host.loop import Host
+from sltrader_plugins.host.served import trader_exchange
 from sltrader_plugins.options import add_plugin_options, load_manager
 
 
@@ -25,14 +29,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     workload_options(parser, "small")  # as the bench: its --size, else the file's, else small
     parser.add_argument("--cycles", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--predictions", type=Path, required=True)
+    parser.add_argument("--predictions", type=Path, default=None)
+    parser.add_argument("--exchange", metavar="URL", default=None)
+    parser.add_argument("--trader", type=int, default=0)
+    parser.add_argument("--no-allocations", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config, workload = workload_for(args)
+    workload = workload.trader(args.trader)
     manager = load_manager(args, config)
-    with args.predictions.open("w", encoding="utf-8") as predictions:
-        host = Host(workload, manager, predictions=predictions)
-        report = host.run(allocations=True)
+    with contextlib.ExitStack() as stack:
+        predictions = None
+        if args.predictions is not None:
+            predictions = stack.enter_context(args.predictions.open("w", encoding="utf-8"))
+        host = Host(
+            workload,
+            manager,
+            predictions=predictions,
+            wrap_exchange=trader_exchange(workload, args.exchange),
+        )
+        report = host.run(allocations=not args.no_allocations)
     args.out.write_text(json.dumps(report.as_dict(), sort_keys=True), encoding="utf-8")
     return 0
 

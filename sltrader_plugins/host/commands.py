@@ -1,4 +1,5 @@
-"""``sltrader run`` and ``sltrader bench``: wired into the CLI by ``add_commands``.
+"""``sltrader run``, ``bench``, ``report`` and ``exchange``: wired into the CLI by
+``add_commands``.
 
 Nothing here imports scikit-learn at import time (the host's model does, when a trader
 is built), so ``sltrader plugins`` and ``--version`` stay light.
@@ -14,24 +15,56 @@ from pathlib import Path
 from typing import Any
 
 from sltrader_plugins.host.arguments import at_least, host_missing, workload_for, workload_options
-from sltrader_plugins.host.bench import bench_table, format_table, run_bench
+from sltrader_plugins.host.bench import DEFAULT_SETS, bench_table, format_table, run_bench
+from sltrader_plugins.host.bench_traders import (
+    DEFAULT_TRADER_SETS,
+    BenchError,
+    run_traders_bench,
+)
+from sltrader_plugins.host.exchange import ExchangeError
 from sltrader_plugins.host.loop import Host
 from sltrader_plugins.host.plot import INSTALL_HINT, plot_bench
 from sltrader_plugins.host.report import format_report, report_tables
+from sltrader_plugins.host.served import (
+    ExchangeServer,
+    RateLimit,
+    RateLimitError,
+    ServedMarket,
+    trader_exchange,
+)
 from sltrader_plugins.host.terminal import Terminal
 from sltrader_plugins.options import add_plugin_options, load_manager
 
 INTERRUPTED = 130  #: the shell's exit status for a run ended by Ctrl-C (128 + SIGINT)
 
 
+def rate_limit(text: str) -> RateLimit:
+    """An argparse type: ``--rate-limit`` (one clear line otherwise)."""
+    try:
+        return RateLimit.parse(text)
+    except RateLimitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def bench_rate_limit(text: str) -> RateLimit | None:
+    """``--rate-limit`` of the bench: ``auto`` (``None``: derived from the solo runs)."""
+    return None if text.strip().lower() == "auto" else rate_limit(text)
+
+
 def add_commands(commands: Any) -> None:
-    """Add the ``run``, ``bench`` and ``report`` subcommands to the CLI's subparsers."""
+    """Add the ``run``, ``bench``, ``report`` and ``exchange`` subcommands."""
     run = commands.add_parser("run", help="run the reference trader with the active plugins")
     add_plugin_options(run)
     workload_options(run, "full")  # the main job: the headline workload, about 20 s
     run.add_argument("--cycles", type=at_least(1), default=None, help="scan cycles to run")
     run.add_argument("--json", metavar="PATH", type=Path, default=None, help="write the report")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    run.add_argument(
+        "--exchange",
+        metavar="URL",
+        default=None,
+        help="trade on a served exchange (sltrader exchange) instead of the embedded one",
+    )
     run.set_defaults(func=cmd_run)
 
     bench = commands.add_parser(
@@ -43,12 +76,63 @@ def add_commands(commands: Any) -> None:
     bench.add_argument("--cycles", type=at_least(1), default=None, help="scan cycles per run")
     bench.add_argument(
         "--sets",
-        default="none,batching,pooling,warming,all",
-        help="comma-separated plugin sets (a set is 'none', 'all' or plugin names joined by +)",
+        default=None,
+        help="comma-separated plugin sets (a set is 'none', 'all' or plugin names joined by +; "
+        f"default {DEFAULT_SETS}, with --traders {DEFAULT_TRADER_SETS})",
     )
     bench.add_argument("--json", metavar="PATH", type=Path, default=None, help="write results")
     bench.add_argument("--plot", metavar="PNG", type=Path, default=None, help="draw the results")
+    bench.add_argument(
+        "--traders",
+        type=at_least(1),
+        default=None,
+        help="N trader processes at once on one served exchange, each set against each "
+        "trader alone (sets default to none,shared)",
+    )
+    bench.add_argument(
+        "--rate-limit",
+        type=bench_rate_limit,
+        default=None,
+        metavar="N/WINDOW",
+        help="with --traders: the exchange's limit, e.g. 1200/1m (default 'auto': between "
+        "one trader's peak per minute and N times it)",
+    )
     bench.set_defaults(func=cmd_bench)
+
+    exchange = commands.add_parser(
+        "exchange", help="serve the workload's replay exchange over HTTP on localhost"
+    )
+    exchange.add_argument(
+        "--size",
+        choices=("small", "full"),
+        default=None,
+        help="workload (default: [host] size, else full); traders must use the same",
+    )
+    exchange.set_defaults(default_size="full")
+    exchange.add_argument("--seed", type=at_least(0), default=None, help="market seed")
+    exchange.add_argument(
+        "--cycles", type=at_least(1), default=None, help="cycles the market is generated for"
+    )
+    exchange.add_argument(
+        "--latency",
+        choices=("lan", "wan"),
+        default=None,
+        help="latency slept per request (default: [host] latency, else lan)",
+    )
+    exchange.add_argument(
+        "--rate-limit",
+        type=rate_limit,
+        default=RateLimit(),
+        metavar="N/WINDOW",
+        help="requests of all clients in any rolling window, e.g. 1200/1m or 600/10s "
+        "(default: off); over it, HTTP 429 with Retry-After",
+    )
+    exchange.add_argument("--host", default="127.0.0.1", help="address to bind")
+    exchange.add_argument("--port", type=at_least(0), default=0, help="port (0: a free one)")
+    exchange.add_argument(
+        "--config", metavar="PATH", type=Path, default=None, help="configuration file"
+    )
+    exchange.set_defaults(func=cmd_exchange, strict=False)
 
     report = commands.add_parser("report", help="show a saved bench (sltrader bench --json)")
     report.add_argument("bench", metavar="BENCH.json", type=Path, help="a saved bench")
@@ -64,9 +148,13 @@ def cmd_run(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
     terminal = terminal or Terminal.detect()
     config, workload = workload_for(args)
     manager = load_manager(args, config)
-    host = Host(workload, manager)
-    with terminal.cycles(workload.cycles, quiet=args.quiet) as progress:
-        report = host.run(progress=progress)
+    try:
+        host = Host(workload, manager, wrap_exchange=trader_exchange(workload, args.exchange))
+        with terminal.cycles(workload.cycles, quiet=args.quiet) as progress:
+            report = host.run(progress=progress)
+    except ExchangeError as exc:
+        print(f"sltrader: error: {exc}", file=sys.stderr)
+        return 2
     if host.interrupted:
         print(
             f"sltrader: interrupted after {host.cycles_done} of {workload.cycles} cycles; "
@@ -89,11 +177,56 @@ def cmd_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> int
     if args.plot is not None and (missing := plot_missing()) is not None:
         print(f"sltrader: error: {missing}", file=sys.stderr)  # before a long bench, not after
         return 2
+    if args.traders is not None:
+        if args.plot is not None:
+            print(
+                "sltrader: error: --plot draws a plugin-set bench, not --traders", file=sys.stderr
+            )
+            return 2
+        try:
+            run_traders_bench(args, terminal)
+        except BenchError as exc:
+            print(f"sltrader bench: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     result = run_bench(args, terminal)
     if args.plot is not None:
         plot_bench(result, args.plot)
         print(f"sltrader bench: wrote {args.plot}", file=sys.stderr)
     return 0
+
+
+def cmd_exchange(args: argparse.Namespace) -> int:
+    """Serve the workload's market until Ctrl-C; the URL is the first line of stdout."""
+    _, workload = workload_for(args)
+    market = ServedMarket(
+        workload.market(), workload.symbol_names(), workload.latency_profile(), args.rate_limit
+    )
+    try:
+        server = ExchangeServer((args.host, args.port), market)
+    except OSError as exc:
+        print(
+            f"sltrader: error: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
+    print(server.url, flush=True)
+    profile = workload.latency_profile()
+    print(
+        f"sltrader exchange: {workload.size} workload ({workload.symbols} symbols, seed "
+        f"{workload.seed}, {workload.cycles} cycles), latency {workload.latency} "
+        f"({profile.mean_ms:g} ms ± {profile.jitter:.0%}), rate limit {args.rate_limit}; "
+        "Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    finally:
+        server.server_close()
+    return 0  # pragma: no cover - serve_forever returns only after shutdown()
 
 
 def cmd_report(args: argparse.Namespace, terminal: Terminal | None = None) -> int:

@@ -19,6 +19,7 @@ from typing import Protocol
 import attrs
 import numpy as np
 
+from sltrader_plugins.config import finite
 from sltrader_plugins.klines import Klines, readonly
 from sltrader_plugins.protocols import Clock
 from sltrader_plugins.timeframes import last_close_time, timeframe_seconds
@@ -35,7 +36,51 @@ class UnknownSymbolError(ExchangeError):
 
 
 class RateLimitExceeded(ExchangeError):
-    """More requests in one simulated minute than the exchange's budget allows."""
+    """More requests than the exchange's budget allows (the replay exchange: in one
+    simulated minute; a served one: in its real-time window).
+
+    :ivar retry_after_s: when the exchange said a request may go again (seconds), if it did.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@attrs.frozen
+class LatencyProfile:
+    """Real latency slept per exchange request.
+
+    A request takes ``mean_ms * (1 + jitter * u)``, ``u`` uniform in [-1, 1]; with
+    probability ``tail_p`` it takes ``tail_factor`` times that (a retransmission, a
+    congested route). ``lan`` and ``wan`` are in :data:`LATENCY_PROFILES`.
+    """
+
+    mean_ms: float = attrs.field(default=0.0, validator=finite(min=0, max=10_000))
+    jitter: float = attrs.field(default=0.5, validator=finite(min=0, max=1))
+    tail_p: float = attrs.field(default=0.0, validator=finite(min=0, max=1))
+    tail_factor: float = attrs.field(default=1.0, validator=finite(min=1, max=100))
+
+    def sample_s(self, rng: random.Random) -> float:
+        """One request's latency in seconds (0 without drawing when ``mean_ms`` is 0).
+
+        The tail is drawn only when the profile has one, so a profile without a tail
+        draws exactly what the replay exchange always drew (same seed, same sleeps).
+        """
+        if self.mean_ms <= 0:
+            return 0.0
+        seconds = self.mean_ms / 1000.0 * (1.0 + self.jitter * rng.uniform(-1.0, 1.0))
+        if self.tail_p > 0 and rng.random() < self.tail_p:
+            seconds *= self.tail_factor
+        return seconds
+
+
+#: The latency profiles by name: ``lan`` is a trader next to the exchange (the same
+#: region), ``wan`` one on another continent (docs/workload.md has the sources).
+LATENCY_PROFILES: dict[str, LatencyProfile] = {
+    "lan": LatencyProfile(mean_ms=4.0, jitter=0.5),
+    "wan": LatencyProfile(mean_ms=150.0, jitter=0.3, tail_p=0.02, tail_factor=3.0),
+}
 
 
 class Exchange(Protocol):
@@ -179,6 +224,8 @@ class ReplayExchange:
     :param latency_s: mean real latency slept per request (0 in unit tests).
     :param jitter: latency varies uniformly within ``latency_s * (1 ± jitter)``.
     :param rate_limit_per_min: requests allowed per simulated minute (0: unlimited).
+    :param latency: the whole latency profile (a tail too); given, it replaces
+        ``latency_s`` and ``jitter``.
     """
 
     def __init__(
@@ -189,13 +236,15 @@ class ReplayExchange:
         latency_s: float = 0.0,
         jitter: float = 0.5,
         rate_limit_per_min: int = 0,
+        latency: LatencyProfile | None = None,
     ) -> None:
         if len(set(symbols)) != len(symbols):
             raise ValueError("duplicate symbols")
         self.market = market
         self.clock = clock
-        self.latency_s = latency_s
-        self.jitter = jitter
+        self.latency = latency or LatencyProfile(mean_ms=latency_s * 1000.0, jitter=jitter)
+        self.latency_s = self.latency.mean_ms / 1000.0
+        self.jitter = self.latency.jitter
         self.rate_limit_per_min = rate_limit_per_min
         self._symbols = tuple(symbols)
         self._listed = frozenset(symbols)
@@ -221,6 +270,30 @@ class ReplayExchange:
 
     def fetch_klines(self, symbol: str, timeframe: str, limit: int) -> Klines:
         self._count_request()
+        klines = self.klines_at(symbol, timeframe, limit, self.clock.now())
+        self._sleep()
+        return klines
+
+    def klines_at(self, symbol: str, timeframe: str, limit: int, now: float) -> Klines:
+        """The newest ``limit`` candles closed by ``now``: no request counted, no latency
+        (what a served exchange answers for a client's clock).
+
+        :raises UnknownSymbolError: the symbol is not listed.
+        :raises ExchangeError: a timeframe that is not whole minutes, a limit below 1,
+            or ``now`` after the end of the replay.
+        """
+        series, begin, end = self.window(symbol, timeframe, limit, now)
+        return Klines(
+            symbol,
+            timeframe,
+            *(readonly(a[begin:end].copy()) for a in attrs.astuple(series, recurse=False)),
+        )
+
+    def window(
+        self, symbol: str, timeframe: str, limit: int, now: float
+    ) -> tuple[_Series, int, int]:
+        """Where :meth:`klines_at`'s candles are: the whole series of ``(symbol,
+        timeframe)`` (never mutated) and the slice ``[begin, end)`` of it."""
         if symbol not in self._listed:
             raise UnknownSymbolError(f"unknown symbol {symbol!r}: the exchange does not list it")
         step = timeframe_seconds(timeframe)
@@ -229,32 +302,29 @@ class ReplayExchange:
         if limit <= 0:
             raise ExchangeError(f"limit must be positive, got {limit}")
         series = self._aggregate(symbol, timeframe)
-        now = self.clock.now()
         if now > self.market.start + self.market.horizon_s:
             raise ExchangeError(f"the replay ends at {self.market.start + self.market.horizon_s}")
         # Candles whose close (open + step) is <= now have closed: no look-ahead.
         end = int(np.searchsorted(series.open_time, now - step, side="right"))
-        begin = max(0, end - limit)
-        self._sleep()
-        return Klines(
-            symbol,
-            timeframe,
-            *(readonly(a[begin:end].copy()) for a in attrs.astuple(series, recurse=False)),
-        )
+        return series, max(0, end - limit), end
 
     def top_symbols(self, n: int) -> list[str]:
         """The ``n`` listed symbols with the highest volume level now (one request)."""
         self._count_request()
-        hour = (self.clock.now() - self.market.start + self.market.history_s) / 3600.0
+        return rank_symbols(self.volume_levels(self.clock.now()), n)
+
+    def volume_levels(self, now: float) -> list[tuple[str, float]]:
+        """Each listed symbol's volume level at ``now`` (what the universe ranks by), in
+        listing order; no request counted."""
+        hour = (now - self.market.start + self.market.history_s) / 3600.0
         index = max(0, int(hour))
         frac = hour - index
-        scored = []
+        levels_at = []
         for symbol in self._symbols:
             levels = self._volume_level(symbol)
             i = min(index, len(levels) - 2)
-            scored.append((-(levels[i] * (1 - frac) + levels[i + 1] * frac), symbol))
-        scored.sort()
-        return [symbol for _, symbol in scored[:n]]
+            levels_at.append((symbol, float(levels[i] * (1 - frac) + levels[i + 1] * frac)))
+        return levels_at
 
     # -- internals ------------------------------------------------------------------
 
@@ -274,11 +344,11 @@ class ReplayExchange:
             )
 
     def _sleep(self) -> None:
-        if self.latency_s <= 0:
+        if self.latency.mean_ms <= 0:
             return
         with self._lock:
-            u = self._jitter_rng.uniform(-1.0, 1.0)
-        time.sleep(self.latency_s * (1.0 + self.jitter * u))
+            seconds = self.latency.sample_s(self._jitter_rng)
+        time.sleep(seconds)
 
     def _base(self, symbol: str) -> _Series:
         series = self._series.get(symbol)
@@ -309,6 +379,15 @@ class ReplayExchange:
             with self._lock:
                 levels = self._volume_levels.setdefault(symbol, built)
         return levels
+
+
+def rank_symbols(levels: Sequence[tuple[str, float]], n: int) -> list[str]:
+    """The ``n`` symbols of the highest volume level, highest first (ties: by name).
+
+    The replay exchange's universe and a served exchange's client both rank with this,
+    so a client given the same levels (exact floats) ranks the same symbols.
+    """
+    return [symbol for _, symbol in sorted((-level, symbol) for symbol, level in levels)[:n]]
 
 
 def aggregate(base: _Series, k: int) -> _Series:

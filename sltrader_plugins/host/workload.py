@@ -24,6 +24,8 @@ from sltrader_plugins.config import (
     timeframe,
     timeframe_list,
 )
+from sltrader_plugins.host.exchange import LATENCY_PROFILES, LatencyProfile, MarketConfig
+from sltrader_plugins.timeframes import timeframe_seconds
 
 _COINS = (
     "BTC",
@@ -69,6 +71,10 @@ _COINS = (
 )
 
 
+#: The simulated clock's start: a day boundary (2023-11-15 00:00 UTC) plus 5 s, so the
+#: first scan is mid-candle (the host's ``START + 5``).
+CLOCK_START = 1_700_006_400.0 + 5.0
+
 #: The fewest candles a series needs: ``FeatureEngine`` wants ``min_candles >= 300`` and
 #: above its EMA window (480 candles, the host's default).
 MIN_CANDLES = 481
@@ -96,6 +102,9 @@ class Workload:
     :ivar confirm_candles: candles per confirmation series.
     :ivar min_candles: the shortest series the features accept.
     :ivar cache_capacity: series the cache holds (below the key space on purpose).
+    :ivar latency: the latency profile, ``lan`` or ``wan``: it sets ``latency_ms`` and
+        ``jitter`` (a ``latency_ms`` or ``jitter`` written in ``[host]`` wins over it) and
+        ``wan`` adds a tail (:data:`LATENCY_PROFILES`).
     :ivar latency_ms: mean real latency per exchange request, jittered by ``jitter``.
     :ivar jitter: latency varies uniformly within ``latency_ms * (1 ± jitter)``.
     :ivar rate_limit_per_min: exchange requests per simulated minute (0: unlimited).
@@ -132,6 +141,7 @@ class Workload:
         ),
     )
     cache_capacity: int = attrs.field(default=360, validator=integer(min=1, max=1_000_000))
+    latency: str = attrs.field(default="lan", validator=one_of(*LATENCY_PROFILES))
     latency_ms: float = attrs.field(default=4.0, validator=finite(min=0, max=10_000))
     jitter: float = attrs.field(default=0.5, validator=finite(min=0, max=1))
     rate_limit_per_min: int = attrs.field(default=3000, validator=integer(min=0, max=1_000_000))
@@ -181,6 +191,60 @@ class Workload:
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
+    def latency_profile(self) -> LatencyProfile:
+        """What an exchange request costs: ``latency_ms`` and ``jitter``, with the tail of
+        the ``latency`` profile."""
+        return attrs.evolve(
+            LATENCY_PROFILES[self.latency], mean_ms=self.latency_ms, jitter=self.jitter
+        )
+
+    def history_s(self) -> float:
+        """Market history before the start: enough for every series the trader reads.
+
+        The first term is what the measured workloads (a 1m base, confirmations up to 1h)
+        were generated with, kept so their markets stay the same; the second covers any
+        other timeframes.
+        """
+        longest = max(
+            (self.candles + 2) * timeframe_seconds(self.base_timeframe),
+            *((self.confirm_candles + 2) * timeframe_seconds(tf) for tf in self.confirm_timeframes),
+        )
+        return max((self.confirm_candles + 2) * 3600.0 + self.candles * 60.0, float(longest))
+
+    def market(self) -> MarketConfig:
+        """The market this workload trades: the same for every process given the same
+        workload (the host's embedded exchange and a served one agree exactly). It
+        depends on ``cycles`` too: the replay is generated for that many."""
+        return MarketConfig(
+            seed=self.seed,
+            start=CLOCK_START,
+            history_s=self.history_s(),
+            horizon_s=self.cycles * self.scan_interval_s + 3600.0,
+            volume_churn=self.volume_churn,
+        )
+
+    def trader(self, index: int) -> Workload:
+        """Trader ``index`` of several on one market (``sltrader bench --traders``): its
+        buy threshold ``index`` hundredths higher and its sell threshold as much lower,
+        so traders decide differently on the same series (0: this workload).
+
+        :raises ConfigError: a threshold leaves [0, 1].
+        """
+        if index == 0:
+            return self
+        step = 0.01 * index
+        try:
+            return attrs.evolve(
+                self,
+                buy_threshold=round(self.buy_threshold + step, 6),
+                sell_threshold=round(self.sell_threshold - step, 6),
+            )
+        except SettingError as exc:
+            raise ConfigError(
+                f"trader {index}: its thresholds leave [0, 1] "
+                f"({exc.reason(exc.expected, exc.value)}): use fewer traders"
+            ) from None
+
 
 SIZES: dict[str, Workload] = {
     "full": Workload(),
@@ -205,6 +269,10 @@ def workload_from(
     """The ``size`` preset, then the ``[host]`` section, then explicit overrides (the
     command line's ``--workers`` and so on; ``None`` is no override).
 
+    A latency profile (``latency``, in the section or an override) replaces the preset's
+    ``latency_ms`` and ``jitter`` with its own; ``latency_ms`` or ``jitter`` written in
+    the section win over the profile.
+
     ``size`` is the caller's choice: the command line's ``--size``, else the section's
     ``size``; a different ``size`` in the section was overridden and is ignored.
 
@@ -223,8 +291,14 @@ def workload_from(
         )
     preset = SIZES[size]
     merged = {field.name: getattr(preset, field.name) for field in attrs.fields(Workload)}
-    workload = section_from(Workload, {**merged, **section}, "host")
     given = {key: value for key, value in overrides.items() if value is not None}
+    # A latency profile named in the section or on the command line sets latency_ms and
+    # jitter; the section's own latency_ms and jitter win over it.
+    profile = given.get("latency", section.get("latency"))
+    if isinstance(profile, str) and profile in LATENCY_PROFILES:
+        figures = LATENCY_PROFILES[profile]
+        merged.update(latency_ms=figures.mean_ms, jitter=figures.jitter)
+    workload = section_from(Workload, {**merged, **section}, "host")
     try:
         return attrs.evolve(workload, **given)
     except SettingError as exc:
