@@ -176,7 +176,7 @@ class RedisLink:
                 self.name,
                 redacted(self.config.url),
                 type(exc).__name__,
-                str(exc).strip() or "no detail",
+                " ".join(str(exc).split()) or "no detail",  # one line
                 self.config.retry_s,
             )
 

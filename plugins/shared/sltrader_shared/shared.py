@@ -222,6 +222,7 @@ class Shared:
             return
         start = self._monotonic()
         deadline = start + self.config.max_pace_wait_ms / 1000
+        held: list[tuple[SeriesKey, str]] | None = None
         force = slept = False
         while True:
             wait_ms = self._take(weight, force)
@@ -234,13 +235,21 @@ class Shared:
                 force = True
                 self._count("pace_timeouts")
                 continue
-            self._sleep(min(wait_ms / 1000 * random.uniform(1.0, 1.25), remaining))
+            if held is None:
+                held = self._held_leases()
+            pause = min(wait_ms / 1000 * random.uniform(1.0, 1.25), remaining)
+            if held:
+                # A fetch paced after it took its lease: keep the lease alive through the
+                # wait, or it expires and another trader fetches the same series.
+                pause = min(pause, self.config.lease_ms / 3000)
+            self._sleep(pause)
             slept = True
+            if held:
+                self._renew(held)
         if slept:
             with self._lock:
                 self._counts["pace_waits"] += 1
                 self._counts["pace_wait_s"] += self._monotonic() - start
-            self._renew_leases()
 
     def _take(self, weight: int, force: bool) -> float:
         assert self._local is not None
@@ -250,12 +259,13 @@ class Shared:
         except Unavailable:
             return self._local.take(weight, force)
 
-    def _renew_leases(self) -> None:
-        # A fetch paced after its lease was taken: extend the lease, or it may expire
-        # during the wait and another trader fetch the same series.
+    def _held_leases(self) -> list[tuple[SeriesKey, str]]:
+        """The leases this thread holds (its fetch in flight, if it took the lease)."""
         ident = threading.get_ident()
         with self._lock:
-            held = [(k, p.token) for (i, k), p in self._pending.items() if i == ident and p.token]
+            return [(k, p.token) for (i, k), p in self._pending.items() if i == ident and p.token]
+
+    def _renew(self, held: list[tuple[SeriesKey, str]]) -> None:
         for key, token in held:
             keys, args = [self.lease_key(*key)], [token, self.config.lease_ms]
             try:

@@ -7,7 +7,9 @@ crash of a cache-only Redis would.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -83,9 +85,20 @@ class RedisServer:
     def stop(self) -> None:
         """Kills the server (SIGKILL: a crash, not a clean shutdown)."""
         if self.process is not None:
+            os.kill(self.process.pid, signal.SIGCONT)  # a frozen one too
             self.process.kill()
             self.process.wait()
             self.process = None
+
+    def freeze(self) -> None:
+        """Stops the server without closing its sockets (SIGSTOP): connections are
+        accepted by the kernel and commands are never answered, as a stuck Redis does."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()

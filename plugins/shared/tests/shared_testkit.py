@@ -182,6 +182,10 @@ def reader_process(
         trader.close()
 
 
+#: The lease of the holder that is killed: long enough to be there when the others ask.
+HOLDER_LEASE_MS = 3000
+
+
 def lease_holder_process(url: str, namespace: str, symbol: str, holding: Any) -> None:
     """Takes the lease of ``symbol`` at ``T0`` (its fetch never returns) and says so."""
 
@@ -190,7 +194,7 @@ def lease_holder_process(url: str, namespace: str, symbol: str, holding: Any) ->
         time.sleep(600)  # killed long before
         raise AssertionError("not killed")
 
-    trader = Trader(url, namespace, fetch=hang, **PATIENT)
+    trader = Trader(url, namespace, fetch=hang, **{**PATIENT, "lease_ms": HOLDER_LEASE_MS})
     trader.cache.get_klines(symbol, "1m")
 
 

@@ -1,0 +1,68 @@
+"""The plugin as a host sees it: entry point, hooks, start-up, and nothing before it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+from shared_testkit import T0, ConstantModel, FakeClock
+
+from sltrader_plugins import Config, ConfigError, HostServices
+from sltrader_plugins.manager import PluginManager
+from sltrader_shared.plugin import SharedPlugin
+
+
+def test_entry_point_is_installed() -> None:
+    eps = importlib.metadata.entry_points(group="sltrader")
+    (ep,) = [ep for ep in eps if ep.name == "shared"]
+    assert ep.load() is SharedPlugin
+
+
+def test_registers_only_known_hooks() -> None:
+    manager = PluginManager()
+    manager.register(SharedPlugin(), "shared")
+    assert set(manager.hooks_of("shared")) == {
+        "on_start",
+        "before_fetch_klines",
+        "after_fetch_klines",
+        "before_exchange_request",
+        "report_metrics",
+        "on_shutdown",
+    }
+
+
+def test_every_hook_is_a_no_op_before_start() -> None:
+    plugin = SharedPlugin()
+    assert plugin.before_fetch_klines("X", "1m", 10, T0) is None
+    plugin.after_fetch_klines("X", "1m", 10, T0, None)
+    plugin.before_exchange_request(1)
+    assert plugin.report_metrics() is None
+    plugin.on_shutdown()
+
+
+def test_a_bad_setting_stops_start_up_with_the_key_named() -> None:
+    manager = PluginManager()
+    manager.config = Config.from_mapping({"plugins": {"shared": {"burst": 0}}})
+    manager.register(SharedPlugin(), "shared")
+    services = HostServices(
+        model=ConstantModel(), cache=None, clock=FakeClock(), base_timeframe="1m", workers=1
+    )
+    with pytest.raises(ConfigError, match=r"'plugins\.shared\.burst'"):
+        manager.start(services)
+
+
+def test_start_makes_no_connection(namespace) -> None:
+    # Nothing listens on port 1: a start that connected would fail or log.
+    manager = PluginManager()
+    manager.config = Config.from_mapping(
+        {"plugins": {"shared": {"url": "redis://127.0.0.1:1/0", "namespace": namespace}}}
+    )
+    plugin = SharedPlugin()
+    manager.register(plugin, "shared")
+    services = HostServices(
+        model=ConstantModel(), cache=None, clock=FakeClock(), base_timeframe="1m", workers=1
+    )
+    manager.start(services)
+    assert plugin.shared is not None
+    assert plugin.report_metrics()["redis_errors"] == 0
+    manager.shutdown()
