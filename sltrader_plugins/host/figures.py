@@ -73,10 +73,19 @@ class RunReport:
         table=True,
         better="lower",
     )
-    scan_stale_s: float = figure(
-        "  of stale series (s)",
+    scan_cold_s: float = figure(
+        "  of the first, cold (s)",
         "s",
-        "mean scan wall time of the first scan and those after a base candle close",
+        "scan wall time of the first scan, when nothing is cached (apart from the others)",
+        ".4f",
+        table=True,
+        better="lower",
+    )
+    scan_stale_s: float = figure(
+        "  after a candle close (s)",
+        "s",
+        "mean scan wall time of the scans after a base candle close, whose series went "
+        "stale (the first scan excluded)",
         ".4f",
         table=True,
         better="lower",
@@ -84,12 +93,33 @@ class RunReport:
     scan_fresh_s: float = figure(
         "  of fresh series (s)",
         "s",
-        "mean scan wall time of the other scans",
+        "mean scan wall time of the other scans (neither the first nor after a base close)",
         ".4f",
         table=True,
         better="lower",
     )
-    stale_scans: int = figure("stale scans", "count", "scans that found their series stale")
+    stale_scans: int = figure(
+        "scans after a close", "count", "scans after a base candle close (the first excluded)"
+    )
+    decision_latency_p50_s: float = figure(
+        "decision latency p50 (s)",
+        "s",
+        "per base candle close, from the start of the first scan after it to the last paper "
+        "order placed for that close, or to the end of its decisions when it led to no "
+        "order (candidates' confirmation reads included); median over the closes, the "
+        "first scan (a cold start) excluded",
+        ".4f",
+        table=True,
+        better="lower",
+    )
+    decision_latency_p99_s: float = figure(
+        "decision latency p99 (s)",
+        "s",
+        "99th percentile of the decision latency over the run's base candle closes",
+        ".4f",
+        table=True,
+        better="lower",
+    )
     scan_p50_s: float = figure("scan p50 (s)", "s", "median scan wall time", ".4f")
     scan_p99_s: float = figure(
         "scan p99 (s)", "s", "99th percentile of scan wall time", ".4f", table=True, better="lower"
@@ -138,10 +168,23 @@ class RunReport:
     cache_hit_rate: float = figure(
         "cache hit rate",
         "ratio",
-        "demand reads served without going to the exchange",
+        "demand reads served without going to the exchange: the scans' reads and the "
+        "candidates' confirmation reads",
         ".4f",
         table=True,
         better="higher",
+    )
+    confirm_hit_rate: float = figure(
+        "  of confirmation reads",
+        "ratio",
+        "the candidates' higher-timeframe (confirmation) reads served without going to the "
+        "exchange",
+        ".4f",
+        table=True,
+        better="higher",
+    )
+    confirm_reads: int = figure(
+        "confirmation reads", "count", "higher-timeframe reads made to confirm candidates"
     )
     cache_hits: int = figure("cache hits", "count", "demand reads that hit")
     cache_misses: int = figure("cache misses", "count", "demand reads that went to the exchange")
@@ -190,6 +233,8 @@ class RunReport:
     #: each scan's wall time, and whether it found its series stale (for the plot)
     scan_times_s: list[float] = attrs.field(factory=list)
     stale: list[bool] = attrs.field(factory=list)
+    #: the decision latency of each base candle close measured, in order
+    decision_latency_s: list[float] = attrs.field(factory=list)
     # Measured after the scans by ``run(allocations=True)`` only.
     feature_build_uncontended_s: float | None = figure(
         "feature build, one thread (s)",

@@ -3,8 +3,10 @@
 Per cycle: advance the simulated clock by the scan interval; tell plugins about every
 candle close passed since the last scan (``on_candle_close``, idle time, not timed);
 rotate the universe; ``before_scan`` and ``analyze_all_symbols`` (timed together: the
-scan wall time); ``on_scan_complete``; signals, paper orders and the model update. Plugins start
-(``on_start``) before any worker runs and stop (``on_shutdown``) in ``finally``.
+scan wall time); ``on_scan_complete``; signals, paper orders and the model update. After a
+base candle close, the time from the scan's start to the last order for that close (or the
+end of its decisions) is the decision latency. Plugins start (``on_start``) before any
+worker runs and stop (``on_shutdown``) in ``finally``.
 """
 
 from __future__ import annotations
@@ -24,18 +26,18 @@ import numpy as np
 from sltrader_plugins.cache import SingleFlightCache
 from sltrader_plugins.callsites import Plugins
 from sltrader_plugins.host.analyzer import Analysis, ParallelAnalyzer, Samples, SkipLog
-from sltrader_plugins.host.exchange import MarketConfig, ReplayExchange, SimClock
+from sltrader_plugins.host.exchange import ReplayExchange, SimClock
 from sltrader_plugins.host.features import FeatureEngine
 from sltrader_plugins.host.figures import RunReport
 from sltrader_plugins.host.trading import TradingConfig, TradingService
-from sltrader_plugins.host.workload import Workload
+from sltrader_plugins.host.workload import CLOCK_START, Workload
 from sltrader_plugins.manager import PluginManager
 from sltrader_plugins.model import ModelAdapter
-from sltrader_plugins.timeframes import timeframe_seconds
 
 log = logging.getLogger(__name__)
 
-START = 1_700_006_400.0  # a day boundary (2023-11-15 00:00 UTC), plus warm-up below
+#: A day boundary (2023-11-15 00:00 UTC); the clock starts 5 s later (``CLOCK_START``).
+START = CLOCK_START - 5.0
 #: How long each plugin's on_shutdown may take after Ctrl-C (seconds).
 INTERRUPTED_SHUTDOWN_S = 0.5
 
@@ -50,9 +52,11 @@ class Host:
         predictions: IO[str] | None = None,
         exchange: Any = None,
         wrap_exchange: Callable[[Any], Any] | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         """:param exchange: the exchange (default: the replay exchange of ``workload``).
         :param wrap_exchange: applied to the exchange (a test's faulty one, say).
+        :param timer: the wall clock of scan times and decision latencies (a test's own).
         """
         from sltrader_plugins.host.model import make_model  # imports sklearn
 
@@ -60,23 +64,18 @@ class Host:
         self.manager = manager
         self.plugins = Plugins(manager)
         self._predictions = predictions
+        self.timer = timer
         # Start a few seconds after a candle close so the first scan is mid-candle.
-        self.clock = SimClock(START + 5.0)
-        horizon = w.cycles * w.scan_interval_s + 3600.0
-        self.market = MarketConfig(
-            seed=w.seed,
-            start=self.clock.now(),
-            history_s=_history_s(w),
-            horizon_s=horizon,
-            volume_churn=w.volume_churn,
-        )
+        self.clock = SimClock(CLOCK_START)
+        # The workload's market and latency profile (``wan``'s tail included), as a served
+        # exchange of the same workload has them.
+        self.market = w.market()
         self.exchange = exchange or ReplayExchange(
             self.market,
             w.symbol_names(),
             self.clock,
-            latency_s=w.latency_ms / 1000.0,
-            jitter=w.jitter,
             rate_limit_per_min=w.rate_limit_per_min,
+            latency=w.latency_profile(),
         )
         if wrap_exchange is not None:
             self.exchange = wrap_exchange(self.exchange)
@@ -100,6 +99,10 @@ class Host:
         # Whether a scan finds its series stale or missing: the first scan, and each one
         # after a base candle close. Only those have misses for a warmer to remove.
         self.stale_scans = np.zeros(0, dtype=bool)
+        # Per cycle after a base candle close (the first excluded): from the scan's start
+        # to the trader's last order for that close, or the end of its decisions (NaN in
+        # the other cycles).
+        self.decision_latencies = np.zeros(0)
         self.cycles_done = 0
         self.interrupted = False
         self.run_seconds = 0.0
@@ -126,6 +129,7 @@ class Host:
             raise ValueError(f"the replay is generated for {w.cycles} cycles, not {cycles}")
         self.scan_times = np.zeros(cycles)
         self.stale_scans = np.zeros(cycles, dtype=bool)
+        self.decision_latencies = np.full(cycles, np.nan)
         if cycles:
             self.stale_scans[0] = True  # nothing is cached yet
         started = time.perf_counter()
@@ -165,6 +169,7 @@ class Host:
                         max_positions=w.max_positions,
                     ),
                     self.skips,
+                    timer=self.timer,
                 )
                 self.analyzer, self.trading = analyzer, trading
                 try:
@@ -196,10 +201,10 @@ class Host:
         symbols = self.exchange.top_symbols(w.universe)
         gen0 = gc.get_stats()[0]["collections"]
         # The scan's own hook is timed with it: work a plugin does there delays the scan.
-        start = time.perf_counter()
+        start = self.timer()
         with self.plugins.scan(symbols, w.base_timeframe):
             results = analyzer.analyze_all_symbols(symbols)
-            self.scan_times[cycle] = time.perf_counter() - start
+            self.scan_times[cycle] = self.timer() - start
         self.gc_gen0 += gc.get_stats()[0]["collections"] - gen0
         analyses = [r for r in results if isinstance(r, Analysis)]
         if self._predictions is not None:
@@ -207,6 +212,10 @@ class Host:
                 f"{cycle}\t{a.symbol}\t{a.prediction!r}\n" for a in analyses
             )
         trading.process(analyses)
+        # The first scan after a base close decides on that candle for every symbol; the
+        # first scan of the run is a cold start, reported apart (scan_cold_s).
+        if cycle > 0 and self.stale_scans[cycle]:
+            self.decision_latencies[cycle] = trading.decided_at - start
         self.last_results = analyses
         self.cycles_done = cycle + 1
 
@@ -222,6 +231,14 @@ class Host:
         trading = self.trading
         scans = self.scan_times[: self.cycles_done]
         stale = self.stale_scans[: self.cycles_done]
+        # The first scan is cold (nothing cached): apart from both kinds.
+        post_close = stale.copy()
+        post_close[:1] = False
+        fresh = ~stale
+        latencies = self.decision_latencies[: self.cycles_done]
+        latencies = latencies[~np.isnan(latencies)]
+        confirm_misses = self.cache.miss_causes()["higher_timeframe"]
+        confirm_reads = trading.confirm_reads if trading else 0
         per_build = max(1, builds)
         return RunReport(
             workload=self.workload,
@@ -236,6 +253,10 @@ class Host:
             trained_samples=trading.trained if trading else 0,
             decisions_digest=trading.digest() if trading else "",
             cache_hit_rate=stats.hit_rate,
+            confirm_reads=confirm_reads,
+            confirm_hit_rate=(
+                (confirm_reads - confirm_misses) / confirm_reads if confirm_reads else 0.0
+            ),
             cache_hits=stats.demand_hits,
             cache_misses=stats.demand_misses,
             cache_evictions=stats.evictions,
@@ -254,11 +275,15 @@ class Host:
             predict_wait_p50_s=self.predict_waits.percentile(50),
             predict_wait_p99_s=self.predict_waits.percentile(99),
             scan_wall_s=_mean(scans),
-            scan_stale_s=_mean(scans[stale]),
-            scan_fresh_s=_mean(scans[~stale]),
-            stale_scans=int(stale.sum()),
-            scan_p50_s=float(np.percentile(scans, 50)) if len(scans) else 0.0,
-            scan_p99_s=float(np.percentile(scans, 99)) if len(scans) else 0.0,
+            scan_cold_s=float(scans[0]) if len(scans) else 0.0,
+            scan_stale_s=_mean(scans[post_close]),
+            scan_fresh_s=_mean(scans[fresh]),
+            stale_scans=int(post_close.sum()),
+            decision_latency_p50_s=_percentile(latencies, 50),
+            decision_latency_p99_s=_percentile(latencies, 99),
+            decision_latency_s=latencies.tolist(),
+            scan_p50_s=_percentile(scans, 50),
+            scan_p99_s=_percentile(scans, 99),
             scan_times_s=scans.tolist(),
             stale=stale.tolist(),
             feature_build_s=build_seconds / per_build,
@@ -312,19 +337,9 @@ class Host:
         return report
 
 
-def _history_s(w: Workload) -> float:
-    """Market history before the start: enough for every series the trader reads.
-
-    The first term is what the measured workloads (a 1m base, confirmations up to 1h)
-    were generated with, kept so their markets stay the same; the second covers any
-    other timeframes.
-    """
-    longest = max(
-        (w.candles + 2) * timeframe_seconds(w.base_timeframe),
-        *((w.confirm_candles + 2) * timeframe_seconds(tf) for tf in w.confirm_timeframes),
-    )
-    return max((w.confirm_candles + 2) * 3600.0 + w.candles * 60.0, float(longest))
-
-
 def _mean(values: np.ndarray) -> float:
     return float(np.mean(values)) if len(values) else 0.0
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else 0.0

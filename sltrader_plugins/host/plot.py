@@ -393,13 +393,14 @@ def _blank(_value: float, _position: Any = None) -> str:
 
 
 def _scan_label(result: Mapping[str, Any], series: Series) -> str:
-    """The set's name and its mean scan time of stale and fresh series, as in the table."""
+    """The set's name and its mean scan time after a close and of fresh series, as in the
+    table."""
     every = figures()
     means = []
-    for key, kind in (("scan_stale_s", "stale"), ("scan_fresh_s", "fresh")):
+    for key, kind in (("scan_stale_s", "after a close"), ("scan_fresh_s", "fresh series")):
         value = _median(result, series.name, key)
         if value is not None:
-            means.append(f"{kind} series {readable(value, every[key])}")
+            means.append(f"{kind} {readable(value, every[key])}")
     return f"{series.name} (mean scan: {', '.join(means)})" if means else series.name
 
 

@@ -39,7 +39,8 @@ def format_report(r: RunReport) -> str:
         f"  PnL               realized {r.pnl_realized:+.2f}, unrealized {r.pnl_unrealized:+.2f}",
         f"  cache hit rate    {r.cache_hit_rate:.3f} ({r.cache_hits} hits, "
         f"{r.cache_misses} misses: {_pairs(r.miss_causes)} "
-        f"[{_pairs(r.higher_timeframe_miss_causes)}])",
+        f"[{_pairs(r.higher_timeframe_miss_causes)}]); confirmation reads "
+        f"{r.confirm_hit_rate:.3f} of {r.confirm_reads}",
         f"  prefetches        {r.prefetches} (used {r.prefetches_used}, "
         f"wasted {r.prefetches_wasted})",
         f"  exchange requests {r.exchange_requests}",
@@ -47,8 +48,11 @@ def format_report(r: RunReport) -> str:
         f"({r.model.predictions} predictions)",
         f"  predict wait      p50 {_ms(r.predict_wait_p50_s)}, p99 {_ms(r.predict_wait_p99_s)}",
         f"  scan time         p50 {_ms(r.scan_p50_s)}, p99 {_ms(r.scan_p99_s)}; "
-        f"mean {_ms(r.scan_stale_s)} with stale series ({r.stale_scans} scans: "
-        f"the first, and after a candle close), {_ms(r.scan_fresh_s)} with fresh ones",
+        f"the first (cold) {_ms(r.scan_cold_s)}, mean {_ms(r.scan_stale_s)} after a "
+        f"candle close ({r.stale_scans} scans), {_ms(r.scan_fresh_s)} with fresh series",
+        f"  decision latency  p50 {_ms(r.decision_latency_p50_s)}, "
+        f"p99 {_ms(r.decision_latency_p99_s)} (scan start to last order, per candle close; "
+        f"{len(r.decision_latency_s)} closes)",
         f"  feature build     {r.feature_build_s * 1e6:.1f} µs",
         f"  skipped symbols   {_pairs(r.skipped) or 'none'}",
         f"  active plugins    {', '.join(r.active_plugins) or 'none'}",
@@ -114,7 +118,8 @@ def report_tables(r: RunReport) -> list[Table]:
             *fig("cycles", "symbols_scanned"),
             ("skipped symbols", str(sum(r.skipped.values()))),
             *_counts(r.skipped, "  "),
-            *fig("scan_wall_s", "scan_stale_s", "scan_fresh_s", "stale_scans"),
+            *fig("scan_wall_s", "scan_cold_s", "scan_stale_s", "scan_fresh_s", "stale_scans"),
+            *fig("decision_latency_p50_s", "decision_latency_p99_s"),
             *fig("scan_p50_s", "scan_p99_s", "run_seconds", "rss_peak_bytes"),
         ],
         "model": [
@@ -134,7 +139,8 @@ def report_tables(r: RunReport) -> list[Table]:
             "feature_alloc_peak_bytes",
         ),
         "cache": [
-            *fig("cache_hit_rate", "cache_hits", "cache_misses"),
+            *fig("cache_hit_rate", "confirm_hit_rate", "confirm_reads"),
+            *fig("cache_hits", "cache_misses"),
             *causes,
             *fig("cache_evictions", "prefetches", "prefetches_used", "prefetches_wasted"),
             *fig("prefetch_waste_ratio", "exchange_requests"),

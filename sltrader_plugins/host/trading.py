@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -58,6 +59,8 @@ class TradingService:
 
     Main-loop only: nothing here is shared with worker threads except the cache (which
     is thread-safe) during confirmation.
+
+    :param timer: the wall clock that stamps decisions (``decided_at``); a test's own.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class TradingService:
         base_timeframe: str,
         config: TradingConfig,
         skips: SkipLog,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.cache = cache
         self.model = model  # the learner; predictions go through the analyzer
@@ -86,6 +90,12 @@ class TradingService:
         self.signals = 0
         self.orders = 0
         self.trained = 0
+        self.confirm_reads = 0  #: higher-timeframe reads made to confirm candidates
+        #: when the last ``process`` call was done deciding (``timer`` time): its last paper
+        #: order, or the end of its decisions when it placed none
+        self.decided_at = 0.0
+        self._timer = timer
+        self._last_order_at: float | None = None
         self._decided: dict[str, float] = {}  # symbol -> close time already decided on
         self._pending: dict[str, deque[tuple[float, np.ndarray]]] = {}
         self._digest = hashlib.sha256()
@@ -94,6 +104,7 @@ class TradingService:
 
     def process(self, results: Sequence[Analysis]) -> list[Signal]:
         """Learn from outcomes, close expired positions, confirm and act on candidates."""
+        self._last_order_at = None
         by_symbol = {a.symbol: a for a in results}
         self._collect_samples(results)
         self._learn(by_symbol)
@@ -113,6 +124,9 @@ class TradingService:
             self._record("signal", signal.time, signal.symbol, side, signal.probability)
             self.plugins.signal(signal)
             self._act(analysis, side)
+        # A trader is done with a candle when its last order is out; one that placed no
+        # order is done when it has decided on every candidate.
+        self.decided_at = self._last_order_at if self._last_order_at is not None else self._timer()
         self._forget(by_symbol)
         return signals
 
@@ -129,16 +143,22 @@ class TradingService:
         return out
 
     def _confirm(self, candidates: list[tuple[Analysis, Side]]) -> list[tuple[Analysis, Side]]:
-        votes = list(self.executor.map(self._votes, candidates))
+        counted = list(self.executor.map(self._votes, candidates))
+        # Counted here, on the main loop, from what each worker returned: no shared counter.
+        self.confirm_reads += sum(reads for _, reads in counted)
         return [
-            c for c, v in zip(candidates, votes, strict=True) if v >= self.config.confirm_needed
+            c
+            for c, (votes, _) in zip(candidates, counted, strict=True)
+            if votes >= self.config.confirm_needed
         ]
 
-    def _votes(self, candidate: tuple[Analysis, Side]) -> int:
+    def _votes(self, candidate: tuple[Analysis, Side]) -> tuple[int, int]:
+        """The candidate's votes, and how many higher-timeframe series it read for them."""
         analysis, side = candidate
-        votes = 0
+        votes = reads = 0
         for timeframe in self.config.confirm_timeframes:
             try:
+                reads += 1
                 klines = self.cache.get_klines(analysis.symbol, timeframe)
                 closes = klines.close[-self.config.trend_candles :]
                 if len(closes) < self.config.trend_candles or not np.isfinite(closes).all():
@@ -146,10 +166,10 @@ class TradingService:
             except (ExchangeError, TimeoutError, FeatureError) as exc:
                 # No confirmation without data: an unconfirmed candidate is dropped.
                 self.skips.record("confirmation", analysis.symbol, f"{timeframe}: {exc}")
-                return 0
+                return 0, reads
             up = closes[-1] > closes.mean()
             votes += up if side == "buy" else not up
-        return votes
+        return votes, reads
 
     # -- paper orders ---------------------------------------------------------------
 
@@ -187,6 +207,7 @@ class TradingService:
     def _order(self, symbol: str, side: Side, qty: float, price: float) -> None:
         self.orders += 1
         self._record("order", self.clock.now(), symbol, side, qty, price)
+        self._last_order_at = self._timer()
 
     def unrealized(self) -> float:
         total = 0.0

@@ -222,17 +222,57 @@ def test_predictions_are_written(tiny):
     assert cycle == "0" and 0 <= float(value) <= 1
 
 
-def test_scan_wall_split_into_stale_and_fresh_scans(baseline):
-    w = SIZES["small"]
+def post_close_cycles(w, n):
+    """The cycles whose scan comes first after a base (1m) close, the first cycle excluded."""
     host_start = Host(w, PluginManager()).clock.now()
-    # Stale: the first scan (nothing cached) and every scan after a base (1m) close.
-    minutes = [int((host_start + i * w.scan_interval_s) // 60) for i in range(N + 1)]
-    stale = [i == 0 or minutes[i + 1] > minutes[i] for i in range(N)]
-    assert baseline.stale_scans == sum(stale)
-    assert 1 < sum(stale) < N
-    # The two parts average back to the whole.
-    mean = (baseline.scan_stale_s * sum(stale) + baseline.scan_fresh_s * (N - sum(stale))) / N
+    minutes = [int((host_start + i * w.scan_interval_s) // 60) for i in range(n + 1)]
+    return [i for i in range(1, n) if minutes[i + 1] > minutes[i]]
+
+
+def test_scan_wall_split_into_cold_post_close_and_fresh_scans(baseline):
+    post_close = post_close_cycles(SIZES["small"], N)
+    assert baseline.stale_scans == len(post_close) > 1
+    # The first scan is cold, apart; the three parts average back to the whole.
+    fresh = N - 1 - len(post_close)
+    mean = (
+        baseline.scan_cold_s
+        + baseline.scan_stale_s * len(post_close)
+        + baseline.scan_fresh_s * fresh
+    ) / N
     assert mean == pytest.approx(baseline.scan_wall_s, rel=1e-9)
+    assert baseline.scan_cold_s == baseline.scan_times_s[0]
+    # The plot's marks keep the first scan among the stale ones.
+    assert [i for i, s in enumerate(baseline.stale) if s] == [0, *post_close]
+
+
+def test_decision_latency_runs_from_the_scan_start_to_the_last_order(tiny):
+    # A timer that moves one second per reading: a scan reads it twice (start and end),
+    # each paper order once, and a cycle without an order once more at the end of its
+    # decisions. So a close's latency is 1 + its orders, or 2 without an order.
+    ticks = iter(range(1_000_000))
+    host = Host(tiny, PluginManager(), timer=lambda: float(next(ticks)))
+    orders = []
+
+    def progress(done, total, seconds):
+        orders.append(host.trading.orders - sum(orders))
+
+    r = host.run(progress=progress)
+    post_close = post_close_cycles(tiny, N)
+    expected = [1.0 + max(orders[c], 1) for c in post_close]
+    assert r.decision_latency_s == expected
+    assert r.decision_latency_p50_s == pytest.approx(float(np.median(expected)))
+    assert r.decision_latency_p99_s == pytest.approx(float(np.percentile(expected, 99)))
+    assert any(orders[c] for c in post_close) and r.orders == sum(orders)
+    assert r.scan_times_s == [1.0] * N and r.scan_cold_s == 1.0
+
+
+def test_confirmation_reads_and_their_hit_rate(baseline):
+    r = baseline
+    assert r.confirm_reads > 0
+    misses = r.miss_causes["higher_timeframe"]
+    assert r.confirm_hit_rate == pytest.approx((r.confirm_reads - misses) / r.confirm_reads)
+    # The overall hit rate counts them too: every read went through the cache.
+    assert r.cache_hits + r.cache_misses == r.symbols_scanned + r.confirm_reads
 
 
 def test_cycles_beyond_the_replay_refused(tiny):

@@ -127,7 +127,8 @@ def test_scan_series_is_the_median_per_cycle_with_the_stale_scans():
 
 def test_labels_come_from_the_figures():
     every = figures()
-    assert plot.title_of("scan_stale_s") == "scan wall time of stale series"
+    assert plot.title_of("scan_stale_s") == "scan wall time after a candle close"
+    assert plot.title_of("confirm_hit_rate") == "cache hit rate of confirmation reads"
     assert plot.title_of("rss_peak_bytes") == "peak RSS"
     assert plot.title_of("cache_hit_rate") == every["cache_hit_rate"].label
     assert plot.readable(0.1853, every["scan_stale_s"]) == "185 ms"

@@ -34,8 +34,23 @@ def analysis(symbol: str, p: float, minute: int, price: float = 10.0) -> Analysi
     return Analysis(symbol, k, np.zeros(28), p)
 
 
+class Timer:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
 @pytest.fixture
-def service():
+def timer():
+    return Timer()
+
+
+@pytest.fixture
+def service(timer):
     class Learner:
         def __init__(self):
             self.rows = 0
@@ -54,6 +69,7 @@ def service():
         "1m",
         TradingConfig(hold_candles=2, max_positions=2),
         SkipLog(),
+        timer=timer,
     )
     yield s
     pool.shutdown()
@@ -108,3 +124,26 @@ def test_digest_is_order_independent_of_input_order(service):
     )
     other.process(list(reversed(a)))
     assert other.digest() == digest
+
+
+def test_decided_at_is_the_last_order_or_the_end_of_the_decisions(service, timer):
+    stamps = iter([5.0, 7.0])
+    order = service._order
+
+    def timed_order(*args):
+        timer.now = next(stamps)  # the clock moves while orders go out
+        order(*args)
+
+    service._order = timed_order
+    service.process([analysis("UP1", 0.9, 10), analysis("DOWN1", 0.1, 10)])
+    timer.now = 9.0
+    assert service.orders == 2 and service.decided_at == 7.0  # the last order's time
+    # No order (the candle was decided on): done when its decisions are.
+    service.process([analysis("UP1", 0.9, 10)])
+    assert service.decided_at == 9.0
+
+
+def test_confirmation_reads_are_counted(service):
+    service.process([analysis("UP1", 0.9, 10), analysis("BAD1", 0.9, 10), analysis("X", 0.5, 10)])
+    # Three timeframes for a candidate; a failing one stops at its first; no candidate none.
+    assert service.confirm_reads == 3 + 1
