@@ -91,8 +91,8 @@ if tokens == nil or updated == nil or tokens ~= tokens then
 end
 if now > updated then
   tokens = math.min(burst, tokens + (now - updated) * rate)
-  updated = now
 end
+updated = now  -- also when the server's clock went back: refill from here on
 local need = math.min(weight, burst)
 local wait = 0
 if tokens >= need or ARGV[4] == '1' then

@@ -257,3 +257,14 @@ def test_a_request_that_waited_max_pace_wait_ms_goes_and_is_counted() -> None:
     assert shared.metrics()["pace_timeouts"] == 2
     shared.pace(0)  # nothing to pace
     assert shared.metrics()["pace_waits"] == 2
+
+
+def test_a_budget_stamped_in_the_future_refills_from_now(redis_server, traders) -> None:
+    # The server's clock went back (or another trader wrote a far future): the bucket
+    # must refill from now on, not stall until that future comes.
+    a = traders(redis_server.url, requests_per_minute=6000, burst=1, max_pace_wait_ms=60_000)
+    with redis_server.client() as client:
+        key = f"{a.plugin.shared.config.namespace}:budget"
+        client.hset(key, mapping={"tokens": 0, "updated": 9e15})
+    a.plugins.exchange_request()
+    assert a.metrics()["pace_timeouts"] == 0 and a.metrics()["pace_waits"] == 1
