@@ -82,11 +82,14 @@ def run_traders_bench(args: argparse.Namespace, terminal: Terminal | None = None
 
         # 1. each trader alone, on an exchange without a limit
         solo: list[dict[str, Any]] = []
+        peaks: list[int] = []
         with _exchange(tmp, base_config, common, RateLimit(0, AUTO_WINDOW_S)) as url:
             for i in range(n):
                 _say(f"solo runs: trader {i + 1} of {n}")
+                _restart_window(url)
                 solo.append(_run_traders(tmp, f"solo-{i}", url, base_config, common, "", [i])[0])
-            peak = int(_stats(url)["peak_window_requests"])
+                peaks.append(int(_stats(url)["peak_window_requests"]))
+        peak = max(peaks)
         limit = args.rate_limit or RateLimit(max(1, math.floor(peak * (n + 1) / 2)), AUTO_WINDOW_S)
         rule = (
             "given (--rate-limit)"
@@ -128,7 +131,7 @@ def run_traders_bench(args: argparse.Namespace, terminal: Terminal | None = None
         "rate_limit": {
             "requests": limit.requests,
             "window_s": limit.window_s,
-            "solo_peak_window_requests": peak,
+            "solo_peak_window_requests": peaks,
             "rule": rule,
         },
         "shared_requests_per_minute": budget,
@@ -254,6 +257,12 @@ def _set_figures(
 def _stats(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{url}/sltrader/v1/stats", timeout=10) as answer:
         return json.loads(answer.read())
+
+
+def _restart_window(url: str) -> None:
+    request = urllib.request.Request(f"{url}/sltrader/v1/window/restart", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        answer.read()
 
 
 @contextlib.contextmanager

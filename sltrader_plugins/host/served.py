@@ -16,7 +16,11 @@ Binance's public one, so the client would talk to a real exchange with little ch
   ``endTime`` as ``quoteVolume`` (what the universe ranks by); the client ranks.
 - ``GET /sltrader/v1/market``: the market's seed, window and symbols (not rate limited),
   so a trader can check it trades the market it expects.
-- ``GET /sltrader/v1/stats``: ``{"requests", "rate_limited", "peak_window_requests", ...}``.
+- ``GET /sltrader/v1/stats``: ``{"requests", "rate_limited", "peak_window_requests", ...}``
+  (requests: every API request, refused ones too; the peak: the most requests let
+  through in one window).
+- ``POST /sltrader/v1/window/restart``: the window forgets its requests and its peak
+  (the bench measures each trader's own peak).
 
 Errors are Binance's: ``{"code": -1121, "msg": "Invalid symbol."}`` with 400, ``-1003``
 with 429, and so on. Symbols contain ``/``: clients URL-encode them.
@@ -131,6 +135,12 @@ class _Limiter:
             times.append(now)
             self.peak = max(self.peak, len(times))
             return None
+
+    def restart_window(self) -> None:
+        """Forget the window's requests and its peak (the counters stay)."""
+        with self._lock:
+            self._times.clear()
+            self.peak = 0
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -316,6 +326,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(exc)
             return
         self._send(200, body)
+
+    def do_POST(self) -> None:
+        if urllib.parse.urlsplit(self.path).path != "/sltrader/v1/window/restart":
+            self._error(_ApiError(404, -1000, f"Unknown path {self.path}."))
+            return
+        self.server.market.limiter.restart_window()
+        self._send(200, json.dumps(self.server.market.limiter.stats()).encode())
 
     def _error(self, exc: _ApiError, headers: Mapping[str, str] | None = None) -> None:
         self._send(exc.status, json.dumps({"code": exc.code, "msg": exc.msg}).encode(), headers)

@@ -225,14 +225,14 @@ class Workload:
 
     def trader(self, index: int) -> Workload:
         """Trader ``index`` of several on one market (``sltrader bench --traders``): its
-        buy threshold ``index`` hundredths higher and its sell threshold as much lower,
+        buy threshold 0.025 x ``index`` higher and its sell threshold as much lower,
         so traders decide differently on the same series (0: this workload).
 
         :raises ConfigError: a threshold leaves [0, 1].
         """
         if index == 0:
             return self
-        step = 0.01 * index
+        step = 0.025 * index
         try:
             return attrs.evolve(
                 self,
