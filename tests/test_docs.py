@@ -70,7 +70,13 @@ def test_the_documented_example_plugin_works(fake_dist, fake_entry_points):
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-OUR_MODULES = ("sltrader_plugins", "sltrader_batching", "sltrader_pooling", "sltrader_warming")
+OUR_MODULES = (
+    "sltrader_plugins",
+    "sltrader_batching",
+    "sltrader_pooling",
+    "sltrader_shared",
+    "sltrader_warming",
+)
 
 
 def python_blocks() -> list[tuple[str, str]]:
@@ -177,6 +183,8 @@ def test_the_testing_example_runs_with_the_example_plugin(capsys):
 
 
 INSTALL = "python3 -m pip install '.[host]' ./plugins/batching ./plugins/pooling ./plugins/warming"
+# The page of the plugin for several processes adds it to the same line.
+INSTALL_SHARED = f"{INSTALL} ./plugins/shared"
 
 
 def test_one_install_line_on_every_page():
@@ -184,7 +192,8 @@ def test_one_install_line_on_every_page():
     for path in DOCS:
         for line in path.read_text().splitlines():
             if "pip install" in line and "./plugins/" in line:
-                assert INSTALL in line, f"{path.name}: {line}"
+                expected = INSTALL_SHARED if path.name == "shared.md" else INSTALL
+                assert expected in line, f"{path.name}: {line}"
                 pages += 1
     assert pages >= 4
 

@@ -17,6 +17,8 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def _url(_: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is None:
+        return
     if not isinstance(value, str) or not _parses(value):
         raise SettingError(attribute.name, URL_EXPECTED, value)
 
@@ -49,7 +51,8 @@ class SharedConfig:
     Every trader that shares one exchange must use the same ``url``, ``namespace``,
     ``requests_per_minute`` and ``burst``; the rest is each trader's own.
 
-    :ivar url: the Redis server.
+    :ivar url: the Redis server; unset: the plugin does not share (a trader never talks
+        to a Redis server it was not pointed at, which may hold another market's series).
     :ivar namespace: the prefix of every key; one per market (exchange and its data), so
         traders of different markets on one Redis never serve each other's series.
     :ivar lease_ms: a fetch's lease lives this long: if its holder dies, another trader
@@ -66,7 +69,7 @@ class SharedConfig:
         anyway (counted as ``pace_timeouts``, and debited from the budget).
     """
 
-    url: str = attrs.field(default="redis://127.0.0.1:6379/0", validator=_url)
+    url: str | None = attrs.field(default=None, validator=_url)
     namespace: str = attrs.field(default="sltrader", validator=_namespace)
     lease_ms: int = attrs.field(default=5000, validator=integer(min=100, max=600_000))
     wait_ms: int = attrs.field(default=6000, validator=integer(min=0, max=600_000))

@@ -69,6 +69,9 @@ class RedisLink:
     def __init__(
         self, config: SharedConfig, name: str, monotonic: Callable[[], float] = time.monotonic
     ) -> None:
+        if config.url is None:
+            raise ValueError("a RedisLink needs the Redis url")
+        self.url: str = config.url
         self.config = config
         self.name = name
         self._monotonic = monotonic
@@ -135,7 +138,7 @@ class RedisLink:
         # a client at the first call; the first one stored is kept, the other closed.
         timeout = self.config.timeout_ms / 1000
         client = redis.Redis.from_url(
-            self.config.url,
+            self.url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             # One retry, at once, for a connection that broke (the server restarted since
@@ -174,7 +177,7 @@ class RedisLink:
                 "%s: Redis at %s failed (%s: %s); each trader fetches and paces on its own, "
                 "retrying every %g s",
                 self.name,
-                redacted(self.config.url),
+                redacted(self.url),
                 type(exc).__name__,
                 " ".join(str(exc).split()) or "no detail",  # one line
                 self.config.retry_s,
@@ -188,7 +191,7 @@ class RedisLink:
             log.info(
                 "%s: Redis at %s answers again after %.1f s; sharing resumed",
                 self.name,
-                redacted(self.config.url),
+                redacted(self.url),
                 self._monotonic() - since,
             )
 

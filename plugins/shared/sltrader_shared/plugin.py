@@ -9,12 +9,15 @@ own. Nothing runs in the background.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from sltrader_plugins import HostServices, Klines, PluginSettings, hookimpl
 from sltrader_shared.config import SharedConfig
 from sltrader_shared.link import RedisLink
 from sltrader_shared.shared import Shared
+
+log = logging.getLogger(__name__)
 
 
 class SharedPlugin:
@@ -34,6 +37,13 @@ class SharedPlugin:
         # ConfigError propagates: a wrong setting stops start-up with the key named.
         config = settings.parse(SharedConfig)
         self.config = config
+        if config.url is None:
+            log.info(
+                "plugin %r: no url in [plugins.%s]: not sharing, this trader fetches alone",
+                settings.name,
+                settings.name,
+            )
+            return
         # No connection yet: the first fetch connects (a trader without Redis starts as
         # fast as one without the plugin).
         self.shared = Shared(config, RedisLink(config, settings.name))

@@ -18,7 +18,7 @@ def parse(section: dict[str, object], name: str = "shared") -> SharedConfig:
 def test_defaults() -> None:
     config = parse({})
     assert config == SharedConfig()
-    assert config.url == "redis://127.0.0.1:6379/0" and config.namespace == "sltrader"
+    assert config.url is None and config.namespace == "sltrader"
     assert config.requests_per_minute == 0  # no pacing unless the budget is set
 
 

@@ -9,6 +9,8 @@ from shared_testkit import T0, ConstantModel, FakeClock
 
 from sltrader_plugins import Config, ConfigError, HostServices
 from sltrader_plugins.manager import PluginManager
+from sltrader_shared.config import SharedConfig
+from sltrader_shared.link import RedisLink
 from sltrader_shared.plugin import SharedPlugin
 
 
@@ -66,3 +68,26 @@ def test_start_makes_no_connection(namespace) -> None:
     assert plugin.shared is not None
     assert plugin.report_metrics()["redis_errors"] == 0
     manager.shutdown()
+
+
+def test_without_a_url_it_does_not_share_and_says_so_once(caplog) -> None:
+    # A Redis server the trader was not pointed at may hold another market's series.
+    manager = PluginManager()
+    plugin = SharedPlugin()
+    manager.register(plugin, "shared")
+    services = HostServices(
+        model=ConstantModel(), cache=None, clock=FakeClock(), base_timeframe="1m", workers=1
+    )
+    with caplog.at_level("INFO", logger="sltrader_shared"):
+        manager.start(services)
+    assert plugin.shared is None
+    assert plugin.before_fetch_klines("X", "1m", 10, T0) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "plugin 'shared': no url in [plugins.shared]: not sharing, this trader fetches alone"
+    ]
+    manager.shutdown()
+
+
+def test_a_link_needs_a_url() -> None:
+    with pytest.raises(ValueError, match="url"):
+        RedisLink(SharedConfig(), "shared")
