@@ -1,22 +1,28 @@
 """A thread-safe micro-batcher for blocking callers, independent of pluggy.
 
-Design (leader/follower, no threads of its own):
+Design (continuous batching, leader/follower, no threads of its own):
 
-* Each caller of :meth:`MicroBatcher.submit` joins the open batch of its model and blocks.
-* The caller that makes a batch ready (it filled it, or found every in-flight worker
-  already waiting) closes it and runs ``predict_batch`` itself, in its own thread: no
-  hand-off to a dispatcher thread, so no extra context switch on a GIL-bound two-core box.
-  A waiting member closes it the same way when the wait deadline passes, or when woken by
-  :meth:`leave` or :meth:`flush`. The others sleep on the batch's condition until the
-  leader publishes every result, each to its own request object.
-* A request is answered with ``None`` when the batcher decides the caller should predict
-  by itself (a batch of one, a failed or malformed batch, a timeout, a full queue). The
-  caller then calls ``model.predict`` exactly as it would without the batcher, so a model
-  error surfaces in the caller's own thread, and nothing is computed twice.
+* Each model has a *lane*: its open batch (collecting requests) and the batches now in a
+  model call. While a batch of a model runs, new requests for that model queue in the open
+  batch; the moment the call returns, the queue is dispatched as the next batch. So the
+  model is never idle while requests wait, and the callers that are not in the model call
+  keep building their features meanwhile (a pipeline: with a model whose call releases the
+  GIL, feature building and the model overlap).
+* When the model is free, a request waits for company only while that pays: until every
+  worker in flight is waiting (``idle``), the batch is full, or the *wait limit* passes. The
+  limit follows the model's measured cost; for a model too cheap to wait for it is zero and
+  requests run at once, side by side, as they would without the batcher.
+* The caller that dispatches a batch runs ``predict_batch`` itself, in its own thread (a
+  batch of one included: every call is timed, so the cost estimate always follows the
+  model). The others sleep on the batch's condition until it publishes every result, each
+  to its own request object.
+* A request is answered with ``None`` when the batch failed, timed out or the batcher is
+  closed: the caller then calls ``model.predict`` exactly as it would without the batcher,
+  so a model error surfaces in the caller's own thread.
 
-Every wait is bounded (``max_wait`` while a batch is open, ``timeout`` while someone else
-runs it or while the queue is full), so whatever the model does, only a thread that is
-itself inside a model call can be held by the model.
+Every wait is bounded (the wait limit while the model is free, ``timeout`` while a model
+call runs), so whatever the model does, only a thread that is itself inside a model call
+can be held by the model.
 """
 
 from __future__ import annotations
@@ -36,28 +42,17 @@ from sltrader_plugins import finite_number
 
 log = logging.getLogger("sltrader_batching")
 
-#: The oldest request waits for company at most this many times what one batch call
-#: costs (measured, in CPU time), less what parking and waking a thread costs. Waiting
-#: longer costs its worker more than the call the company would save; with a costly model
-#: ``max_wait`` is the limit, with a cheap one requests are not parked on a timer at all.
+#: The oldest request waits for company at most this many times what one model call costs
+#: (measured, in CPU time), less what parking and waking a thread costs. Waiting longer
+#: costs its worker more than the call the company would save.
 WAIT_PER_CALL_COST = 4.0
 #: What parking a caller on a condition and waking it costs, GIL hand-over included
-#: (measured on the reference box: 50-100 µs under load).
+#: (measured on the reference box: 50-100 µs under load). A model whose wait limit comes
+#: out below this is too cheap to wait for: its requests run at once.
 PARK_COST_S = 100e-6
-#: When the limit is zero, every this-many-th batch still waits ``max_wait``, so the cost
-#: estimate keeps following a model that gets costlier (an online learner is trivially
-#: cheap until its first update).
-_PROBE_EVERY = 64
-#: Batch calls measured before the cost estimate is trusted, and its smoothing.
+#: Calls measured before the cost estimate is trusted, and its smoothing.
 _COST_WARMUP = 8
 _COST_ALPHA = 0.05
-#: In bypass, one single prediction in this many is timed, to notice a model that became
-#: costly enough to batch again; one in ``_SAMPLE_EARLY`` until the estimate is trusted, so
-#: a model that was cheap only before its first update (an online learner) is batched
-#: again within a fraction of a scan.
-_SAMPLE_EVERY = 64
-_SAMPLE_EARLY = 8
-
 #: Extra wait of a batch member that is not the batch's opener, past the batch deadline:
 #: the opener closes the batch on time; this only matters if the opener cannot.
 _BACKSTOP_S = 0.002
@@ -69,8 +64,10 @@ class Reason(enum.Enum):
     """Why a batch was dispatched."""
 
     SIZE = "size"  #: it reached ``max_batch_size``
-    WAIT = "wait"  #: its oldest request waited ``max_wait``
+    WAIT = "wait"  #: its oldest request waited the wait limit
     IDLE = "idle"  #: every in-flight caller was inside the batcher: nobody else can come
+    READY = "ready"  #: it queued behind the model's previous call, which just returned
+    CHEAP = "cheap"  #: the model is too cheap to wait for: run at once
     FLUSH = "flush"  #: the host asked (end of scan, shutdown)
 
 
@@ -92,34 +89,29 @@ class _Request:
 
 
 class _Batch:
-    __slots__ = (
-        "cond",
-        "deadline",
-        "model",
-        "overdue",
-        "predict_batch",
-        "requests",
-        "started",
-        "state",
-        "wake",
-    )
+    __slots__ = ("cond", "deadline", "lane", "overdue", "requests", "started", "state", "wake")
 
-    def __init__(
-        self,
-        model: object,
-        predict_batch: PredictBatch,
-        deadline: float,
-        cond: threading.Condition,
-    ) -> None:
-        self.model = model
-        self.predict_batch = predict_batch
+    def __init__(self, lane: _Lane, deadline: float, cond: threading.Condition | None) -> None:
+        self.lane = lane
         self.deadline = deadline
-        self.cond = cond
+        self.cond = cond  # None for a batch run at once: nobody ever waits on it
         self.requests: list[_Request] = []
         self.state = _State.OPEN
         self.started = 0.0
-        self.wake: Reason | None = None  # set by leave()/flush(): close at once
+        self.wake: Reason | None = None  # set by leave()/flush()/a returning call
         self.overdue = False
+
+
+class _Lane:
+    """One model's batches: the open one and those in a model call (guarded by the lock)."""
+
+    __slots__ = ("model", "open", "predict_batch", "running")
+
+    def __init__(self, model: object, predict_batch: PredictBatch) -> None:
+        self.model = model  # kept alive while the lane exists, so its id stays unique
+        self.predict_batch = predict_batch
+        self.open: _Batch | None = None
+        self.running: list[_Batch] = []  # oldest first; more than one only on SIZE or CHEAP
 
 
 class BatchError(Exception):
@@ -132,7 +124,7 @@ class MicroBatcher:
     :param config: the knobs (sizes and waits).
     :param workers: how many threads may call :meth:`submit` at once. Used only when the
         caller never brackets its work with :meth:`enter`/:meth:`leave`; ``None`` then
-        means "unknown" and batches close on size, wait or flush only.
+        means "unknown" and batches close on size, wait, a returning call or flush only.
     """
 
     def __init__(self, config: BatchingConfig, workers: int | None = None) -> None:
@@ -142,16 +134,14 @@ class MicroBatcher:
         self._timeout = config.timeout_s
         self._workers = workers
         self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)  # queue space freed
         self._drained = threading.Condition(self._lock)  # nobody inside any more
-        self._open: dict[int, _Batch] = {}  # by id(model); the batch keeps the model alive
+        self._lanes: dict[int, _Lane] = {}  # by id(model); idle lanes are dropped
         self._in_flight = 0  # callers between enter() and leave()
         self._tracking = False  # enter() was called at least once
         self._inside = 0  # threads inside submit(), for close() to wait on
         # Callers inside submit() whose request is not answered yet. An answered caller is
         # about to return and could submit again, so it must not count towards "idle".
         self._waiting = 0
-        self._queued = 0  # requests in batches not yet done (the bounded queue)
         self._overdue = 0  # running batches past the timeout: the model looks hung
         # The size of the first batch that overran the timeout, until its warning is
         # logged, which happens after the lock is released: a slow log handler must not
@@ -162,28 +152,19 @@ class MicroBatcher:
         self._batch_error_logged = False  # only the first failed batch is logged
         # counters (guarded by _lock)
         self._requests = 0
-        self._batches = 0
+        self._batches = 0  # predict_batch calls, batches of one included
         self._batched_requests = 0
-        self._singles = 0
+        self._singles = 0  # predict_batch calls with one request
         self._reasons = dict.fromkeys(Reason, 0)
         self._fallbacks = 0
         self._batch_errors = 0
         self._timeouts = 0
-        self._queue_full = 0
         self._bypassed = 0
         self._unbatchable = 0
         self._max_seen = 0
         self._waits = LogHistogram()
-        self._call_cost = 0.0  # smoothed seconds per predict_batch call
+        self._call_cost = 0.0  # smoothed CPU seconds per predict_batch call
         self._calls_timed = 0
-        self._opened = 0  # batches not opened because the model is cheap, for probing
-        # Bypass: the model is too cheap for any batch to pay, so the hooks return at once
-        # and nothing is tracked. Read without the lock on the hot path; written only by
-        # review(), at a scan boundary, when no caller is in flight.
-        self.bypass = False
-        self._single_cost = 0.0  # smoothed seconds per single predict, sampled in bypass
-        self._singles_timed = 0
-        self._passed = 0  # calls seen in bypass
 
     # -- in-flight tracking ----------------------------------------------------------
 
@@ -199,8 +180,7 @@ class MicroBatcher:
             if self._in_flight > 0:
                 self._in_flight -= 1
             # One fewer caller to wait for: the open batches may now hold everyone left.
-            if self._open:
-                self._wake_if_idle()
+            self._wake_if_idle()
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -225,16 +205,6 @@ class MicroBatcher:
                 # batches would only park more workers behind it.
                 self._bypassed += 1
                 return None
-            if id(model) not in self._open:
-                # Kept allocation-free: a batch of one, answered by the caller's predict,
-                # when nobody else can arrive (one worker) or when the model is too cheap
-                # to be worth parking this caller for company.
-                reason = Reason.IDLE if self._idle(1) else self._skip_wait()
-                if reason is not None:
-                    self._reasons[reason] += 1
-                    self._singles += 1
-                    self._waits.add(0.0)
-                    return None
             self._inside += 1
             self._waiting += 1
             try:
@@ -254,7 +224,7 @@ class MicroBatcher:
                     timed_out,
                     self._config.timeout_ms,
                 )
-            return None if request is None else request.result
+            return request.result
         try:
             self._run(batch)
         finally:
@@ -269,102 +239,108 @@ class MicroBatcher:
 
     def _join_and_wait(
         self, model: object, predict_batch: PredictBatch, features: np.ndarray
-    ) -> tuple[_Batch | None, _Request | None]:
+    ) -> tuple[_Batch | None, _Request]:
         """Queue the request and wait (lock held). A returned batch is this thread's to run."""
         now = time.perf_counter()
-        try:
-            room = self._queued < self._config.queue_limit or self._wait_for_room(now)
-        except BaseException:
-            self._waiting -= 1
-            raise
-        if not room:
-            self._waiting -= 1
-            return None, None
         key = id(model)
-        batch = self._open.get(key)
-        opener = batch is None
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane(model, predict_batch)
+        request = _Request(features, now)
+        batch = lane.open
         if batch is None:
-            batch = _Batch(
-                model, predict_batch, self._new_deadline(now), threading.Condition(self._lock)
-            )
-            self._open[key] = batch
-        request = _Request(features, time.perf_counter())
+            limit = self._wait_limit()
+            # Run at once, without parking this caller: a model too cheap to wait for, or a
+            # free model when nobody else can come (one worker, the tail of a scan).
+            reason = Reason.CHEAP if limit == 0.0 else None
+            if reason is None and not lane.running and self._idle():  # we count already
+                reason = Reason.IDLE
+            if reason is not None:
+                if len(self._lanes) > 1:
+                    self._wake_if_idle()  # our arrival may complete other models' idle set
+                batch = _Batch(lane, now, None)
+                batch.requests.append(request)
+                return (batch if self._close(batch, reason, now) else None), request
+            batch = lane.open = _Batch(lane, now + limit, threading.Condition(self._lock))
+            opener = True
+        else:
+            opener = False
         batch.requests.append(request)
-        self._queued += 1
         try:
             return self._wait_for_turn(batch, request, opener)
         except BaseException:
             self._withdraw(batch, request)
             raise
 
-    def _wait_for_room(self, now: float) -> bool:
-        """Backpressure: wait until the queue has room; ``False`` after the timeout."""
-        # This thread now waits inside the batcher too, which may complete an idle set.
-        self._wake_if_idle()
-        deadline = now + self._timeout
-        while self._queued >= self._config.queue_limit:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0 or self._closed or self._overdue:
-                self._queue_full += 1
-                self._fallbacks += 1
-                return False
-            self._room.wait(remaining)
-        return True
-
     def _wait_for_turn(
         self, batch: _Batch, request: _Request, opener: bool
     ) -> tuple[_Batch | None, _Request]:
-        if len(self._open) > 1:
-            # Our arrival may have completed the idle set for other models' batches too.
-            self._wake_if_idle()
+        assert batch.cond is not None
+        # Our arrival may have completed the idle set, for other models' batches too.
+        self._wake_if_idle()
         while True:
             if request.done:
                 return None, request
             now = time.perf_counter()
             if batch.state is _State.OPEN:
-                reason: Reason | None
-                if len(batch.requests) >= self._max_size:
-                    reason = Reason.SIZE
-                elif batch.wake is not None:
-                    reason = batch.wake
-                elif now >= batch.deadline:
-                    reason = Reason.WAIT
-                elif self._idle():
-                    reason = Reason.IDLE
-                else:
-                    reason = None
+                reason = self._ready(batch, now)
                 if reason is not None:
-                    lead = self._close(batch, reason, now)
-                    return (batch if lead else None), request
-                timeout = batch.deadline - now + (0.0 if opener else _BACKSTOP_S)
-                # The closer does not wake us when it starts the batch (that would cost a
-                # context switch per member); waking by `timeout` at the latest keeps the
-                # running batch's timeout honoured without it.
-                timeout = min(timeout, self._timeout)
+                    return (batch if self._close(batch, reason, now) else None), request
+                running = batch.lane.running
+                if running:
+                    # Queued behind the model's call: its leader wakes us when it returns;
+                    # past the timeout the call looks hung and we stop waiting for it.
+                    remaining = running[0].started + self._timeout - now
+                    if remaining <= 0:
+                        self._mark_overdue(running[0])
+                        continue  # _ready() now hands the batch back
+                    timeout = remaining
+                else:
+                    timeout = batch.deadline - now + (0.0 if opener else _BACKSTOP_S)
             else:  # RUNNING: someone else is in the model call
                 remaining = batch.started + self._timeout - now
                 if remaining <= 0:
                     self._abandon(batch, request)
                     return None, request
                 timeout = remaining
-            batch.cond.wait(timeout)
+            # The closer does not wake the members when it starts the batch (that would
+            # cost a context switch each); they wake when it publishes, or by the timeout.
+            batch.cond.wait(min(timeout, self._timeout))
+
+    def _ready(self, batch: _Batch, now: float) -> Reason | None:
+        """Why the open ``batch`` should be dispatched now, if it should (lock held)."""
+        if len(batch.requests) >= self._max_size:
+            return Reason.SIZE
+        if self._overdue or self._closed:
+            return Reason.FLUSH  # handed back by _close()
+        if batch.lane.running:
+            return None  # the model is busy: the batch goes when its call returns
+        if batch.wake is not None:
+            return batch.wake
+        if now >= batch.deadline:
+            return Reason.WAIT
+        if self._idle():
+            return Reason.IDLE
+        return None
 
     def _withdraw(self, batch: _Batch, request: _Request) -> None:
         """The caller is leaving by an exception (lock held): drop or abandon its request."""
         if batch.state is _State.OPEN:
             batch.requests.remove(request)
-            self._queued -= 1
             self._waiting -= 1
-            self._room.notify()
-            if not batch.requests and self._open.get(id(batch.model)) is batch:
-                del self._open[id(batch.model)]
+            if not batch.requests and batch.lane.open is batch:
+                batch.lane.open = None
+                self._drop_if_unused(batch.lane)
         elif not request.done:
-            self._answer(request, None)  # its queue slot is freed when the batch ends
+            self._answer(request, None)
 
     def _abandon(self, batch: _Batch, request: _Request) -> None:
         """Give up on a batch that overran the timeout (lock held)."""
         self._answer(request, None)
         self._fallbacks += 1
+        self._mark_overdue(batch)
+
+    def _mark_overdue(self, batch: _Batch) -> None:
         if not batch.overdue:
             batch.overdue = True
             self._overdue += 1
@@ -372,63 +348,48 @@ class MicroBatcher:
             if self._timeouts == 1:  # logged once per batcher, by submit() once unlocked
                 self._timeout_to_log = len(batch.requests)
 
-    def _idle(self, arriving: int = 0) -> bool:
+    def _idle(self) -> bool:
         """Every caller that could still submit is already inside (lock held)."""
         active = self._in_flight if self._tracking else self._workers
-        return active is not None and self._waiting + arriving >= active
+        return active is not None and self._waiting >= active
 
     def _wait_limit(self) -> float:
-        """How long a new batch may wait for company (lock held)."""
+        """How long a batch may wait for company while its model is free (lock held)."""
         if self._calls_timed < _COST_WARMUP:
             return self._max_wait
         limit = WAIT_PER_CALL_COST * self._call_cost - PARK_COST_S
-        if limit < PARK_COST_S:
-            # Too short for anyone to join: every batch would close with one request,
-            # which is never timed, so the estimate would freeze just above zero.
-            return 0.0
-        return min(self._max_wait, limit)
-
-    def _skip_wait(self) -> Reason | None:
-        """``WAIT`` when a new batch would not wait at all (lock held); probes excepted."""
-        if self._wait_limit() > 0.0:
-            return None
-        self._opened += 1
-        return None if self._opened % _PROBE_EVERY == 0 else Reason.WAIT
-
-    def _new_deadline(self, now: float) -> float:
-        limit = self._wait_limit()
-        # A zero limit gets here only as a probe (see _skip_wait): measure with max_wait.
-        return now + (limit if limit > 0.0 else self._max_wait)
+        return min(self._max_wait, limit) if limit >= PARK_COST_S else 0.0
 
     def _wake_if_idle(self) -> None:
         if not self._idle():
             return
-        for batch in self._open.values():
-            if batch.wake is None:
-                batch.wake = Reason.IDLE
-                # One member suffices: whoever wakes re-checks and closes the batch.
-                batch.cond.notify()
+        for lane in self._lanes.values():
+            batch = lane.open
+            if batch is not None and batch.wake is None and not lane.running:
+                self._wake(batch, Reason.IDLE)
+
+    def _wake(self, batch: _Batch, reason: Reason) -> None:
+        batch.wake = reason
+        assert batch.cond is not None
+        # One member suffices: whoever wakes re-checks and closes the batch.
+        batch.cond.notify()
 
     def _close(self, batch: _Batch, reason: Reason, now: float) -> bool:
-        """Take ``batch`` out of the open set (lock held); ``True``: the caller runs it."""
-        if self._open.get(id(batch.model)) is batch:
-            del self._open[id(batch.model)]
+        """Move ``batch`` from open to running (lock held); ``True``: the caller runs it."""
+        lane = batch.lane
+        if lane.open is batch:
+            lane.open = None
         batch.state = _State.RUNNING
         batch.started = now
         self._reasons[reason] += 1
         requests = batch.requests
         for request in requests:
             self._waits.add(now - request.enqueued)
-        size = len(requests)
-        self._max_seen = max(self._max_seen, size)
-        if size > 1 and not self._overdue:
+        if not self._overdue and not self._closed:
+            lane.running.append(batch)
             return True
-        # A batch of one gains nothing over the caller's own predict; with a hung model
-        # call pending, nobody should start another.
-        if size == 1:
-            self._singles += 1
-        else:
-            self._fallbacks += size
+        # With a hung model call pending (or the batcher closed), nobody starts another.
+        self._fallbacks += len(requests)
         self._finish(batch, None)
         return False
 
@@ -445,9 +406,19 @@ class MicroBatcher:
         batch.state = _State.DONE
         if batch.overdue:
             self._overdue -= 1
-        self._queued -= len(batch.requests)
-        self._room.notify(len(batch.requests))
-        batch.cond.notify_all()
+        lane = batch.lane
+        if batch in lane.running:
+            lane.running.remove(batch)
+            if not lane.running and lane.open is not None:
+                self._wake(lane.open, Reason.READY)  # the model is free: next batch, now
+        self._drop_if_unused(lane)
+        if batch.cond is not None:
+            batch.cond.notify_all()
+
+    def _drop_if_unused(self, lane: _Lane) -> None:
+        if lane.open is None and not lane.running:
+            # A lane holds its model alive; drop it so a replaced model can be freed.
+            self._lanes.pop(id(lane.model), None)
 
     def _run(self, batch: _Batch) -> None:
         """Run the model for ``batch`` (lock not held) and publish the outcome."""
@@ -460,9 +431,8 @@ class MicroBatcher:
         started = time.thread_time()
         elapsed = 0.0
         try:
-            answers = batch.predict_batch([r.features for r in batch.requests])
-            # The model's cost only: checking the answers is ours (and a Python loop, which
-            # a tracer slows down enough to hide a cheap model).
+            answers = batch.lane.predict_batch([r.features for r in batch.requests])
+            # The model's cost only: checking the answers is ours.
             elapsed = time.thread_time() - started
             results = _check(answers, size)
         except Exception as exc:
@@ -472,6 +442,8 @@ class MicroBatcher:
             with self._lock:
                 self._batches += 1
                 self._batched_requests += size
+                self._singles += size == 1
+                self._max_seen = max(self._max_seen, size)
                 if results is None:
                     # The one fault path: the whole batch is handed back (see _check).
                     self._batch_errors += 1
@@ -499,69 +471,6 @@ class MicroBatcher:
             # Smoothed, so a model that gets costlier (or cheaper) as it learns is followed.
             self._call_cost += _COST_ALPHA * (seconds - self._call_cost)
 
-    # -- bypass for cheap models ------------------------------------------------------
-
-    def sample_single(self, model: object, features: np.ndarray) -> float | None:
-        """Bypass: let the caller predict, but time one call in ``_SAMPLE_EVERY`` here.
-
-        :return: the timed prediction, or ``None`` (the caller predicts by itself; also
-            when the sampled call raised, so the caller sees the model's error itself, or
-            gave no finite number, which the hook may not return).
-        """
-        # Unlocked on purpose: a lost increment only shifts which call gets sampled, or
-        # undercounts a metric by one.
-        self._passed += 1
-        every = _SAMPLE_EVERY if self._singles_timed >= _COST_WARMUP else _SAMPLE_EARLY
-        if self._passed % every:
-            return None
-        started = time.thread_time()  # CPU time, as for batch calls
-        try:
-            result = model.predict(features)  # type: ignore[attr-defined]
-        except Exception:
-            return None
-        elapsed = time.thread_time() - started
-        with self._lock:
-            self._singles_timed += 1
-            if self._singles_timed == 1:
-                self._single_cost = elapsed
-            else:
-                self._single_cost += _COST_ALPHA * (elapsed - self._single_cost)
-        return finite_number(result)  # the same rule as for a batch's answers
-
-    def review(self) -> bool:
-        """At a scan boundary: bypass while the model is too cheap for batching to pay.
-
-        Call only when no caller is between :meth:`enter` and :meth:`leave` (the host
-        calls ``on_scan_complete`` after the scan's last ``after_analyze_symbol``).
-        :return: whether the batcher is now in bypass.
-        """
-        message: str | None = None
-        with self._lock:
-            if self._inside or self._open:
-                return self.bypass
-            if self.bypass:
-                cost = WAIT_PER_CALL_COST * self._single_cost - PARK_COST_S
-                if self._singles_timed >= _COST_WARMUP and cost > 0.0:
-                    self.bypass = False
-                    self._in_flight = 0  # nobody was tracked while bypassed
-                    self._calls_timed = 0  # measure batch calls afresh
-                    message = "the model became costly enough to batch again"
-            elif (
-                self._in_flight == 0
-                and self._calls_timed >= _COST_WARMUP
-                and self._wait_limit() == 0.0
-            ):
-                self.bypass = True
-                self._singles_timed = 0
-                message = (
-                    f"a batch call costs {self._call_cost * 1e6:.0f} µs, too little "
-                    "for waiting to pay; predictions pass through until the model gets costlier"
-                )
-            bypass = self.bypass
-        if message is not None:
-            log.info(message)
-        return bypass
-
     # -- lifecycle -------------------------------------------------------------------
 
     def flush(self) -> int:
@@ -571,10 +480,10 @@ class MicroBatcher:
 
     def _flush_locked(self) -> int:
         pending = 0
-        for batch in self._open.values():
-            pending += len(batch.requests)
-            batch.wake = Reason.FLUSH
-            batch.cond.notify()
+        for lane in self._lanes.values():
+            if lane.open is not None:
+                pending += len(lane.open.requests)
+                self._wake(lane.open, Reason.FLUSH)
         return pending
 
     def close(self, timeout: float | None = None) -> bool:
@@ -589,7 +498,6 @@ class MicroBatcher:
         with self._lock:
             self._closed = True
             self._flush_locked()
-            self._room.notify_all()
             return self._drained.wait_for(lambda: self._inside == 0, timeout)
 
     @property
@@ -625,8 +533,7 @@ class MicroBatcher:
         """A snapshot of the counters (names without the plugin prefix)."""
         with self._lock:
             return {
-                "requests": float(self._requests + self._passed),
-                "passed_through": float(self._passed),
+                "requests": float(self._requests),
                 "batches": float(self._batches),
                 "batched_requests": float(self._batched_requests),
                 "mean_batch_size": (
@@ -638,7 +545,6 @@ class MicroBatcher:
                 "fallbacks": float(self._fallbacks),
                 "batch_errors": float(self._batch_errors),
                 "timeouts": float(self._timeouts),
-                "queue_full": float(self._queue_full),
                 "bypassed": float(self._bypassed),
                 "unbatchable": float(self._unbatchable),
                 "wait_p50_ms": self._waits.quantile(0.50) * 1000.0,
@@ -646,9 +552,7 @@ class MicroBatcher:
                 "wait_mean_ms": self._waits.mean * 1000.0,
                 "wait_max_ms": self._waits.max * 1000.0,
                 "wait_limit_ms": self._wait_limit() * 1000.0,
-                "batch_call_ms": self._call_cost * 1000.0,
-                "single_call_ms": self._single_cost * 1000.0,
-                "bypass": float(self.bypass),
+                "call_ms": self._call_cost * 1000.0,
             }
 
 
@@ -662,7 +566,7 @@ def _log_unbatchable(kind: type) -> None:
 
 def _check(raw: object, size: int) -> list[float]:
     """``raw`` as ``size`` floats; :class:`BatchError` unless it is a sequence (or 1-D
-    array) of exactly ``size`` finite real numbers (see :func:`_number`).
+    array) of exactly ``size`` finite real numbers (see :func:`finite_number`).
 
     All or nothing: a batch call that answers NaN, ``None`` or a bool for one request has
     gone wrong, so none of its answers is trusted; every caller predicts by itself and gets

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from sltrader_plugins import SettingError, finite, integer
+from sltrader_plugins import finite, integer
 
 
 @attrs.frozen
@@ -14,25 +14,13 @@ class BatchingConfig:
     :ivar max_batch_size: a batch is dispatched as soon as it holds this many requests.
     :ivar max_wait_ms: the longest the oldest request of a batch waits for company before
         the batch is dispatched anyway; ``0`` never waits (only size, idle and flush).
-    :ivar queue_limit: requests inside the batcher (waiting or being predicted) at most;
-        a caller beyond it waits for room, up to ``timeout_ms``, then predicts unbatched.
-    :ivar timeout_ms: how long a caller waits for a batch someone else is running (or for
-        room in the queue) before it gives up on the batch and predicts by itself.
+    :ivar timeout_ms: how long a caller waits for a model call someone else is running
+        before it gives up on the batch and predicts by itself.
     """
 
     max_batch_size: int = attrs.field(default=32, validator=integer(min=1, max=65_536))
     max_wait_ms: float = attrs.field(default=2.0, validator=finite(min=0, max=3_600_000))
-    queue_limit: int = attrs.field(default=1024, validator=integer(min=1, max=1 << 20))
     timeout_ms: float = attrs.field(default=1000.0, validator=finite(above=0, max=3_600_000))
-
-    def __attrs_post_init__(self) -> None:
-        if self.queue_limit < self.max_batch_size:
-            # A full batch must fit in the queue, or size-dispatch could never happen.
-            raise SettingError(
-                "queue_limit",
-                f"at least 'max_batch_size' ({self.max_batch_size})",
-                self.queue_limit,
-            )
 
     @property
     def max_wait_s(self) -> float:

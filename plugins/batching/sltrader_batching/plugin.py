@@ -40,13 +40,13 @@ class BatchingPlugin:
     @hookimpl
     def before_analyze_symbol(self) -> None:
         batcher = self._batcher
-        if batcher is not None and not batcher.bypass:
+        if batcher is not None:
             batcher.enter()
 
     @hookimpl
     def after_analyze_symbol(self) -> None:
         batcher = self._batcher
-        if batcher is not None and not batcher.bypass:
+        if batcher is not None:
             batcher.leave()
 
     @hookimpl
@@ -57,8 +57,6 @@ class BatchingPlugin:
         batcher = self._batcher
         if batcher is None:
             return None
-        if batcher.bypass:
-            return batcher.sample_single(model, features)
         return batcher.submit(model, features)
 
     @hookimpl
@@ -66,8 +64,6 @@ class BatchingPlugin:
         batcher = self._batcher
         if batcher is not None:
             batcher.flush()
-            # Every worker of the scan has left: the one safe moment to change mode.
-            batcher.review()
 
     @hookimpl
     def on_shutdown(self) -> None:
@@ -88,7 +84,7 @@ class BatchingPlugin:
         metrics = batcher.metrics()  # unprefixed: the manager adds the name we were loaded under
         # What a user needs first: what batching saved (predictions per model call, the
         # calls it made for how many requests), what that cost (the added wait), and
-        # whether it is bypassing a model too cheap to batch. The rest keeps its order.
+        # how often the model was too cheap to wait for. The rest keeps its order.
         first = (
             "mean_batch_size",
             "batches",
@@ -96,6 +92,6 @@ class BatchingPlugin:
             "requests",
             "wait_p50_ms",
             "wait_p99_ms",
-            "bypass",
+            "dispatch_cheap",
         )
         return {**{name: metrics[name] for name in first if name in metrics}, **metrics}

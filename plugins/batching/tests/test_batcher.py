@@ -52,19 +52,24 @@ def test_one_tracked_worker_never_waits(model):
     for i in range(500):
         batcher.enter()
         features = features_for(0, i)
-        assert batcher.submit(model, features) is None  # the host predicts it itself
+        # run at once, as a batch of one, in the caller's thread: timed like any call
+        assert batcher.submit(model, features) == LinearModel.expected(features)
         batcher.leave()
     m = batcher.metrics()
-    assert m["dispatch_idle"] == 500 and m["singles"] == 500
-    assert m["dispatch_wait"] == 0 and m["batches"] == 0 and model.batch_calls == 0
+    # idle, or (once the estimate is trusted) cheap: this linear model costs microseconds
+    assert m["dispatch_idle"] + m["dispatch_cheap"] == 500 and m["dispatch_idle"] >= 8
+    assert m["singles"] == 500 and m["batches"] == 500
+    assert m["dispatch_wait"] == 0 and model.batch_sizes == [1] * 500
+    assert model.single_calls == 0
     assert m["wait_max_ms"] < FOREVER_MS / 1000  # never parked on the timer
 
 
 def test_one_untracked_worker_never_waits(model):
     batcher, _ = make(max_wait_ms=FOREVER_MS, workers=1)
     for i in range(100):
-        assert batcher.submit(model, features_for(0, i)) is None
-    assert metric(batcher, "dispatch_idle") == 100 and metric(batcher, "dispatch_wait") == 0
+        assert batcher.submit(model, features_for(0, i)) == LinearModel.expected(features_for(0, i))
+    m = batcher.metrics()
+    assert m["dispatch_idle"] + m["dispatch_cheap"] == 100 and m["dispatch_wait"] == 0
 
 
 def test_last_worker_in_flight_is_dispatched_at_once(model):
@@ -74,7 +79,7 @@ def test_last_worker_in_flight_is_dispatched_at_once(model):
         batcher.enter()
     for _ in range(7):
         batcher.leave()
-    assert batcher.submit(model, features_for(1, 1)) is None
+    assert batcher.submit(model, features_for(1, 1)) == LinearModel.expected(features_for(1, 1))
     batcher.leave()
     assert metric(batcher, "dispatch_idle") == 1 and metric(batcher, "dispatch_wait") == 0
 
@@ -132,8 +137,9 @@ def test_zero_max_wait_never_waits(model):
     batcher, _ = make(max_wait_ms=0, workers=8)
     run_threads([lambda i=i: predict_via(batcher, model, features_for(i, 0)) for i in range(4)])
     m = batcher.metrics()
-    assert m["dispatch_wait"] + m["dispatch_idle"] + m["dispatch_size"] >= 1
-    assert m["wait_max_ms"] < 1000
+    # nothing ever waits for company: each request runs at once, side by side
+    assert m["dispatch_cheap"] == 4 and m["batches"] == 4 and m["singles"] == 4
+    assert m["wait_max_ms"] == 0
 
 
 def test_untracked_without_worker_count_uses_only_size_and_wait(model):
@@ -414,81 +420,7 @@ def test_unbatchable_model_logs_on_first_call_when_not_checked(caplog):
     assert len([r for r in caplog.records if "has no predict_batch" in r.message]) == 1
 
 
-# -- bounded queue ---------------------------------------------------------------------
-
-
-def test_a_full_queue_makes_callers_wait_for_room(model):
-    gate = threading.Event()
-    slow_model = gated_model(gate)
-    batcher, _ = make(
-        max_batch_size=2, queue_limit=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS
-    )
-    out: dict[int, float] = {}
-    threads = park_running(batcher, slow_model, out)  # the queue is full now
-    late: dict[int, float] = {}
-    extra = [
-        threading.Thread(
-            target=lambda i=i: late.__setitem__(
-                i, predict_via(batcher, slow_model, features_for(i, 4))
-            ),
-            daemon=True,
-        )
-        for i in range(10, 12)
-    ]
-    for thread in extra:
-        thread.start()
-    wait_until(lambda: waiting(batcher) == 4)  # two running, two waiting for room
-    assert slow_model.batch_calls == 1
-    gate.set()
-    for thread in threads + extra:
-        thread.join(10)
-    assert late == {i: LinearModel.expected(features_for(i, 4)) for i in range(10, 12)}
-    assert metric(batcher, "queue_full") == 0 and slow_model.batch_calls == 2
-
-
-def test_a_queue_that_stays_full_falls_back_after_the_timeout():
-    gate = threading.Event()
-    slow_model = gated_model(gate)
-    batcher, _ = make(
-        max_batch_size=2, queue_limit=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS
-    )
-    out: dict[int, float] = {}
-    threads = park_running(batcher, slow_model, out)
-    batcher._timeout = 0.02  # tests only: a short room timeout without timing out the batch
-    assert batcher.submit(slow_model, features_for(5, 5)) is None
-    m = batcher.metrics()
-    assert m["queue_full"] == 1 and m["fallbacks"] == 1
-    gate.set()
-    for thread in threads:
-        thread.join(10)
-    assert len(out) == 2
-
-
-def test_close_releases_a_caller_waiting_for_room_at_once():
-    gate = threading.Event()
-    slow_model = gated_model(gate)
-    batcher, _ = make(max_batch_size=2, queue_limit=2, max_wait_ms=LONG_MS, timeout_ms=LONG_MS)
-    out: dict[int, float] = {}
-    threads = park_running(batcher, slow_model, out)  # the queue is full now
-    late: dict[int, float] = {}
-    extra = threading.Thread(
-        target=lambda: late.__setitem__(0, predict_via(batcher, slow_model, features_for(9, 4))),
-        daemon=True,
-    )
-    extra.start()
-    wait_until(lambda: waiting(batcher) == 3)  # two running, one waiting for room
-    try:
-        assert batcher.close(timeout=0.01) is False  # the leader is still in the model
-        join_within([extra], RELEASE_S)  # woken by close, not by its 30 s timer
-        assert late == {0: LinearModel.expected(features_for(9, 4))}  # predicted by itself
-        assert metric(batcher, "queue_full") == 1
-    finally:
-        gate.set()
-    join_within(threads, RELEASE_S)
-    assert out == {i: LinearModel.expected(features_for(i, 3)) for i in range(2)}
-
-
-# -- several models ----------------------------------------------------------------------
+# -- several models ---------------------------------------------------------------------
 
 
 def predict_per_model(
@@ -543,10 +475,9 @@ def test_metrics_are_finite_and_bounded(model):
     m = batcher.metrics()
     assert all(np.isfinite(v) for v in m.values())
     assert m["requests"] == 800
-    assert m["batched_requests"] + m["singles"] == 800
-    assert m["dispatch_size"] + m["dispatch_wait"] + m["dispatch_idle"] + m["dispatch_flush"] == (
-        m["batches"] + m["singles"]
-    )
+    assert m["batched_requests"] == 800 and m["fallbacks"] == 0
+    dispatched = sum(v for k, v in m.items() if k.startswith("dispatch_"))
+    assert dispatched == m["batches"]  # every batch has one reason, none is counted twice
     assert 0 <= m["wait_p50_ms"] <= m["wait_p99_ms"] <= m["wait_max_ms"] + 1e-9
     assert len(batcher._waits._bins) == 401  # fixed, whatever the number of samples
 
@@ -596,7 +527,7 @@ def test_a_caller_interrupted_in_an_open_batch_withdraws_its_request(model, monk
     InterruptingCondition.victim = threading.get_ident()
     with pytest.raises(KeyboardInterrupt):
         batcher.submit(model, features_for(0, 0))
-    assert not batcher._open and batcher._queued == 0
+    assert not batcher._lanes
     assert batcher._waiting == 0 and batcher._inside == 0
     # the batcher still works afterwards
     out: dict[int, float] = {}
@@ -636,11 +567,11 @@ def test_a_caller_interrupted_while_its_batch_runs_leaves_cleanly(monkeypatch):
         cond.notify_all()
     first.join(10)
     assert isinstance(outcome["follower"], KeyboardInterrupt)
-    assert batcher._queued == 2  # the running batch still holds both slots
+    assert batcher._waiting == 1  # the leader, still inside the model call
     gate.set()
     second.join(10)
     assert outcome["leader"] == LinearModel.expected(features_for(1, 1))
-    assert batcher._waiting == 0 and batcher._inside == 0 and batcher._queued == 0
+    assert batcher._waiting == 0 and batcher._inside == 0 and not batcher._lanes
 
 
 # -- the wait limit follows the model's cost ---------------------------------------------
@@ -667,8 +598,7 @@ def test_a_cheap_model_is_not_waited_for(model):
     m = batcher.metrics()
     # once the estimate is trusted (8 calls) a cheap model's requests stop waiting
     assert m["batches"] >= 8
-    assert m["batches"] + m["singles"] / 2 >= 12 or m["dispatch_wait"] > 0
-    limit = 4 * m["batch_call_ms"] - 0.1
+    limit = 4 * m["call_ms"] - 0.1
     assert m["wait_limit_ms"] == pytest.approx(limit if limit >= 0.1 else 0.0)
     assert m["wait_limit_ms"] < 50
 
@@ -682,7 +612,7 @@ def test_a_costly_model_is_waited_for_up_to_max_wait():
     batcher, _ = make(max_batch_size=2, max_wait_ms=2, workers=None)
     batches_of_two(batcher, model, 9)
     m = batcher.metrics()
-    assert m["batch_call_ms"] >= 4 and m["wait_limit_ms"] == 2
+    assert m["call_ms"] >= 4 and m["wait_limit_ms"] == 2
 
 
 def seem_cheap(batcher: MicroBatcher) -> None:
@@ -707,81 +637,65 @@ class SettableCostModel(LinearModel):
         return super().predict_batch(features)
 
 
-def test_a_cheap_model_is_bypassed_after_a_scan_and_batched_again_when_costly():
+def test_a_cheap_model_runs_at_once_and_is_waited_for_again_when_costly():
+    """One estimate, fed by every call (batches of one included): no probes, no bypass."""
     model = SettableCostModel()
-    batcher, _ = make(max_batch_size=2, max_wait_ms=50, workers=None)
-    batches_of_two(batcher, model, 10)
+    batcher, _ = make(max_batch_size=2, max_wait_ms=50, workers=2)
     seem_cheap(batcher)
-    assert batcher.review() is True and batcher.bypass
-    assert metric(batcher, "bypass") == 1.0
-    # bypassed: the caller predicts, except one call in 8 (then, once 8 are timed, one in
-    # 64) that the plugin times and answers
-    answers = [batcher.sample_single(model, features_for(0, i)) for i in range(64 + 64 * 2)]
-    timed = [(i, a) for i, a in enumerate(answers) if a is not None]
-    assert [i for i, _ in timed] == [7, 15, 23, 31, 39, 47, 55, 63, 127, 191]
-    assert metric(batcher, "passed_through") == 192
-    assert metric(batcher, "requests") >= 192
-    assert all(a == model.predict(features_for(0, i)) for i, a in timed)
-    model.cost = 0.001
-    for i in range(64 * 8):
-        batcher.sample_single(model, features_for(1, i))
-    assert metric(batcher, "single_call_ms") > 0.1  # smoothed from the cheap samples
-    assert batcher.review() is False and not batcher.bypass
-    results = []
-    batches_of_two_collect = [
-        lambda i=i: results.append(predict_via(batcher, model, features_for(2, i)))
-        for i in range(2)
-    ]
-    run_threads(batches_of_two_collect)
-    assert sorted(results) == sorted(model.predict(features_for(2, i)) for i in range(2))
+    assert metric(batcher, "wait_limit_ms") == 0
+    for i in range(50):  # one caller, two possible: only a cheap model runs it at once
+        assert batcher.submit(model, features_for(0, i)) == model.expected(features_for(0, i))
+    assert metric(batcher, "dispatch_cheap") == 50 and metric(batcher, "wait_max_ms") == 0
+    model.cost = 0.002  # the model got costly (an online learner after its first update)
+    for i in range(80):
+        batcher.submit(model, features_for(1, i))
+        if metric(batcher, "wait_limit_ms") > 0:
+            break
+    assert metric(batcher, "wait_limit_ms") == 50 or metric(batcher, "wait_limit_ms") > 0.1
+    before = metric(batcher, "dispatch_cheap")
+    results: list[float] = []
+    run_threads(
+        [
+            lambda i=i: results.append(predict_via(batcher, model, features_for(2, i)))
+            for i in range(2)
+        ]
+    )
+    assert sorted(results) == sorted(model.expected(features_for(2, i)) for i in range(2))
+    assert metric(batcher, "dispatch_cheap") == before  # waited for company again
 
 
-def test_review_never_switches_while_a_caller_is_in_flight():
-    model = SettableCostModel()
-    batcher, _ = make(max_batch_size=2, max_wait_ms=50, workers=None)
-    batches_of_two(batcher, model, 10)
-    seem_cheap(batcher)
+def test_requests_queue_behind_a_running_call_and_go_the_moment_it_returns():
+    """Continuous batching: while the model runs, arrivals queue; its return dispatches them."""
+    gate = threading.Event()
+    model = gated_model(gate)
+    batcher, _ = make(max_batch_size=8, max_wait_ms=LONG_MS, timeout_ms=LONG_MS, workers=None)
+    for _ in range(4):
+        batcher.enter()
+    out: dict[int, float] = {}
+
+    def worker(i: int) -> None:
+        out[i] = predict_via(batcher, model, features_for(i, 5))
+        batcher.leave()
+
+    first = threading.Thread(target=worker, args=(0,), daemon=True)
+    first.start()
+    wait_until(lambda: waiting(batcher) == 1)
+    for _ in range(3):
+        batcher.leave()  # the others are done: the first is dispatched alone (idle)
+    wait_until(lambda: model.batch_calls == 1)
     batcher.enter()
-    assert batcher.review() is False
-    batcher.leave()
-    assert batcher.review() is True
-
-
-def test_a_sampled_call_that_raises_lets_the_caller_predict():
-    class Failing(LinearModel):
-        def predict(self, features):
-            raise RuntimeError("model down")
-
-    batcher, _ = make(workers=None)
-    batcher.bypass = True
-    assert all(batcher.sample_single(Failing(), features_for(0, i)) is None for i in range(128))
-
-
-@pytest.mark.parametrize(
-    "bad", [float("nan"), float("inf"), None, True, np.False_, "1.5", np.array([1.5])]
-)
-def test_a_sampled_call_without_a_finite_answer_lets_the_caller_predict(bad):
-    """The rule a batch's answers follow: a bool or a numeric string is not a number."""
-
-    class Diverged(LinearModel):
-        def predict(self, features):
-            return bad
-
-    batcher, _ = make(workers=None)
-    batcher.bypass = True
-    assert all(batcher.sample_single(Diverged(), features_for(0, i)) is None for i in range(128))
-    assert batcher.metrics()["single_call_ms"] > 0.0  # still timed: the cost is real
-
-
-def test_a_sampled_numpy_number_is_answered_as_a_float():
-    class NumpyAnswer(LinearModel):
-        def predict(self, features):
-            return np.float32(2.5)
-
-    batcher, _ = make(workers=None)
-    batcher.bypass = True
-    answers = [batcher.sample_single(NumpyAnswer(), features_for(0, i)) for i in range(8)]
-    assert answers[-1] == 2.5 and type(answers[-1]) is float
+    batcher.enter()  # two more callers start while the model runs
+    rest = [threading.Thread(target=worker, args=(i,), daemon=True) for i in (1, 2)]
+    for thread in rest:
+        thread.start()
+    wait_until(lambda: waiting(batcher) == 3)
+    assert model.batch_calls == 1  # the model is busy: they queue, even though all are in
+    gate.set()
+    join_within([first, *rest], RELEASE_S)
+    assert out == {i: LinearModel.expected(features_for(i, 5)) for i in range(3)}
+    assert model.batch_sizes == [1, 2]
+    m = batcher.metrics()
+    assert m["dispatch_idle"] == 1 and m["dispatch_ready"] == 1 and m["dispatch_wait"] == 0
 
 
 def test_a_wait_limit_too_short_for_company_counts_as_zero():

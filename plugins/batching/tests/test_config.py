@@ -17,7 +17,6 @@ def test_defaults_are_valid_and_documented():
     config = parse({})
     assert config == BatchingConfig()
     assert config.max_batch_size >= 2
-    assert config.queue_limit >= config.max_batch_size
     assert config.max_wait_s == config.max_wait_ms / 1000.0
     assert config.timeout_s == config.timeout_ms / 1000.0
 
@@ -26,12 +25,11 @@ def test_every_key_is_read():
     section = {
         "max_batch_size": 8,
         "max_wait_ms": 1,  # an integer is a number
-        "queue_limit": 64,
         "timeout_ms": 250.5,
     }
     config = parse(section)
     assert (config.max_batch_size, config.max_wait_ms) == (8, 1.0)
-    assert (config.queue_limit, config.timeout_ms) == (64, 250.5)
+    assert config.timeout_ms == 250.5
     assert isinstance(config.max_wait_ms, float)
 
 
@@ -57,11 +55,8 @@ def test_every_key_is_read():
         ({"timeout_ms": float("inf")}, "'plugins.batching.timeout_ms': expected a finite"),
         # Beyond threading.TIMEOUT_MAX a wait would raise OverflowError in the batcher.
         ({"timeout_ms": 1e300}, "'plugins.batching.timeout_ms': expected a finite number in"),
-        ({"queue_limit": 0}, "'plugins.batching.queue_limit': expected an integer in [1, "),
-        (
-            {"queue_limit": 4, "max_batch_size": 8},
-            "'plugins.batching.queue_limit': expected at least 'max_batch_size' (8), got 4",
-        ),
+        # the bounded queue is gone (it needed ~1000 concurrent callers to ever trigger)
+        ({"queue_limit": 64}, "'plugins.batching.queue_limit': unknown key"),
         ({"max_batch": 8}, "'plugins.batching.max_batch': unknown key; did you mean "),
         ({"max_batch": 8}, "did you mean 'max_batch_size'?"),
     ],
@@ -81,5 +76,3 @@ def test_errors_name_the_section_the_plugin_was_loaded_under():
 def test_direct_construction_is_validated_too():
     with pytest.raises(ValueError, match=r"^'max_batch_size': expected an integer"):
         BatchingConfig(max_batch_size=1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"^'queue_limit': expected at least 'max_batch_size'"):
-        BatchingConfig(max_batch_size=8, queue_limit=4)

@@ -1,0 +1,31 @@
+"""The peer bench in its quick mode: every set's answers equal plain ``predict`` (no timing).
+
+``run`` raises on any answer more than 1e-9 from plain ``predict``; this checks the points
+it reports, for every model and set, so a broken peer or batcher fails CI, a slow one not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "peer_batching", Path(__file__).with_name("peer_batching.py")
+)
+assert _spec is not None and _spec.loader is not None
+peer_batching = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(peer_batching)
+
+
+def test_quick_peer_bench_answers_match_plain_predict(tmp_path: Path) -> None:
+    out = tmp_path / "peer.json"
+    assert peer_batching.main(["--quick", "--json", str(out)]) == 0
+    points = json.loads(out.read_text())["points"]
+    sets = {p["set"] for p in points}
+    assert sets == {"plain", "batched-0.5ms", "batched-5ms", "sltrader"}
+    assert {p["model"] for p in points} == {"sgd", "histgb", "lightgbm"}
+    assert {p["workers"] for p in points} == {1, 4}
+    for point in points:
+        assert set(point) == {"model", "workers", "set", "wall_s", "model_s_per_prediction"}
+        assert point["wall_s"] > 0 and point["model_s_per_prediction"] > 0
