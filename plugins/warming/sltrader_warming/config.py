@@ -21,7 +21,7 @@ class WarmingConfig:
     :ivar higher_timeframes: the timeframes warmed when a symbol signals; unset means the
         host's ``confirm_timeframes``.
     :ivar request_budget: the most exchange requests the warmer makes per scan cycle.
-    :ivar max_parallel: prefetches run at once (threads, only during a refresh).
+    :ivar max_parallel: prefetches run at once (threads, only while prefetches run).
     :ivar scan_weight: the score a scan read adds to its key.
     :ivar signal_weight: the score a signal adds to the symbol's keys.
     :ivar recency_candles: a key not read for this many candles of its timeframe is not
@@ -32,6 +32,9 @@ class WarmingConfig:
     :ivar probe_higher_timeframes: at a higher timeframe's close, also refresh the cached
         series of that timeframe for the scanned symbols (read by candidate checks the
         warmer is not told about).
+    :ivar follow_confirmations: when the trader fetches one of a symbol's
+        ``higher_timeframes`` series (a candidate being confirmed), prefetch its others at
+        once, beside it: the trader reads them next.
     """
 
     warm_threshold: float = attrs.field(
@@ -43,10 +46,11 @@ class WarmingConfig:
         default=None, validator=timeframe_list(optional=True)
     )
     request_budget: int = attrs.field(default=600, validator=integer(min=0))
-    max_parallel: int = attrs.field(default=8, validator=integer(min=1, max=256))
+    max_parallel: int = attrs.field(default=32, validator=integer(min=1, max=256))
     scan_weight: int = attrs.field(default=1, validator=integer(min=1, max=15))
     signal_weight: int = attrs.field(default=4, validator=integer(min=1, max=15))
     recency_candles: float = attrs.field(default=1.0, validator=finite(min=0))
     max_tracked: int = attrs.field(default=4096, validator=integer(min=16, max=1 << 20))
     warm_new_symbols: bool = True
     probe_higher_timeframes: bool = True
+    follow_confirmations: bool = True

@@ -2,16 +2,18 @@
 
 The host instantiates :class:`WarmingPlugin` once (a class entry point) and drives it from
 its main loop: scans and signals feed the access tracker, candle closes between scans
-trigger refreshes. Nothing runs on its own: no background loop, no asyncio. A hook's
-prefetches run on daemon threads, and every hook returns within
-:data:`sltrader_warming.warmer.PREFETCH_WAIT_S` however the cache behaves.
+trigger refreshes, and a fetch of one confirmation series brings the symbol's others
+along. Nothing runs on its own: no background loop, no asyncio. A hook's prefetches run on
+daemon threads, and every hook returns within
+:data:`sltrader_warming.warmer.PREFETCH_WAIT_S` however the cache behaves
+(``before_fetch_klines`` does not wait for its prefetches at all).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sltrader_plugins import HostServices, PluginSettings, Signal, hookimpl
+from sltrader_plugins import HostServices, Klines, PluginSettings, Signal, hookimpl
 from sltrader_warming.config import WarmingConfig
 from sltrader_warming.warmer import Warmer
 
@@ -59,6 +61,13 @@ class WarmingPlugin:
     def on_candle_close(self, timeframe: str, close_time: float, next_scan_time: float) -> None:
         if self.warmer is not None:
             self.warmer.refresh(timeframe, close_time, next_scan_time)
+
+    # First, so a plugin that serves the series (and stops the call) cannot hide the fetch.
+    @hookimpl(tryfirst=True)
+    def before_fetch_klines(self, symbol: str, timeframe: str) -> Klines | None:
+        if self.warmer is not None:
+            self.warmer.follow(symbol, timeframe)
+        return None  # never serves: the warmer only learns that a candidate is read
 
     @hookimpl
     def report_metrics(self) -> Mapping[str, float] | None:

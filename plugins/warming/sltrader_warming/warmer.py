@@ -5,6 +5,9 @@ stale; the host's next read of it would go to the exchange inside a scan. The wa
 spends the host's idle time between scans refreshing, in parallel, the hottest of those
 keys (by tracked score, above a threshold, each at most once per cooldown), within a
 per-cycle request budget. On a signal it also refreshes the symbol's higher timeframes.
+When the trader fetches one confirmation series of a symbol (a candidate being confirmed),
+the warmer fetches the symbol's other confirmation series at once, beside it, without
+waiting: the trader reads them next, one after the other.
 
 Nothing here looks ahead: a key is refreshed only once a candle of its timeframe has
 closed by the clock's now and the cached series is older than that candle, and the
@@ -54,6 +57,8 @@ class _Counters:
     budget_refusals: int = 0  #: stale hot keys not refreshed for want of budget
     cooldown_skips: int = 0  #: stale hot keys skipped because refreshed too recently
     signal_warms: int = 0  #: prefetch calls made because of a signal
+    #: prefetches of a candidate's other confirmation series, as the trader fetched one
+    follow_warms: int = 0
     new_symbol_warms: int = 0  #: prefetch calls for scanned symbols the cache lacked
     refreshes: int = 0  #: candle closes that refreshed something
     refresh_s: float = 0.0  #: wall time spent refreshing (host idle time)
@@ -65,6 +70,7 @@ class _Batch:
 
     keys: list[Key]
     cycle: int  #: the budget cycle that reserved their requests
+    waited: bool = True  #: a hook waits for it (else nobody does: it is never abandoned)
     next: int = 0  #: index of the next key to start
     running: set[Key] = attrs.Factory(set)
     expired: bool = False  #: the hook stopped waiting: start nothing more
@@ -107,8 +113,13 @@ class Warmer:
         self._cycle = 0
         self._scan_timeframes: set[str] = set()
         self._probed: dict[str, float] = {}
-        # Keys whose prefetch was abandoned and is still running. Each holds a thread, so
-        # there are never more than max_parallel: with that many, nothing more starts.
+        # Keys whose cache.prefetch runs now, on one of the warmer's threads: never started
+        # twice, and the fetches they make are the warmer's own (not a trader's read).
+        self._prefetching: set[Key] = set()
+        # Prefetch threads alive and taking keys; never more than max_parallel.
+        self._live = 0
+        # Keys whose prefetch was abandoned and is still running. Each holds a thread: with
+        # max_parallel of them, nothing more starts.
         self._abandoned: set[Key] = set()
         self._logged: set[str] = set()
 
@@ -159,6 +170,42 @@ class Warmer:
         with self._lock:
             self.counters.signal_warms += calls
 
+    def follow(self, symbol: str, timeframe: str) -> int:
+        """The trader is about to fetch ``(symbol, timeframe)``: if it is a confirmation
+        series, prefetch the symbol's other confirmation series now, without waiting.
+
+        A trader reads a candidate's confirmation series one after the other, so the first
+        fetch is the first news that the symbol is a candidate, and its other series are
+        read next: fetched beside the first, they are in flight or cached when the trader
+        gets to them. That costs no request the trader would not make. Called from the
+        fetching thread (a worker), so it never waits for its prefetches. Returns the
+        prefetches scheduled.
+        """
+        if not self.config.follow_confirmations or timeframe not in self.higher_timeframes:
+            return 0
+        now = self.clock.now()
+        with self._lock:
+            if (symbol, timeframe) in self._prefetching:
+                return 0  # the warmer's own prefetch fetching: not a trader's read
+            # The candidate reads every one of them: tracked, they get the cooldown below
+            # and, read again soon, a score that refreshes them at their own close.
+            for tf in self.higher_timeframes:
+                self.tracker.record(symbol, tf, self.config.scan_weight, now)
+            # Being fetched now, as good as refreshed: a sibling's fetch (a refused series
+            # read again) does not prefetch it within the cooldown.
+            self.tracker.mark_warmed(symbol, timeframe, now)
+        others = [
+            (symbol, tf)
+            for tf in self.higher_timeframes
+            if tf != timeframe and self._state(symbol, tf, now) != "fresh"
+        ]
+        # The cooldown applies: a series that a fetch brought in but the cache refused is
+        # not fetched again for every read of the candidate's others.
+        calls = self._prefetch(others, now, wait=False)
+        with self._lock:
+            self.counters.follow_warms += calls
+        return calls
+
     def refresh(self, timeframe: str, close_time: float, next_scan_time: float) -> int:
         """A candle of ``timeframe`` closed: refresh the hottest keys that went stale.
 
@@ -181,8 +228,9 @@ class Warmer:
         # does not hold was evicted or refused admission, and refetching it would most
         # likely be refused again (a wasted request) or push out a hotter series.
         # Asked outside the lock: the cache has its own, and we never nest them.
-        stale = [c for c in hot if self._state(c.symbol, c.timeframe, now) == "stale"]
-        stale += [c for c in probes if self._state(c.symbol, c.timeframe, now) == "stale"]
+        # A probe may be a tracked key below the threshold: each key once.
+        chosen = {(c.symbol, c.timeframe): c for c in (*probes, *hot)}
+        stale = [c for c in chosen.values() if self._state(c.symbol, c.timeframe, now) == "stale"]
         hottest = heapq.nlargest(cfg.top_k, stale, key=lambda c: c.score)
         calls = self._prefetch([(c.symbol, c.timeframe) for c in hottest], now)
         with self._lock:
@@ -214,8 +262,7 @@ class Warmer:
             if timeframe not in self._scan_timeframes:
                 continue
             for tf in due:
-                if (symbol, tf) not in tracked:
-                    probes.append(Candidate(symbol, tf, self.tracker.score(symbol, tf), now, None))
+                probes.append(Candidate(symbol, tf, self.tracker.score(symbol, tf), now, None))
         return probes
 
     # -- policy ---------------------------------------------------------------------
@@ -255,7 +302,7 @@ class Warmer:
                     continue
                 # A key still being fetched is not fetched twice; with every thread held
                 # by a hung cache, starting more would only pile up hung threads.
-                if key in self._abandoned or len(self._abandoned) >= cfg.max_parallel:
+                if key in self._prefetching or len(self._abandoned) >= cfg.max_parallel:
                     self.counters.stalled_skips += 1
                     continue
                 if self._budget_used >= cfg.request_budget:
@@ -270,25 +317,35 @@ class Warmer:
 
     # -- execution ------------------------------------------------------------------
 
-    def _prefetch(self, keys: Sequence[Key], now: float, cooldown: bool = True) -> int:
+    def _prefetch(
+        self, keys: Sequence[Key], now: float, cooldown: bool = True, wait: bool = True
+    ) -> int:
         """Prefetch the admitted ``keys`` in parallel; wait at most ``PREFETCH_WAIT_S``.
 
         The one mechanism that keeps a slow or hung cache out of the loop: the hook's
         prefetches run on fresh daemon threads (a hung one never delays the process's
         exit, as a ThreadPoolExecutor's would), at most ``max_parallel`` at once counting
-        the abandoned ones. Returns the prefetch calls started.
+        every batch's, the abandoned ones included. Returns the prefetch calls started,
+        or, with ``wait=False``, scheduled (the threads start them without a waiter).
         """
         chosen = self._admit(keys, now, cooldown)
         if not chosen:
             return 0
         with self._lock:
-            batch = _Batch(chosen, self._cycle)
-            # At least one: _admit admits nothing while every thread is held.
-            threads = min(self.config.max_parallel - len(self._abandoned), len(chosen))
+            batch = _Batch(chosen, self._cycle, waited=wait)
+            threads = min(self.config.max_parallel - self._live, len(chosen))
+            if threads <= 0:
+                # Every thread is busy (other batches, or a hung cache): none starts.
+                self._budget_used -= len(chosen)
+                self.counters.stalled_skips += len(chosen)
+                return 0
+            self._live += threads
         for _ in range(threads):
             threading.Thread(
                 target=self._work, args=(batch,), name="sltrader-warming", daemon=True
             ).start()
+        if not wait:
+            return len(chosen)
         with self._changed:
             if not self._changed.wait_for(lambda: batch.done, timeout=PREFETCH_WAIT_S):
                 batch.expired = True
@@ -316,14 +373,18 @@ class Warmer:
         while True:
             with self._lock:
                 if batch.expired or batch.next == len(batch.keys):
+                    self._live -= 1  # free for another batch from now on
+                    self._changed.notify_all()  # for wait_idle (once per thread)
                     return
                 key = batch.keys[batch.next]
                 batch.next += 1
                 batch.running.add(key)
+                self._prefetching.add(key)
                 self.counters.prefetch_calls += 1
             requested = self._call_prefetch(key)
             with self._changed:
                 batch.running.discard(key)
+                self._prefetching.discard(key)
                 if batch.expired:
                     self._abandoned.discard(key)  # a late finisher frees its key
                 if requested:
@@ -335,8 +396,9 @@ class Warmer:
                     if batch.cycle == self._cycle:
                         self._budget_used -= 1
                 # Only the batch's end or a late finisher is news to a waiter (the hook,
-                # or close); waking it per key would cost the loop a GIL switch per key.
-                if batch.expired or batch.done:
+                # or close); waking a hook per key would cost the loop a GIL switch per
+                # key. Nobody but close waits for an unwaited batch's keys.
+                if batch.expired or batch.done or not batch.waited:
                     self._changed.notify_all()
 
     def _call_prefetch(self, key: Key) -> bool | None:
@@ -404,6 +466,7 @@ class Warmer:
             "already_fresh": float(c["already_fresh"]),
             "cooldown_skips": float(c["cooldown_skips"]),
             "signal_warms": float(c["signal_warms"]),
+            "follow_warms": float(c["follow_warms"]),
             "new_symbol_warms": float(c["new_symbol_warms"]),
             "refreshes": float(c["refreshes"]),
             "refresh_s": float(c["refresh_s"]),
@@ -432,13 +495,20 @@ class Warmer:
             metrics["failures"] = float(self.counters.failures)
         return metrics
 
-    def close(self) -> None:
-        """Wait at most ``PREFETCH_WAIT_S`` for abandoned prefetches, then give up on them:
-        their threads are daemons, so even a hung one does not keep the process alive."""
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds until no prefetch runs or waits to start (an
+        abandoned one, or one nobody waits for); whether none does."""
         with self._changed:
-            self._changed.wait_for(lambda: not self._abandoned, timeout=PREFETCH_WAIT_S)
+            return self._changed.wait_for(lambda: self._live == 0, timeout=timeout)
+
+    def close(self) -> None:
+        """Wait at most ``PREFETCH_WAIT_S`` for running prefetches (abandoned or unwaited),
+        then give up on them: their threads are daemons, so even a hung one does not keep
+        the process alive."""
+        self.wait_idle(PREFETCH_WAIT_S)
+        with self._lock:
             failures, abandoned = self.counters.failures, self.counters.abandoned
-            running = len(self._abandoned)
+            running = len(self._prefetching)
         if failures:
             log.warning("%d cache call(s) of the warmer failed in this run", failures)
         if abandoned:

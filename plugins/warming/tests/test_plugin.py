@@ -33,6 +33,7 @@ def test_registers_only_known_hooks() -> None:
         "on_scan_complete",
         "on_signal",
         "on_candle_close",
+        "before_fetch_klines",
         "report_metrics",
         "on_shutdown",
     }
