@@ -98,6 +98,9 @@ def run_traders_bench(args: argparse.Namespace, terminal: Terminal | None = None
         )
         _say(f"exchange rate limit: {limit} ({rule})")
         budget = math.floor(SHARED_BUDGET * limit.requests * 60.0 / limit.window_s)
+        # A token bucket lets through at most burst + rate x T in any T seconds: with the
+        # rest of the limit as the burst, no window of the exchange's is ever over it.
+        burst = max(1, limit.requests - math.ceil(budget * limit.window_s / 60.0))
 
         # 2. the N traders at once, per set
         results: dict[str, dict[str, Any]] = {}
@@ -110,12 +113,12 @@ def run_traders_bench(args: argparse.Namespace, terminal: Terminal | None = None
                             _redis(tmp, name)
                         )
                         set_config = tmp / f"{name}.toml"
-                        shared = {
+                        shared: dict[str, Any] = {
                             "url": redis_url,
                             "namespace": f"sltrader-bench-{os.getpid()}-{name.replace('+', '-')}",
                         }
                         if budget:
-                            shared["requests_per_minute"] = budget
+                            shared.update(requests_per_minute=budget, burst=burst)
                         set_config.write_text(
                             config_toml(config, {"shared": shared}), encoding="utf-8"
                         )
@@ -135,6 +138,7 @@ def run_traders_bench(args: argparse.Namespace, terminal: Terminal | None = None
             "rule": rule,
         },
         "shared_requests_per_minute": budget,
+        "shared_burst": burst,
         "workload": {
             **workload.as_dict(),
             "sets": dict(sets),
@@ -412,8 +416,9 @@ def _title(result: Mapping[str, Any]) -> str:
     limit = result["rate_limit"]
     return (
         f"sltrader bench: {result['traders']} traders at once, {result['workload']['size']} "
-        f"workload, exchange limit {limit['requests']} per {limit['window_s']:g} s "
-        f"({limit['rule']}), shared budget {result['shared_requests_per_minute']}/min"
+        f"workload, exchange limit {limit['requests'] or 'off'} per {limit['window_s']:g} s "
+        f"({limit['rule']}), shared budget {result['shared_requests_per_minute']}/min, "
+        f"burst {result.get('shared_burst', '-')}"
     )
 
 

@@ -416,7 +416,7 @@ class HttpExchange:
         base_url: str,
         clock: Clock,
         timeout_s: float = 10.0,
-        universe_attempts: int = 4,
+        universe_attempts: int = 10,
         max_retry_after_s: float = 60.0,
     ) -> None:
         parts = urllib.parse.urlsplit(base_url)

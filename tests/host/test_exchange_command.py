@@ -12,12 +12,14 @@ import pytest
 
 from sltrader_plugins import cli
 from sltrader_plugins.host.bench_traders import config_toml, format_traders_table
+from sltrader_plugins.host.exchange import SimClock
 from sltrader_plugins.host.served import HttpExchange, LatencyProfile, RateLimit, ServedMarket
 from sltrader_plugins.host.served import start_server as serve
 from sltrader_plugins.host.workload import CLOCK_START, workload_from
 from sltrader_plugins.manager import installed_entry_points
 
-CYCLES = "8"
+CYCLES = "16"  # the first decisions come after a few candles
+BENCH_CYCLES = "24"  # enough for traders 0 and 1 to decide differently
 
 
 def _exchange(*options: str) -> subprocess.Popen[str]:
@@ -35,7 +37,7 @@ def test_exchange_prints_its_url_first_and_stops_on_ctrl_c(tmp_path):
     try:
         url = process.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        client = HttpExchange(url, __import__("sltrader_plugins").host.exchange.SimClock(0))
+        client = HttpExchange(url, SimClock(0))
         info = client.market_info()
         assert info["symbols"][:2] == ["BTC_USDT", "ETH/USDT"]
         assert client.stats()["rate_limit"] == 100
@@ -79,7 +81,7 @@ def test_run_on_a_served_exchange_decides_as_on_the_embedded_one(tmp_path, capsy
         server.shutdown()
         server.server_close()
         thread.join(5)
-    assert CLOCK_START == workload.market().start
+    assert workload.market().start == CLOCK_START
 
 
 def test_bench_traders_json_shape(tmp_path, capsys):
@@ -89,10 +91,11 @@ def test_bench_traders_json_shape(tmp_path, capsys):
         pytest.skip("sltrader-shared is installed but redis-server is not")
     sets = "none,shared" if shared else "none"
     out = tmp_path / "traders.json"
-    code = cli.main(
-        ["bench", "--traders", "2", "--size", "small", "--cycles", CYCLES, "--sets", sets]
-        + ["--json", str(out)]
-    )
+    options = ["--traders", "2", "--size", "small", "--cycles", BENCH_CYCLES, "--sets", sets]
+    # No limit: waiting out a rate limit (Retry-After) would make this test slow; the
+    # limit's effect is measured by the bench itself (docs/workload.md).
+    options += ["--rate-limit", "off"]
+    code = cli.main(["bench", *options, "--json", str(out)])
     assert code == 0
     result = json.loads(out.read_text())
     assert result["traders"] == 2 and len(result["solo_digests"]) == 2
@@ -102,12 +105,12 @@ def test_bench_traders_json_shape(tmp_path, capsys):
         for key in ("exchange_requests", "rate_limited", "digests", "scan_wall_s"):
             assert key in row
         assert 0.0 <= row["cache_hit_rate"] <= 1.0 and len(row["digests"]) == 2
+        assert row["rate_limited"] == 0 and row["digests"] == result["solo_digests"]
     limit = result["rate_limit"]
-    assert limit["window_s"] == 60.0 and limit["requests"] >= max(limit["solo_peak_window_requests"])
+    assert limit["requests"] == 0 and len(limit["solo_peak_window_requests"]) == 2
     if shared:
-        assert result["sets"]["shared"]["digests"] == result["solo_digests"]
-        assert result["sets"]["shared"]["rate_limited"] == 0
-        assert 0 < result["shared_requests_per_minute"] < limit["requests"]
+        none, shared_set = result["sets"]["none"], result["sets"]["shared"]
+        assert shared_set["exchange_requests"] < none["exchange_requests"]
     else:
         print("sltrader-shared is not installed: the shared set was not run")
     table = capsys.readouterr().out

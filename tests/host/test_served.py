@@ -42,9 +42,7 @@ def workload(tiny):
 @pytest.fixture
 def served(workload):
     """A served exchange of the tiny workload, no latency, no limit; yields (server, market)."""
-    market = ServedMarket(
-        workload.market(), workload.symbol_names(), LatencyProfile(), RateLimit()
-    )
+    market = ServedMarket(workload.market(), workload.symbol_names(), LatencyProfile(), RateLimit())
     server, thread = start_server(market)
     yield server, market
     server.shutdown()
@@ -79,8 +77,9 @@ def test_klines_round_trip_exactly(served, workload, timeframe):
     for _ in range(3):
         clock.advance(97.5)
         for symbol in ("ETH/USDT", "1000PEPE-USD", "BTC_USDT"):
-            ours, theirs = client.fetch_klines(symbol, timeframe, 60), replay.fetch_klines(
-                symbol, timeframe, 60
+            ours, theirs = (
+                client.fetch_klines(symbol, timeframe, 60),
+                replay.fetch_klines(symbol, timeframe, 60),
             )
             assert (ours.symbol, ours.timeframe, ours.n) == (symbol, timeframe, 60)
             for a, b in zip(attrs.astuple(ours)[2:8], attrs.astuple(theirs)[2:8], strict=True):
