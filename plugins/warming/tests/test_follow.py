@@ -8,6 +8,7 @@ anything: each waits for the warmer to be idle (``wait_idle``) before it looks.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -156,6 +157,22 @@ def test_bounded_by_the_budget_and_the_threads(wired: Any, exchange: Any) -> Non
     assert metrics["follow_warms"] <= 3  # the cycle's budget
     assert metrics["follow_warms"] + metrics["budget_refusals"] + metrics["stalled_skips"] == 6
     assert warmer._live == 0 and not warmer._prefetching
+
+
+def test_with_every_thread_busy_nothing_more_starts(wired: Any, exchange: Any) -> None:
+    warmer, _ = wired(max_parallel=1)
+    gate = threading.Event()
+    exchange.fail = lambda key: not gate.wait(IDLE_S)  # holds each fetch until opened
+    try:
+        assert warmer.follow("A_USDT", "5m") == 2  # one thread, held at the gate
+        # Not abandoned (nobody waited), yet busy: the next candidate's start nothing.
+        assert warmer.follow("B_USDT", "5m") == 0
+        assert warmer.metrics()["stalled_skips"] == 2
+    finally:
+        gate.set()
+    assert warmer.wait_idle(IDLE_S)
+    assert exchange.requests[("A_USDT", "1h")] == 1
+    assert exchange.requests[("B_USDT", "15m")] == 0 and exchange.requests[("B_USDT", "1h")] == 0
 
 
 def test_through_the_manager_and_the_fetch_call_site(

@@ -138,6 +138,7 @@ def test_every_hook_is_a_no_op_before_on_start(clock: Any, exchange: Any) -> Non
     plugin.on_scan_complete(SYMBOLS, "1m", clock.now())
     plugin.on_signal("BTC_USDT", signal, "1m")
     plugin.on_candle_close("1m", clock.now(), clock.now() + 10)
+    assert plugin.before_fetch_klines("BTC_USDT", "5m") is None
     assert plugin.report_metrics() is None
     plugin.on_shutdown()
     assert exchange.total == 0
