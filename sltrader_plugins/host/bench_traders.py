@@ -49,6 +49,12 @@ SHARED_BUDGET = 0.8
 START_TIMEOUT_S = 30.0
 #: The sets ``sltrader bench --traders`` compares unless ``--sets`` names others.
 DEFAULT_TRADER_SETS = "none,shared"
+#: Simulated seconds per real second: all traders of a run scan on one schedule, cycle k
+#: at start + k x scan interval / speed (a 7.5 s scan interval is 0.5 s), as traders on
+#: one real clock do; free-running simulated clocks would drift apart.
+DEFAULT_SPEED = 15.0
+#: Wall time between starting the trader processes and their first cycle (imports).
+STARTUP_S = 3.0
 SHARED_INSTALL = "python3 -m pip install sltrader-shared (or plugins/shared of the checkout)"
 
 
@@ -73,6 +79,7 @@ def run_traders_bench(args: argparse.Namespace, terminal: Terminal | None = None
                 f"set {name!r} needs plugins that are not installed ({', '.join(missing)}){hint}; "
                 "--sets none runs without them"
             )
+    speed = float(args.speed or DEFAULT_SPEED)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sltrader-traders-") as tmp_name:
         tmp = Path(tmp_name)
@@ -87,7 +94,9 @@ def run_traders_bench(args: argparse.Namespace, terminal: Terminal | None = None
             for i in range(n):
                 _say(f"solo runs: trader {i + 1} of {n}")
                 _restart_window(url)
-                solo.append(_run_traders(tmp, f"solo-{i}", url, base_config, common, "", [i])[0])
+                solo.append(
+                    _run_traders(tmp, f"solo-{i}", url, base_config, common, "", [i], speed)[0]
+                )
                 peaks.append(int(_stats(url)["peak_window_requests"]))
         peak = max(peaks)
         limit = args.rate_limit or RateLimit(max(1, math.floor(peak * (n + 1) / 2)), AUTO_WINDOW_S)
@@ -122,8 +131,13 @@ def run_traders_bench(args: argparse.Namespace, terminal: Terminal | None = None
                         set_config.write_text(
                             config_toml(config, {"shared": shared}), encoding="utf-8"
                         )
+                    # A set starts on an empty window, as the first one does: the
+                    # previous set's requests must not refuse this one's.
+                    _restart_window(url)
                     before = _stats(url)
-                    reports = _run_traders(tmp, name, url, set_config, common, plugins, range(n))
+                    reports = _run_traders(
+                        tmp, name, url, set_config, common, plugins, range(n), speed
+                    )
                     after = _stats(url)
                 results[name] = _set_figures(reports, before, after, solo)
     result = {
@@ -143,6 +157,7 @@ def run_traders_bench(args: argparse.Namespace, terminal: Terminal | None = None
             **workload.as_dict(),
             "sets": dict(sets),
             "bench_seconds": time.perf_counter() - started,
+            "speed": speed,
             "python": sys.version.split()[0],
         },
     }
@@ -173,11 +188,13 @@ def _run_traders(
     common: list[str],
     plugins: str,
     traders: Any,
+    speed: float,
 ) -> list[dict[str, Any]]:
     """Traders at once, each a fresh process; their reports, in trader order."""
     env = dict(os.environ)
     env.pop("SLTRADER_PLUGINS", None)  # --plugins decides
     running = []
+    start_at = time.time() + STARTUP_S
     try:
         for i in traders:
             out = tmp / f"{name}-trader{i}.json"
@@ -197,6 +214,10 @@ def _run_traders(
                 "--config",
                 str(config),
                 "--no-allocations",
+                "--start-at",
+                repr(start_at),
+                "--speed",
+                repr(speed),
                 *common,
             ]
             process = subprocess.Popen(

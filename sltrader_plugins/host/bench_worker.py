@@ -4,7 +4,8 @@ Runs the reference trader once with exactly the plugins of ``--plugins`` and wri
 report (with allocation figures and the process's peak RSS) as JSON, and every
 prediction keyed by ``(cycle, symbol)`` to ``--predictions``. With ``--exchange URL`` it
 trades on a served exchange; ``--trader I`` makes it trader ``I`` of several
-(``Workload.trader``).
+(``Workload.trader``); ``--start-at T --speed X`` starts cycle ``k`` at wall time
+``T + k x scan_interval / X`` at the earliest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sltrader_plugins.host.arguments import workload_for, workload_options
@@ -33,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--exchange", metavar="URL", default=None)
     parser.add_argument("--trader", type=int, default=0)
     parser.add_argument("--no-allocations", action="store_true")
+    parser.add_argument("--start-at", type=float, default=None, help="wall time of cycle 0")
+    parser.add_argument(
+        "--speed", type=float, default=None, help="simulated seconds per real second"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config, workload = workload_for(args)
@@ -48,9 +54,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             predictions=predictions,
             wrap_exchange=trader_exchange(workload, args.exchange),
         )
-        report = host.run(allocations=not args.no_allocations)
+        progress = None
+        if args.start_at is not None and args.speed:
+            progress = _schedule(args.start_at, workload.scan_interval_s / args.speed)
+            progress(0, workload.cycles, 0.0)
+        report = host.run(progress=progress, allocations=not args.no_allocations)
     args.out.write_text(json.dumps(report.as_dict(), sort_keys=True), encoding="utf-8")
     return 0
+
+
+def _schedule(start_at: float, interval_s: float) -> Callable[[int, int, float], None]:
+    """A ``progress`` callback that holds cycle ``k`` until ``start_at + k x interval_s``
+    (wall time): traders started together scan together, as real ones do on one clock;
+    one that falls behind (a slow scan, a rate limit) catches up without waiting."""
+
+    def wait(done: int, _total: int, _scan_s: float) -> None:
+        delay = start_at + done * interval_s - time.time()
+        if delay > 0:
+            time.sleep(delay)
+
+    return wait
 
 
 if __name__ == "__main__":

@@ -46,6 +46,17 @@ def rate_limit(text: str) -> RateLimit:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def positive(text: str) -> float:
+    """An argparse type: a finite number above 0 (one clear line otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def bench_rate_limit(text: str) -> RateLimit | None:
     """``--rate-limit`` of the bench: ``auto`` (``None``: derived from the solo runs)."""
     return None if text.strip().lower() == "auto" else rate_limit(text)
@@ -96,6 +107,14 @@ def add_commands(commands: Any) -> None:
         metavar="N/WINDOW",
         help="with --traders: the exchange's limit, e.g. 1200/1m (default 'auto': between "
         "one trader's peak per minute and N times it)",
+    )
+    bench.add_argument(
+        "--speed",
+        type=positive,
+        default=None,
+        metavar="X",
+        help="with --traders: simulated seconds per real second; every trader scans on "
+        "that one schedule (default 15: a 7.5 s scan interval every 0.5 s)",
     )
     bench.set_defaults(func=cmd_bench)
 

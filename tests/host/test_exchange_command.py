@@ -94,7 +94,7 @@ def test_bench_traders_json_shape(tmp_path, capsys):
     options = ["--traders", "2", "--size", "small", "--cycles", BENCH_CYCLES, "--sets", sets]
     # No limit: waiting out a rate limit (Retry-After) would make this test slow; the
     # limit's effect is measured by the bench itself (docs/workload.md).
-    options += ["--rate-limit", "off"]
+    options += ["--rate-limit", "off", "--speed", "1000"]
     code = cli.main(["bench", *options, "--json", str(out)])
     assert code == 0
     result = json.loads(out.read_text())
@@ -124,6 +124,11 @@ def test_bench_traders_refuses_a_set_it_cannot_run(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nosuch" in err and "--sets none" in err
     assert cli.main(["bench", "--traders", "2", "--plot", "x.png"]) == 2
+    capsys.readouterr()
+    for bad in (["--speed", "0"], ["--rate-limit", "lots"]):
+        with pytest.raises(SystemExit):
+            cli.main(["bench", "--traders", "2", *bad])
+        assert "error: argument" in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_config_toml_round_trips(tmp_path):
