@@ -4,8 +4,12 @@ Freshness follows candle close: a series is fresh until a newer candle of its ti
 has closed. Entries are bounded; eviction is LRU guarded by a frequency-based admission
 filter (the idea of TinyLFU), because a plain LRU collapses to zero hits when a looping
 scan touches more keys than it holds, while the filter keeps a stable subset that keeps
-hitting. Concurrent misses of one key, and a demand read racing a prefetch of that key,
-make one exchange request ("single flight"); the others wait for it.
+hitting. In front of it, as in Caffeine's W-TinyLFU, a small window admits every new
+series, so that one read soon after its fetch (a prefetch just ahead of its reader, a
+candidate's confirmation series) finds it even when the filter would refuse it; the
+window's oldest series then competes with the main part's least recent one. Concurrent
+misses of one key, and a demand read racing a prefetch of that key, make one exchange
+request ("single flight"); the others wait for it.
 
 Lock discipline: one lock, ``_lock``, guards every field below it in ``__init__``. It is
 never held during an exchange request or while waiting for one.
@@ -58,7 +62,9 @@ class SingleFlightCache:
         held, from the reading thread; what it raises reaches that reader (and every
         reader waiting on the same fetch), and nothing is cached.
     :param clock: what ``now`` is: a series is fresh while no newer candle has closed.
-    :param capacity: the most series held at once.
+    :param capacity: the most series held at once, window included.
+    :param window: series admitted without the frequency test, the newest ones (default:
+        2 % of ``capacity``, rounded down; 0: none).
     :param base_timeframe: misses on other timeframes are counted as ``higher_timeframe``
         (``None``: every timeframe is counted alike).
     :param limits: candles fetched per timeframe (``default_limit`` for the others).
@@ -79,9 +85,13 @@ class SingleFlightCache:
         default_limit: int = 600,
         fetch_timeout_s: float | None = None,
         max_hung_fetches: int = 64,
+        window: int | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
+        window = capacity // 50 if window is None else window
+        if not 0 <= window < capacity:
+            raise ValueError(f"window must be in [0, capacity), got {window}")
         if fetch_timeout_s is not None and not 0 < fetch_timeout_s < float("inf"):
             raise ValueError(f"fetch_timeout_s must be a positive number, got {fetch_timeout_s}")
         self._fetch_klines = fetch
@@ -90,11 +100,14 @@ class SingleFlightCache:
         self._fetch_slots = threading.BoundedSemaphore(max(1, max_hung_fetches))
         self._clock = clock
         self.capacity = capacity
+        self.window = window
         self.base_timeframe = base_timeframe
         self._limits = dict(limits or {})
         self._default_limit = default_limit
         self._lock = threading.Lock()
-        self._entries: OrderedDict[Key, _Entry] = OrderedDict()  # LRU first
+        # Every cached series is in exactly one of these, least recently used first.
+        self._window: OrderedDict[Key, _Entry] = OrderedDict()  # at most `window`
+        self._entries: OrderedDict[Key, _Entry] = OrderedDict()  # the main part
         self._inflight: dict[Key, _Flight] = {}
         # Bounded history: keys evicted (or refused) recently, to tell an eviction miss
         # from a new key, and access frequencies, halved as they age.
@@ -128,10 +141,10 @@ class SingleFlightCache:
         with self._lock:
             target = last_close_time(timeframe, self._clock.now())
             self._count_access(key)
-            entry = self._entries.get(key)
+            entry, home = self._find_locked(key)
             if entry is not None and entry.last_close >= target:
                 self._hits += 1
-                self._entries.move_to_end(key)
+                home.move_to_end(key)
                 if entry.prefetched:
                     entry.prefetched = False
                     self._prefetches_used += 1
@@ -165,7 +178,7 @@ class SingleFlightCache:
         key = (symbol, timeframe)
         with self._lock:
             target = last_close_time(timeframe, self._clock.now())
-            entry = self._entries.get(key)
+            entry, _ = self._find_locked(key)
             if entry is not None and entry.last_close >= target:
                 return False
             flight = self._inflight.get(key)
@@ -181,7 +194,7 @@ class SingleFlightCache:
 
     def latest_close_time(self, symbol: str, timeframe: str) -> float | None:
         with self._lock:
-            entry = self._entries.get((symbol, timeframe))
+            entry, _ = self._find_locked((symbol, timeframe))
             return entry.last_close if entry is not None else None
 
     # -- counters -------------------------------------------------------------------
@@ -191,7 +204,7 @@ class SingleFlightCache:
             # A prefetched series that went stale unread is waste even before it is replaced.
             pending_waste = sum(
                 1
-                for (_, timeframe), entry in self._entries.items()
+                for (_, timeframe), entry in (*self._window.items(), *self._entries.items())
                 if entry.prefetched
                 and entry.last_close < last_close_time(timeframe, self._clock.now())
             )
@@ -224,14 +237,14 @@ class SingleFlightCache:
         """Counters beyond :class:`CacheStats`: size, refused admissions, coalesced misses."""
         with self._lock:
             return {
-                "entries": len(self._entries),
+                "entries": len(self._window) + len(self._entries),
                 "refused_admissions": self._refused,
                 "coalesced_misses": self._coalesced,
             }
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._entries)
+            return len(self._window) + len(self._entries)
 
     # -- internals (the ``_locked`` suffix: caller holds ``_lock``) --------------------
 
@@ -289,29 +302,46 @@ class SingleFlightCache:
         if self._inflight.get(key) is flight:
             del self._inflight[key]
 
+    def _find_locked(self, key: Key) -> tuple[_Entry | None, OrderedDict[Key, _Entry]]:
+        """The entry of ``key`` and the part of the cache that holds it."""
+        entry = self._window.get(key)
+        if entry is not None:
+            return entry, self._window
+        return self._entries.get(key), self._entries
+
     def _store_locked(self, key: Key, klines: Klines, prefetched: bool) -> None:
         close = klines.last_close_time
         new = _Entry(klines, float("-inf") if close is None else close, prefetched)
-        old = self._entries.get(key)
-        if old is not None and old.last_close > new.last_close:
-            # An older fetch landed after a newer one: keep the newer series.
-            if prefetched:
-                self._prefetches_wasted += 1
-            return
+        old, home = self._find_locked(key)
         if old is not None:
+            if old.last_close > new.last_close:
+                # An older fetch landed after a newer one: keep the newer series.
+                if prefetched:
+                    self._prefetches_wasted += 1
+                return
             if old.prefetched:
                 self._prefetches_wasted += 1  # replaced before any demand read
-            self._entries[key] = new
-            self._entries.move_to_end(key)
+            home[key] = new
+            home.move_to_end(key)
             return
-        if len(self._entries) >= self.capacity:
+        self._ghosts.pop(key, None)
+        if self.window:
+            self._window[key] = new
+            if len(self._window) <= self.window:
+                return
+            key, new = self._window.popitem(last=False)
+        self._admit_locked(key, new)
+
+    def _admit_locked(self, key: Key, entry: _Entry) -> None:
+        """Into the main part, if ``key`` is read more often than the series it displaces."""
+        if len(self._entries) >= self.capacity - self.window:
             victim = next(iter(self._entries))
             if self._freq.get(key, 0) <= self._freq.get(victim, 0):
-                # Refused: the victim is read at least as often. The caller still gets
-                # the series; it is just not kept.
+                # Refused: the victim is read at least as often. A reader already got
+                # the series (or it was read in the window); it is just not kept.
                 self._refused += 1
                 self._remember_locked(key)
-                if prefetched:
+                if entry.prefetched:
                     self._prefetches_wasted += 1
                 return
             evicted = self._entries.pop(victim)
@@ -319,8 +349,7 @@ class SingleFlightCache:
             if evicted.prefetched:
                 self._prefetches_wasted += 1
             self._remember_locked(victim)
-        self._ghosts.pop(key, None)
-        self._entries[key] = new
+        self._entries[key] = entry
 
     def _remember_locked(self, key: Key) -> None:
         self._ghosts[key] = None

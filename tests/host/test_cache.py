@@ -334,3 +334,63 @@ def test_a_bounded_fetch_hands_the_reader_the_exchanges_own_error(counting, cloc
         cache.get_klines("ETH/USDT", "1m")
     with pytest.raises(ValueError, match="fetch_timeout_s must be a positive number"):
         SingleFlightCache(counting.fetch_klines, clock, 4, fetch_timeout_s=0.0)
+
+
+# -- the admission window (W-TinyLFU) -------------------------------------------------
+
+
+def fill_main(cache, symbols, reads: int = 3) -> None:
+    """Cache ``symbols`` on 1m, each read ``reads`` times: the frequent ones."""
+    for _ in range(reads):
+        for symbol in symbols:
+            cache.get_klines(symbol, "1m")
+
+
+def test_a_new_series_the_filter_would_refuse_is_kept_in_the_window(counting, clock):
+    from tests.host.conftest import SYMBOLS
+
+    cache = SingleFlightCache(counting.fetch_klines, clock, 4, window=1)
+    fill_main(cache, SYMBOLS[:3])  # the main part (3) is full of frequent series
+    assert cache.prefetch(SYMBOLS[0], "5m")  # a prefetch just ahead of its read
+    cache.get_klines(SYMBOLS[0], "5m")  # read from the window: a hit, no request
+    assert cache.stats().prefetches_used == 1
+    assert len(counting.calls) == 4
+    assert len(cache) == 4
+
+
+def test_the_windows_oldest_series_competes_with_the_main_parts_least_recent(counting, clock):
+    from tests.host.conftest import SYMBOLS
+
+    cache = SingleFlightCache(counting.fetch_klines, clock, 4, window=1)
+    fill_main(cache, SYMBOLS[:3])
+    cache.get_klines(SYMBOLS[0], "5m")  # read once: in the window
+    cache.get_klines(SYMBOLS[1], "5m")  # pushes it out; read less often: refused
+    assert cache.extra_stats()["refused_admissions"] == 1
+    assert cache.latest_close_time(SYMBOLS[0], "5m") is None
+    for _ in range(5):  # read more often than any main series...
+        cache.get_klines(SYMBOLS[1], "5m")
+    cache.get_klines(SYMBOLS[2], "5m")  # ...so when pushed out, it displaces one
+    assert cache.stats().evictions == 1
+    assert cache.latest_close_time(SYMBOLS[1], "5m") is not None
+    assert len(cache) == 4
+
+
+def test_without_a_window_every_new_series_takes_the_filters_test(counting, clock):
+    from tests.host.conftest import SYMBOLS
+
+    cache = SingleFlightCache(counting.fetch_klines, clock, 4, window=0)
+    fill_main(cache, SYMBOLS[:4])
+    cache.prefetch(SYMBOLS[0], "5m")  # refused at once: its prefetch is wasted
+    assert cache.stats().prefetches_wasted == 1
+    assert cache.latest_close_time(SYMBOLS[0], "5m") is None
+
+
+@pytest.mark.parametrize("window", [-1, 4, 5])
+def test_a_window_outside_the_capacity_is_refused(counting, clock, window):
+    with pytest.raises(ValueError, match="window"):
+        SingleFlightCache(counting.fetch_klines, clock, 4, window=window)
+
+
+def test_the_window_defaults_to_two_percent_of_the_capacity(counting, clock):
+    assert SingleFlightCache(counting.fetch_klines, clock, 360).window == 7
+    assert SingleFlightCache(counting.fetch_klines, clock, 10).window == 0
