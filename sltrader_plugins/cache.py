@@ -64,7 +64,7 @@ class SingleFlightCache:
     :param clock: what ``now`` is: a series is fresh while no newer candle has closed.
     :param capacity: the most series held at once, window included.
     :param window: series admitted without the frequency test, the newest ones (default:
-        2 % of ``capacity``, rounded down; 0: none).
+        10 % of ``capacity``, rounded down; 0: none).
     :param base_timeframe: misses on other timeframes are counted as ``higher_timeframe``
         (``None``: every timeframe is counted alike).
     :param limits: candles fetched per timeframe (``default_limit`` for the others).
@@ -89,7 +89,7 @@ class SingleFlightCache:
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
-        window = capacity // 50 if window is None else window
+        window = capacity // 10 if window is None else window
         if not 0 <= window < capacity:
             raise ValueError(f"window must be in [0, capacity), got {window}")
         if fetch_timeout_s is not None and not 0 < fetch_timeout_s < float("inf"):

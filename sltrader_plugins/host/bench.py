@@ -78,7 +78,7 @@ def _child(args: argparse.Namespace, plugins: str, out: Path, preds: Path) -> di
         "--predictions",
         str(preds),
     ]
-    for option in ("size", "workers", "model", "seed", "cycles"):
+    for option in ("size", "workers", "model", "seed", "cycles", "latency"):
         value = getattr(args, option, None)
         if value is not None:
             command += [f"--{option}", str(value)]

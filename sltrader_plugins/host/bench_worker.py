@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sltrader_plugins.host.arguments import workload_for, workload_options
 from sltrader_plugins.host.loop import Host
-from sltrader_plugins.host.served import trader_exchange
+from sltrader_plugins.host.served import served_exchange
 from sltrader_plugins.options import add_plugin_options, load_manager
 
 
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workload,
             manager,
             predictions=predictions,
-            wrap_exchange=trader_exchange(workload, args.exchange),
+            wrap_exchange=served_exchange(args.exchange),
         )
         progress = None
         if args.start_at is not None and args.speed:

@@ -30,7 +30,7 @@ from sltrader_plugins.host.served import (
     RateLimit,
     RateLimitError,
     ServedMarket,
-    trader_exchange,
+    served_exchange,
 )
 from sltrader_plugins.host.terminal import Terminal
 from sltrader_plugins.options import add_plugin_options, load_manager
@@ -168,7 +168,7 @@ def cmd_run(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
     config, workload = workload_for(args)
     manager = load_manager(args, config)
     try:
-        host = Host(workload, manager, wrap_exchange=trader_exchange(workload, args.exchange))
+        host = Host(workload, manager, wrap_exchange=served_exchange(args.exchange))
         with terminal.cycles(workload.cycles, quiet=args.quiet) as progress:
             report = host.run(progress=progress)
     except ExchangeError as exc:

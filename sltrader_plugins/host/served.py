@@ -576,29 +576,17 @@ def _error(body: bytes) -> tuple[int | None, str]:
         return None, body[:200].decode("utf-8", "replace").strip() or "no message"
 
 
-def trader_exchange(workload: Any, url: str | None = None) -> Callable[[ReplayExchange], Any]:
-    """For ``Host(wrap_exchange=...)``: the exchange a trader of ``workload`` uses.
+def served_exchange(url: str | None) -> Callable[[ReplayExchange], Any] | None:
+    """For ``Host(wrap_exchange=...)``: the exchange served at ``url`` in place of the
+    host's replay exchange (checked to serve the host's own market: :class:`ExchangeError`
+    otherwise); ``None`` without a ``url``, and the host trades on its own replay."""
+    if url is None:
+        return None
 
-    With ``url``, the exchange served there (checked to serve the host's own market:
-    :class:`ExchangeError` otherwise). Without, the host's replay exchange with the
-    workload's whole latency profile (``wan``'s tail too).
-    """
-
-    def wrap(embedded: ReplayExchange) -> Any:
-        if url is not None:
-            exchange = HttpExchange(url, embedded.clock)
-            exchange.check_market(embedded.market, embedded.symbols)
-            return exchange
-        profile = workload.latency_profile()
-        if profile == embedded.latency:
-            return embedded
-        return ReplayExchange(
-            embedded.market,
-            embedded.symbols,
-            embedded.clock,
-            rate_limit_per_min=embedded.rate_limit_per_min,
-            latency=profile,
-        )
+    def wrap(embedded: ReplayExchange) -> HttpExchange:
+        exchange = HttpExchange(url, embedded.clock)
+        exchange.check_market(embedded.market, embedded.symbols)
+        return exchange
 
     return wrap
 

@@ -391,6 +391,6 @@ def test_a_window_outside_the_capacity_is_refused(counting, clock, window):
         SingleFlightCache(counting.fetch_klines, clock, 4, window=window)
 
 
-def test_the_window_defaults_to_two_percent_of_the_capacity(counting, clock):
-    assert SingleFlightCache(counting.fetch_klines, clock, 360).window == 7
-    assert SingleFlightCache(counting.fetch_klines, clock, 10).window == 0
+def test_the_window_defaults_to_a_tenth_of_the_capacity(counting, clock):
+    assert SingleFlightCache(counting.fetch_klines, clock, 360).window == 36
+    assert SingleFlightCache(counting.fetch_klines, clock, 9).window == 0

@@ -26,8 +26,8 @@ from sltrader_plugins.host.served import (
     RateLimitError,
     ServedMarket,
     end_time_ms,
+    served_exchange,
     start_server,
-    trader_exchange,
 )
 from sltrader_plugins.host.workload import CLOCK_START, SIZES, workload_from
 from sltrader_plugins.manager import PluginManager
@@ -186,12 +186,12 @@ def test_a_trader_refuses_a_server_of_another_market(served, workload):
     server, _ = served
     other = attrs.evolve(workload, cycles=workload.cycles + 1)
     with pytest.raises(ExchangeError, match=r"another market: horizon_s"):
-        Host(other, PluginManager(), wrap_exchange=trader_exchange(other, server.url))
+        Host(other, PluginManager(), wrap_exchange=served_exchange(server.url))
 
 
 def test_served_decisions_equal_the_embedded_ones(served, workload):
     embedded = Host(workload, PluginManager()).run()
-    host = Host(workload, PluginManager(), wrap_exchange=trader_exchange(workload, served[0].url))
+    host = Host(workload, PluginManager(), wrap_exchange=served_exchange(served[0].url))
     report = host.run()
     assert report.decisions_digest == embedded.decisions_digest
     assert report.exchange_requests == embedded.exchange_requests > 0
@@ -227,10 +227,10 @@ def test_latency_profiles_and_which_figure_wins():
 
 def test_the_embedded_exchange_takes_the_whole_profile(workload):
     wan = attrs.evolve(workload, latency="wan", latency_ms=0.5)
-    host = Host(wan, PluginManager(), wrap_exchange=trader_exchange(wan))
+    host = Host(wan, PluginManager())
     expected = attrs.evolve(LATENCY_PROFILES["wan"], mean_ms=0.5, jitter=wan.jitter)
     assert host.exchange.latency == expected
-    lan = Host(workload, PluginManager(), wrap_exchange=trader_exchange(workload))
+    lan = Host(workload, PluginManager())
     assert isinstance(lan.exchange, ReplayExchange)
 
 
