@@ -211,13 +211,11 @@ class Plugins:
                 "close_time": close_time,
             }
             served = self.hook.before_fetch_klines(**asked)
-            if served is not None:
-                reason = served_fault(served, **asked)
+            if served is not None:  # a Served: the manager tags every answer
+                reason = served_fault(served.klines, **asked)
                 if reason is None:
-                    return served
-                self.manager.fault(
-                    self._implementer("before_fetch_klines"), "before_fetch_klines", reason
-                )
+                    return served.klines
+                self.manager.fault(served.plugin, "before_fetch_klines", reason)
             klines = None
             try:
                 self.hook.before_exchange_request(weight=1)
@@ -232,12 +230,6 @@ class Plugins:
         """Call before any exchange request of yours that is not a kline fetch through
         :meth:`fetching` (``before_exchange_request``): a plugin may pace it."""
         self.hook.before_exchange_request(weight=weight)
-
-    def _implementer(self, hook: str) -> str:
-        """Who a firstresult hook's answer came from: the one plugin implementing it, or
-        ``"?"`` when several do (pluggy does not say which answered)."""
-        names = [n for n in self.active() if hook in self.manager.hooks_of(n)]
-        return names[0] if len(names) == 1 else "?"
 
     # -- worker threads -------------------------------------------------------------
 

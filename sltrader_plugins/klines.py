@@ -94,6 +94,15 @@ class Klines:
         return float(self.open_time[-1]) + timeframe_seconds(self.timeframe)
 
 
+@attrs.frozen
+class Served:
+    """What a plugin answered to ``before_fetch_klines``, with its name (the manager's
+    guard tags it, so a series the host refuses is blamed on the plugin that served it)."""
+
+    klines: object
+    plugin: str
+
+
 def served_fault(
     klines: object, symbol: str, timeframe: str, limit: int, close_time: float
 ) -> str | None:

@@ -26,6 +26,7 @@ from sltrader_plugins import hookspecs
 from sltrader_plugins.bounded import HookThread, Outcome
 from sltrader_plugins.buffers import LentBuffers
 from sltrader_plugins.config import DEFAULT_HOOK_TIMEOUT_S, Config, ConfigError
+from sltrader_plugins.klines import Served
 from sltrader_plugins.model import finite_number
 from sltrader_plugins.protocols import HostServices
 
@@ -435,7 +436,13 @@ def _check_metrics(manager: PluginManager, plugin: str, result: Any) -> Any:
     return metrics
 
 
+def _tag_served(manager: PluginManager, plugin: str, result: Any) -> Any:
+    # Checked where the fetch's arguments are known (Plugins.fetching), and blamed there.
+    return Served(result, plugin)
+
+
 _RESULT_CHECKS: dict[str, Callable[[PluginManager, str, Any], Any]] = {
+    "before_fetch_klines": _tag_served,
     "on_feature_build": _check_buffers,
     "before_predict": _check_prediction,
     "report_metrics": _check_metrics,

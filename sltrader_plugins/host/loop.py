@@ -26,7 +26,7 @@ import numpy as np
 from sltrader_plugins.cache import SingleFlightCache
 from sltrader_plugins.callsites import Plugins
 from sltrader_plugins.host.analyzer import Analysis, ParallelAnalyzer, Samples, SkipLog
-from sltrader_plugins.host.exchange import ReplayExchange, SimClock
+from sltrader_plugins.host.exchange import ExchangeError, ReplayExchange, SimClock
 from sltrader_plugins.host.features import FeatureEngine
 from sltrader_plugins.host.figures import RunReport
 from sltrader_plugins.host.trading import TradingConfig, TradingService
@@ -94,6 +94,7 @@ class Host:
         self.model = ModelAdapter(self.learner)
         self.engine = FeatureEngine(self.plugins, min_candles=w.min_candles)
         self.skips = SkipLog()
+        self.symbols: list[str] = []  # the last universe the exchange gave
         self.predict_waits = Samples(max(1000, w.cycles * w.universe), seed=w.seed)
         self.scan_times = np.zeros(0)
         # Whether a scan finds its series stale or missing: the first scan, and each one
@@ -197,8 +198,7 @@ class Host:
         closes = self.plugins.candle_closes(next_scan_time=now)
         if any(timeframe == w.base_timeframe for timeframe, _ in closes):
             self.stale_scans[cycle] = True
-        self.plugins.exchange_request()
-        symbols = self.exchange.top_symbols(w.universe)
+        symbols = self._universe()
         gen0 = gc.get_stats()[0]["collections"]
         # The scan's own hook is timed with it: work a plugin does there delays the scan.
         start = self.timer()
@@ -218,6 +218,16 @@ class Host:
             self.decision_latencies[cycle] = trading.decided_at - start
         self.last_results = analyses
         self.cycles_done = cycle + 1
+
+    def _universe(self) -> list[str]:
+        """The symbols to scan: the exchange's top ones now, or the last scan's when the
+        exchange fails (skipped with its reason: the loop goes on)."""
+        self.plugins.exchange_request()
+        try:
+            self.symbols = self.exchange.top_symbols(self.workload.universe)
+        except ExchangeError as exc:
+            self.skips.record("universe", "top symbols", str(exc))
+        return self.symbols
 
     # -- the report -----------------------------------------------------------------
 

@@ -61,9 +61,13 @@ from sltrader_plugins.timeframes import timeframe_seconds
 #: Binance's most candles per klines request is 1000; the replay serves longer series.
 MAX_LIMIT = 100_000
 #: How many connections the server serves at once (a thread each); more wait to be accepted.
-MAX_CONNECTIONS = 128
+MAX_CONNECTIONS = 256
+#: The kline intervals served: Binance's, but for those shorter than the replay's minute.
+INTERVALS = frozenset(
+    ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
+)
 #: An idle keep-alive connection is closed after this long (seconds).
-IDLE_TIMEOUT_S = 60.0
+IDLE_TIMEOUT_S = 5.0
 #: How many accepted requests the rolling window remembers when no limit is set
 #: (for ``peak_window_requests``); the count saturates there.
 MAX_WINDOW_LOG = 1_000_000
@@ -201,10 +205,10 @@ class ServedMarket:
         interval = _required(query, "interval")
         limit = _integer(query, "limit", 500, 1, MAX_LIMIT)
         now = _integer(query, "endTime", None, 0, 2**53) / 1000.0
-        try:
-            step = timeframe_seconds(interval)
-        except ValueError:
-            raise _ApiError(400, -1120, "Invalid interval.") from None
+        if interval not in INTERVALS:
+            # Binance's set: each interval served keeps its aggregate, so the set is bounded.
+            raise _ApiError(400, -1120, "Invalid interval.")
+        step = timeframe_seconds(interval)
         try:
             series, begin, end = self.replay.window(symbol, interval, limit, now)
         except UnknownSymbolError:
@@ -406,8 +410,9 @@ class HttpExchange:
     ``timeout_s`` (connect, and each read). ``endTime`` is ``clock.now()``.
 
     A 429 raises :class:`RateLimitExceeded` from ``fetch_klines`` (the host skips the
-    symbol); ``top_symbols``, which the host cannot skip, waits as ``Retry-After`` says
-    and tries again, at most ``universe_attempts`` times. Anything else that fails is
+    symbol); ``top_symbols`` waits as ``Retry-After`` says (at most
+    ``max_retry_after_s``) and tries again, at most ``universe_attempts`` times in all,
+    then raises it too (the host scans the previous universe). Anything else that fails is
     one :class:`ExchangeError` naming the URL.
     """
 
@@ -416,8 +421,8 @@ class HttpExchange:
         base_url: str,
         clock: Clock,
         timeout_s: float = 10.0,
-        universe_attempts: int = 10,
-        max_retry_after_s: float = 60.0,
+        universe_attempts: int = 3,
+        max_retry_after_s: float = 2.0,
     ) -> None:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:

@@ -192,6 +192,33 @@ def test_a_failing_exchange_costs_the_symbols_it_fails_on(tiny_module, how):
     assert report.skipped == {kind: tiny_module.cycles}
 
 
+class UniverseDown:
+    """An exchange whose universe request fails on every second call, the first included."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.fetch_klines = inner.fetch_klines
+
+    @property
+    def requests(self) -> int:
+        return self.inner.requests
+
+    def top_symbols(self, n):
+        self.calls += 1
+        if self.calls % 2:
+            raise ExchangeError("HTTP 429: Too many requests")
+        return self.inner.top_symbols(n)
+
+
+def test_a_failing_universe_request_costs_no_cycle(tiny_module):
+    # The first cycle has no universe yet (it scans nothing), the others scan the last one.
+    report = Host(tiny_module, PluginManager(), wrap_exchange=UniverseDown).run()
+    assert report.cycles == tiny_module.cycles
+    assert report.skipped == {"universe": (tiny_module.cycles + 1) // 2}
+    assert report.symbols_scanned == tiny_module.universe * (tiny_module.cycles - 1)
+
+
 def test_a_slow_exchange_decides_the_same(tiny_module, baseline):
     host = Host(tiny_module, PluginManager(), wrap_exchange=lambda e: Misbehaving(e, "slow"))
     assert host.run().decisions_digest == baseline.decisions_digest

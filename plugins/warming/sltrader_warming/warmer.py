@@ -293,6 +293,11 @@ class Warmer:
         cfg = self.config
         chosen: list[Key] = []
         with self._lock:
+            if self._live >= cfg.max_parallel:
+                # Every thread is busy: nothing starts, so nothing is reserved and no
+                # cooldown starts (the keys may be warmed as soon as a thread is free).
+                self.counters.stalled_skips += len(dict.fromkeys(keys))
+                return chosen
             # Each key once: two of a batch's threads on one key would share its entry in
             # the batch's running set (a probe can come from two scanned timeframes).
             for key in dict.fromkeys(keys):
@@ -336,7 +341,8 @@ class Warmer:
             threads = min(self.config.max_parallel - self._live, len(chosen))
             if threads <= 0:
                 # Every thread is busy (other batches, or a hung cache): none starts.
-                self._budget_used -= len(chosen)
+                # (rare: they became busy since _admit) A new cycle may have reset the budget.
+                self._budget_used = max(0, self._budget_used - len(chosen))
                 self.counters.stalled_skips += len(chosen)
                 return 0
             self._live += threads
