@@ -208,6 +208,11 @@ def cmd_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> int
             print(f"sltrader bench: error: {exc}", file=sys.stderr)
             return 2
         return 0
+    for option in ("rate_limit", "speed"):
+        if getattr(args, option) is not None:
+            name = option.replace("_", "-")
+            print(f"sltrader: error: --{name} applies with --traders only", file=sys.stderr)
+            return 2
     result = run_bench(args, terminal)
     if args.plot is not None:
         plot_bench(result, args.plot)

@@ -131,6 +131,13 @@ def test_bench_traders_refuses_a_set_it_cannot_run(capsys):
         assert "error: argument" in capsys.readouterr().err.splitlines()[-1]
 
 
+@pytest.mark.parametrize("option", [["--speed", "2"], ["--rate-limit", "100/1m"]])
+def test_traders_options_without_traders_are_one_line(capsys, option):
+    assert cli.main(["bench", "--size", "small", *option]) == 2
+    err = capsys.readouterr().err
+    assert err == f"sltrader: error: {option[0]} applies with --traders only\n"
+
+
 def test_config_toml_round_trips(tmp_path):
     from sltrader_plugins.config import Config, load_config
 

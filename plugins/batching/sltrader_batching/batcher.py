@@ -47,7 +47,7 @@ log = logging.getLogger("sltrader_batching")
 #: costs its worker more than the call the company would save.
 WAIT_PER_CALL_COST = 4.0
 #: What parking a caller on a condition and waking it costs, GIL hand-over included
-#: (measured on the reference box: 50-100 µs under load). A model whose wait limit comes
+#: (docs/batching.md has the measurement). A model whose wait limit comes
 #: out below this is too cheap to wait for: its requests run at once.
 PARK_COST_S = 100e-6
 #: Calls measured before the cost estimate is trusted, and its smoothing.
@@ -426,7 +426,7 @@ class MicroBatcher:
         results: list[float] | None = None
         error: Exception | None = None
         log_error = False
-        # CPU time, not wall time: with 8 workers on 2 cores a call's wall time is mostly
+        # CPU time, not wall time: with more workers than cores a call's wall time is mostly
         # waiting for the GIL, which says nothing about what the model costs.
         started = time.thread_time()
         elapsed = 0.0
