@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import attrs
@@ -42,3 +43,10 @@ def tracing() -> bool:
     return sys.gettrace() is not None or (
         monitoring is not None and monitoring.get_tool(monitoring.COVERAGE_ID) is not None
     )
+
+
+def default_sigint() -> None:
+    """``Popen(preexec_fn=default_sigint)``: the child takes Ctrl-C as from a terminal, also
+    when the tests were started in the background (a shell's ``&`` ignores SIGINT, and a
+    child inherits that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

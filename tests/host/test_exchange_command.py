@@ -17,6 +17,7 @@ from sltrader_plugins.host.served import HttpExchange, LatencyProfile, RateLimit
 from sltrader_plugins.host.served import start_server as serve
 from sltrader_plugins.host.workload import CLOCK_START, workload_from
 from sltrader_plugins.manager import installed_entry_points
+from tests.host.conftest import default_sigint
 
 CYCLES = "16"  # the first decisions come after a few candles
 BENCH_CYCLES = "24"  # enough for traders 0 and 1 to decide differently
@@ -29,6 +30,7 @@ def _exchange(*options: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
 
 

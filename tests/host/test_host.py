@@ -19,7 +19,7 @@ from sltrader_plugins.host.loop import Host
 from sltrader_plugins.host.workload import SIZES, workload_from
 from sltrader_plugins.manager import PluginManager
 from tests.host.conftest import TINY_CYCLES as N
-from tests.host.conftest import tracing
+from tests.host.conftest import default_sigint, tracing
 
 
 def run(workload, *plugins, exchange_wrapper=None, predictions=None):
@@ -391,6 +391,7 @@ def test_ctrl_c_on_sltrader_run_exits_130_with_one_line_and_the_report():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     assert process.stderr is not None
     while "cycle" not in process.stderr.readline():  # a progress line: the run is on
