@@ -37,7 +37,7 @@ from sltrader_plugins.config import (
     timeframe_list,
 )
 from sltrader_plugins.hookspecs import PROJECT_NAME
-from sltrader_plugins.klines import Klines
+from sltrader_plugins.klines import Klines, served_fault
 from sltrader_plugins.manager import PluginError, PluginManager
 from sltrader_plugins.model import ModelAdapter, ModelTimes, finite_number
 from sltrader_plugins.protocols import (
@@ -98,6 +98,7 @@ __all__ = [
     "next_close_time",
     "one_of",
     "section_from",
+    "served_fault",
     "timeframe",
     "timeframe_list",
     "timeframe_seconds",

@@ -61,12 +61,14 @@ def resolve_sets(text: str, installed: list[str]) -> list[tuple[str, str | None]
     return out
 
 
-def _installed() -> list[str]:
-
+def installed_names() -> list[str]:
+    """The entry-point names of the installed plugins."""
     return sorted({ep.name for ep in installed_entry_points()})
 
 
-def _child(args: argparse.Namespace, plugins: str, out: Path, preds: Path) -> dict[str, Any]:
+def worker(plugins: str, out: Path, *options: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of one bench run: a fresh ``bench_worker`` process with
+    exactly ``plugins`` (``SLTRADER_PLUGINS`` is dropped: nothing else may add a plugin)."""
     command = [
         sys.executable,
         "-m",
@@ -75,17 +77,22 @@ def _child(args: argparse.Namespace, plugins: str, out: Path, preds: Path) -> di
         plugins,
         "--out",
         str(out),
-        "--predictions",
-        str(preds),
+        *options,
     ]
+    env = dict(os.environ)
+    env.pop("SLTRADER_PLUGINS", None)
+    return command, env
+
+
+def _child(args: argparse.Namespace, plugins: str, out: Path, preds: Path) -> dict[str, Any]:
+    options = ["--predictions", str(preds)]
     for option in ("size", "workers", "model", "seed", "cycles", "latency"):
         value = getattr(args, option, None)
         if value is not None:
-            command += [f"--{option}", str(value)]
+            options += [f"--{option}", str(value)]
     if args.config is not None:
-        command += ["--config", str(args.config)]
-    env = dict(os.environ)
-    env.pop("SLTRADER_PLUGINS", None)  # --plugins decides; nothing else may add a plugin
+        options += ["--config", str(args.config)]
+    command, env = worker(plugins, out, *options)
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"bench run failed ({' '.join(command)}):\n{done.stderr[-4000:]}")
@@ -137,7 +144,7 @@ def run_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> dic
     terminal = terminal or Terminal.detect()
     _, workload = workload_for(args)
     sets = []
-    for name, plugins in resolve_sets(args.sets or DEFAULT_SETS, _installed()):
+    for name, plugins in resolve_sets(args.sets or DEFAULT_SETS, installed_names()):
         if plugins is None:
             print(
                 f"sltrader bench: skipping set {name!r}: its plugins are not installed",

@@ -35,10 +35,9 @@ from typing import IO, Any
 
 from sltrader_plugins.config import Config
 from sltrader_plugins.host.arguments import workload_for
-from sltrader_plugins.host.bench import resolve_sets
+from sltrader_plugins.host.bench import installed_names, resolve_sets, worker
 from sltrader_plugins.host.served import RateLimit
 from sltrader_plugins.host.terminal import Table, Terminal
-from sltrader_plugins.manager import installed_entry_points
 
 #: The window of the derived rate limit: a minute, as exchanges count (Binance: weight
 #: per minute).
@@ -69,7 +68,7 @@ def run_traders_bench(args: argparse.Namespace, terminal: Terminal | None = None
     n = int(args.traders)
     for i in range(n):
         workload.trader(i)  # thresholds that leave [0, 1]: one line now, not later
-    installed = sorted({ep.name for ep in installed_entry_points()})
+    installed = installed_names()
     sets = resolve_sets(args.sets or DEFAULT_TRADER_SETS, installed)
     for name, plugins in sets:
         if plugins is None:
@@ -191,22 +190,15 @@ def _run_traders(
     speed: float,
 ) -> list[dict[str, Any]]:
     """Traders at once, each a fresh process; their reports, in trader order."""
-    env = dict(os.environ)
-    env.pop("SLTRADER_PLUGINS", None)  # --plugins decides
     running = []
     start_at = time.time() + STARTUP_S
     try:
         for i in traders:
             out = tmp / f"{name}-trader{i}.json"
             log = (tmp / f"{name}-trader{i}.log").open("w", encoding="utf-8")
-            command = [
-                sys.executable,
-                "-m",
-                "sltrader_plugins.host.bench_worker",
-                "--plugins",
+            command, env = worker(
                 plugins,
-                "--out",
-                str(out),
+                out,
                 "--exchange",
                 url,
                 "--trader",
@@ -219,7 +211,7 @@ def _run_traders(
                 "--speed",
                 repr(speed),
                 *common,
-            ]
+            )
             process = subprocess.Popen(
                 command, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=tmp
             )

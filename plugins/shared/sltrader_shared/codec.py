@@ -14,8 +14,7 @@ import struct
 
 import numpy as np
 
-from sltrader_plugins import Klines
-from sltrader_plugins.klines import served_fault
+from sltrader_plugins import Klines, served_fault
 
 MAGIC = b"SLK1"
 HEADER = struct.Struct("<4sdI")
