@@ -7,8 +7,8 @@ time) and then predicts one row, through
 * ``plain``: ``model.predict`` in the worker;
 * ``batched-<t>ms``: ``batched.dynamically`` (0.1.5) over ``model.predict_batch``, its own
   worker thread collecting requests every ``t`` ms (the peer, at each of its timeouts);
-* ``sltrader``: :class:`sltrader_batching.batcher.MicroBatcher`, bracketed by
-  ``enter``/``leave`` as the host's analyze hooks do.
+* ``sltrader``: :class:`sltrader_batching.batcher.MicroBatcher`, told the scan's size
+  (``begin_scan``) and bracketed by ``enter``/``leave``, as the host's hooks do.
 
 Models: scikit-learn ``SGDClassifier`` (cheap, GIL-bound), ``HistGradientBoostingClassifier``
 (costly, its batch call releases the GIL) and LightGBM's ``LGBMClassifier``, each behind
@@ -155,6 +155,8 @@ def scan(
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda i: None, range(workers)))  # threads started before the clock
         started = time.perf_counter()
+        if batcher is not None:
+            batcher.begin_scan(len(closes))  # as the host's before_scan hook does
         for future in [pool.submit(task, i) for i in range(len(closes))]:
             future.result()
         wall = time.perf_counter() - started

@@ -66,7 +66,6 @@ class Reason(enum.Enum):
     SIZE = "size"  #: it reached ``max_batch_size``
     WAIT = "wait"  #: its oldest request waited the wait limit
     IDLE = "idle"  #: every in-flight caller was inside the batcher: nobody else can come
-    READY = "ready"  #: it queued behind the model's previous call, which just returned
     CHEAP = "cheap"  #: the model is too cheap to wait for: run at once
     FLUSH = "flush"  #: the host asked (end of scan, shutdown)
 
@@ -78,7 +77,7 @@ class _State(enum.Enum):
 
 
 class _Request:
-    __slots__ = ("done", "enqueued", "features", "result")
+    __slots__ = ("done", "enqueued", "features", "result", "wakeup")
 
     def __init__(self, features: np.ndarray, enqueued: float) -> None:
         self.features = features
@@ -86,16 +85,21 @@ class _Request:
         self.done = False
         # None until done; still None when done means "predict it yourself".
         self.result: float | None = None
+        # Set when its caller parks: each caller sleeps on a condition of its own, so a
+        # wake-up reaches exactly the thread it is meant for.
+        self.wakeup: threading.Condition | None = None
 
 
 class _Batch:
-    __slots__ = ("cond", "deadline", "lane", "overdue", "requests", "started", "state", "wake")
+    __slots__ = ("deadline", "lane", "opener", "overdue", "requests", "started", "state", "wake")
 
-    def __init__(self, lane: _Lane, deadline: float, cond: threading.Condition | None) -> None:
+    def __init__(self, lane: _Lane, deadline: float, opener: _Request) -> None:
         self.lane = lane
         self.deadline = deadline
-        self.cond = cond  # None for a batch run at once: nobody ever waits on it
-        self.requests: list[_Request] = []
+        # The member that keeps the batch's time and gets its wake-ups (idle, flush, the
+        # model becoming free); the others wake only when their results are published.
+        self.opener = opener
+        self.requests: list[_Request] = [opener]
         self.state = _State.OPEN
         self.started = 0.0
         self.wake: Reason | None = None  # set by leave()/flush()/a returning call
@@ -137,6 +141,7 @@ class MicroBatcher:
         self._drained = threading.Condition(self._lock)  # nobody inside any more
         self._lanes: dict[int, _Lane] = {}  # by id(model); idle lanes are dropped
         self._in_flight = 0  # callers between enter() and leave()
+        self._not_started = 0  # units of work of the current scan not entered yet
         self._tracking = False  # enter() was called at least once
         self._inside = 0  # threads inside submit(), for close() to wait on
         # Callers inside submit() whose request is not answered yet. An answered caller is
@@ -168,10 +173,25 @@ class MicroBatcher:
 
     # -- in-flight tracking ----------------------------------------------------------
 
+    def begin_scan(self, units: int) -> None:
+        """A scan of ``units`` units of work (symbols) starts, each bracketed by
+        :meth:`enter`/:meth:`leave`.
+
+        Optional. It tells the batcher that a worker between two units of work is coming
+        back: without it, a worker counts only while inside a unit, and one that is busy
+        taking its next unit (waiting for the GIL, with many workers) looks gone, so
+        batches close with whoever happens to be waiting.
+        """
+        with self._lock:
+            self._not_started = max(0, units)
+            self._tracking = True
+
     def enter(self) -> None:
         """A caller started a unit of work that may :meth:`submit` (once or more)."""
         with self._lock:
             self._in_flight += 1
+            if self._not_started > 0:
+                self._not_started -= 1
             self._tracking = True
 
     def leave(self) -> None:
@@ -258,24 +278,21 @@ class MicroBatcher:
             if reason is not None:
                 if len(self._lanes) > 1:
                     self._wake_if_idle()  # our arrival may complete other models' idle set
-                batch = _Batch(lane, now, None)
-                batch.requests.append(request)
+                batch = _Batch(lane, now, request)
                 return (batch if self._close(batch, reason, now) else None), request
-            batch = lane.open = _Batch(lane, now + limit, threading.Condition(self._lock))
-            opener = True
+            batch = lane.open = _Batch(lane, now + limit, request)
         else:
-            opener = False
-        batch.requests.append(request)
+            batch.requests.append(request)
+        request.wakeup = threading.Condition(self._lock)
         try:
-            return self._wait_for_turn(batch, request, opener)
+            return self._wait_for_turn(batch, request, request.wakeup)
         except BaseException:
             self._withdraw(batch, request)
             raise
 
     def _wait_for_turn(
-        self, batch: _Batch, request: _Request, opener: bool
+        self, batch: _Batch, request: _Request, wakeup: threading.Condition
     ) -> tuple[_Batch | None, _Request]:
-        assert batch.cond is not None
         # Our arrival may have completed the idle set, for other models' batches too.
         self._wake_if_idle()
         while True:
@@ -296,7 +313,8 @@ class MicroBatcher:
                         continue  # _ready() now hands the batch back
                     timeout = remaining
                 else:
-                    timeout = batch.deadline - now + (0.0 if opener else _BACKSTOP_S)
+                    backstop = 0.0 if batch.opener is request else _BACKSTOP_S
+                    timeout = batch.deadline - now + backstop
             else:  # RUNNING: someone else is in the model call
                 remaining = batch.started + self._timeout - now
                 if remaining <= 0:
@@ -305,7 +323,7 @@ class MicroBatcher:
                 timeout = remaining
             # The closer does not wake the members when it starts the batch (that would
             # cost a context switch each); they wake when it publishes, or by the timeout.
-            batch.cond.wait(min(timeout, self._timeout))
+            wakeup.wait(min(timeout, self._timeout))
 
     def _ready(self, batch: _Batch, now: float) -> Reason | None:
         """Why the open ``batch`` should be dispatched now, if it should (lock held)."""
@@ -328,7 +346,11 @@ class MicroBatcher:
         if batch.state is _State.OPEN:
             batch.requests.remove(request)
             self._waiting -= 1
-            if not batch.requests and batch.lane.open is batch:
+            if batch.requests:
+                if batch.opener is request:  # someone else keeps the batch's time now
+                    batch.opener = batch.requests[0]
+                    self._notify(batch.opener)
+            elif batch.lane.open is batch:
                 batch.lane.open = None
                 self._drop_if_unused(batch.lane)
         elif not request.done:
@@ -350,8 +372,12 @@ class MicroBatcher:
 
     def _idle(self) -> bool:
         """Every caller that could still submit is already inside (lock held)."""
-        active = self._in_flight if self._tracking else self._workers
-        return active is not None and self._waiting >= active
+        if not self._tracking:
+            return self._workers is not None and self._waiting >= self._workers
+        coming = self._in_flight + self._not_started
+        if self._workers is not None:
+            coming = min(coming, self._workers)
+        return self._waiting >= coming
 
     def _wait_limit(self) -> float:
         """How long a batch may wait for company while its model is free (lock held)."""
@@ -370,9 +396,12 @@ class MicroBatcher:
 
     def _wake(self, batch: _Batch, reason: Reason) -> None:
         batch.wake = reason
-        assert batch.cond is not None
-        # One member suffices: whoever wakes re-checks and closes the batch.
-        batch.cond.notify()
+        self._notify(batch.opener)  # it re-checks and closes the batch
+
+    @staticmethod
+    def _notify(request: _Request) -> None:
+        if request.wakeup is not None:
+            request.wakeup.notify()
 
     def _close(self, batch: _Batch, reason: Reason, now: float) -> bool:
         """Move ``batch`` from open to running (lock held); ``True``: the caller runs it."""
@@ -409,11 +438,17 @@ class MicroBatcher:
         lane = batch.lane
         if batch in lane.running:
             lane.running.remove(batch)
-            if not lane.running and lane.open is not None:
-                self._wake(lane.open, Reason.READY)  # the model is free: next batch, now
+            queued = lane.open
+            if not lane.running and queued is not None:
+                # The model is free. The batch that queued behind its call now waits for
+                # company like any batch on a free model, from now: the callers this call
+                # just answered come back with their next requests soon, and a model call
+                # overlapping their feature building runs slower (docs/batching.md).
+                queued.deadline = time.perf_counter() + self._wait_limit()
+                self._notify(queued.opener)
         self._drop_if_unused(lane)
-        if batch.cond is not None:
-            batch.cond.notify_all()
+        for request in batch.requests:
+            self._notify(request)
 
     def _drop_if_unused(self, lane: _Lane) -> None:
         if lane.open is None and not lane.running:
@@ -479,6 +514,7 @@ class MicroBatcher:
             return self._flush_locked()
 
     def _flush_locked(self) -> int:
+        self._not_started = 0  # the scan is over, whatever it did not start
         pending = 0
         for lane in self._lanes.values():
             if lane.open is not None:

@@ -19,7 +19,7 @@ class BatchingConfig:
     """
 
     max_batch_size: int = attrs.field(default=32, validator=integer(min=1, max=65_536))
-    max_wait_ms: float = attrs.field(default=2.0, validator=finite(min=0, max=3_600_000))
+    max_wait_ms: float = attrs.field(default=5.0, validator=finite(min=0, max=3_600_000))
     timeout_ms: float = attrs.field(default=1000.0, validator=finite(above=0, max=3_600_000))
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,6 +37,12 @@ class BatchingPlugin:
         batcher.check_model(services.model)  # the one log line for an unbatchable model
         self.config = config
         self._batcher = batcher
+
+    @hookimpl
+    def before_scan(self, symbols: Sequence[str]) -> None:
+        batcher = self._batcher
+        if batcher is not None:
+            batcher.begin_scan(len(symbols))
 
     @hookimpl
     def before_analyze_symbol(self) -> None:

@@ -563,8 +563,9 @@ def test_a_caller_interrupted_while_its_batch_runs_leaves_cleanly(monkeypatch):
     wait_until(lambda: model.batch_calls == 1)
     InterruptingCondition.victim = first.ident  # its next wait raises
     with batcher._lock:  # a spurious wake-up: the follower re-waits on the running batch
-        (cond,) = [c for c in InterruptingCondition.made if c._lock is batcher._lock]
-        cond.notify_all()
+        for cond in InterruptingCondition.made:
+            if cond._lock is batcher._lock:
+                cond.notify_all()
     first.join(10)
     assert isinstance(outcome["follower"], KeyboardInterrupt)
     assert batcher._waiting == 1  # the leader, still inside the model call
@@ -664,17 +665,26 @@ def test_a_cheap_model_runs_at_once_and_is_waited_for_again_when_costly():
     assert metric(batcher, "dispatch_cheap") == before  # waited for company again
 
 
-def test_requests_queue_behind_a_running_call_and_go_the_moment_it_returns():
-    """Continuous batching: while the model runs, arrivals queue; its return dispatches them."""
+@pytest.mark.parametrize("answered_comes_back", [True, False])
+def test_requests_queue_behind_a_running_call_then_wait_for_company(answered_comes_back):
+    """While the model runs, arrivals queue. When it returns, the queued batch waits for
+    company like any batch on a free model: for the callers the call answered (idle), or
+    the wait limit counted from the call's return."""
     gate = threading.Event()
     model = gated_model(gate)
-    batcher, _ = make(max_batch_size=8, max_wait_ms=LONG_MS, timeout_ms=LONG_MS, workers=None)
+    max_wait_ms = LONG_MS if answered_comes_back else 50.0
+    batcher, _ = make(max_batch_size=8, max_wait_ms=max_wait_ms, timeout_ms=LONG_MS, workers=None)
     for _ in range(4):
         batcher.enter()
     out: dict[int, float] = {}
+    first_answered = threading.Event()
+    first_may_leave = threading.Event()
 
     def worker(i: int) -> None:
         out[i] = predict_via(batcher, model, features_for(i, 5))
+        if i == 0:
+            first_answered.set()
+            first_may_leave.wait(10)
         batcher.leave()
 
     first = threading.Thread(target=worker, args=(0,), daemon=True)
@@ -690,12 +700,53 @@ def test_requests_queue_behind_a_running_call_and_go_the_moment_it_returns():
         thread.start()
     wait_until(lambda: waiting(batcher) == 3)
     assert model.batch_calls == 1  # the model is busy: they queue, even though all are in
+    started = time.perf_counter()
     gate.set()
-    join_within([first, *rest], RELEASE_S)
+    assert first_answered.wait(10)
+    if answered_comes_back:
+        first_may_leave.set()  # the only caller the queued batch could still wait for
+    join_within(rest, RELEASE_S)
+    waited = time.perf_counter() - started
+    first_may_leave.set()
+    join_within([first], RELEASE_S)
     assert out == {i: LinearModel.expected(features_for(i, 5)) for i in range(3)}
     assert model.batch_sizes == [1, 2]
     m = batcher.metrics()
-    assert m["dispatch_idle"] == 1 and m["dispatch_ready"] == 1 and m["dispatch_wait"] == 0
+    if answered_comes_back:
+        assert m["dispatch_idle"] == 2 and m["dispatch_wait"] == 0
+    else:  # the first caller stays out: the queued batch goes at the wait limit
+        assert m["dispatch_idle"] == 1 and m["dispatch_wait"] == 1
+        assert waited >= max_wait_ms / 1000.0
+
+
+def test_a_scan_counts_workers_between_two_symbols_as_coming():
+    """After begin_scan, a worker that left one symbol and has not entered the next is
+    still waited for while symbols remain; at the scan's tail it is not."""
+    batcher, _ = make(max_batch_size=8, max_wait_ms=LONG_MS, timeout_ms=LONG_MS, workers=2)
+    model = LinearModel()
+    batcher.begin_scan(3)
+    batcher.enter()
+    done: dict[int, float | None] = {}
+
+    def alone(i: int) -> None:
+        done[i] = batcher.submit(model, features_for(i, 0))
+
+    first = threading.Thread(target=alone, args=(0,), daemon=True)
+    first.start()
+    wait_until(lambda: waiting(batcher) == 1)
+    time.sleep(0.05)
+    assert not done  # the second worker will take a symbol: the batch waits for it
+    batcher.enter()  # it does
+    alone(1)
+    join_within([first], RELEASE_S)
+    assert model.batch_sizes == [2]
+    batcher.leave()
+    batcher.leave()
+    batcher.enter()  # the last symbol: nobody else can come, it runs at once
+    alone(2)
+    batcher.leave()
+    assert model.batch_sizes == [2, 1]
+    assert metric(batcher, "dispatch_idle") == 2
 
 
 def test_a_wait_limit_too_short_for_company_counts_as_zero():
