@@ -1,21 +1,21 @@
 """A thread-safe micro-batcher for blocking callers, independent of pluggy.
 
-Design (continuous batching, leader/follower, no threads of its own):
+Design (leader/follower, no threads of its own):
 
-* Each model has a *lane*: its open batch (collecting requests) and the batches now in a
-  model call. While a batch of a model runs, new requests for that model queue in the open
-  batch; the moment the call returns, the queue is dispatched as the next batch. So the
-  model is never idle while requests wait, and the callers that are not in the model call
-  keep building their features meanwhile (a pipeline: with a model whose call releases the
-  GIL, feature building and the model overlap).
-* When the model is free, a request waits for company only while that pays: until every
-  worker in flight is waiting (``idle``), the batch is full, or the *wait limit* passes. The
-  limit follows the model's measured cost; for a model too cheap to wait for it is zero and
-  requests run at once, side by side, as they would without the batcher.
+* Each model has a *lane*: its open batch (collecting requests) and the batch now in a
+  model call. One call runs at a time per model (a full batch goes regardless): requests
+  that arrive meanwhile queue in the open batch.
+* A batch on a free model waits for company only while that pays: until every caller
+  that could still submit is waiting (``idle``), the batch is full, or the *wait limit*
+  passes. A batch that queued behind a call waits the same way from the moment the call
+  returns: the callers it answered are about to come back, and a model call overlapping
+  their feature building runs slower. The limit follows the model's measured cost; for a
+  model too cheap to wait for it is zero and requests run at once, side by side, as they
+  would without the batcher.
 * The caller that dispatches a batch runs ``predict_batch`` itself, in its own thread (a
   batch of one included: every call is timed, so the cost estimate always follows the
-  model). The others sleep on the batch's condition until it publishes every result, each
-  to its own request object.
+  model). The others sleep, each on a condition of its own, until it publishes every
+  result to its own request object.
 * A request is answered with ``None`` when the batch failed, timed out or the batcher is
   closed: the caller then calls ``model.predict`` exactly as it would without the batcher,
   so a model error surfaces in the caller's own thread.
@@ -65,7 +65,7 @@ class Reason(enum.Enum):
 
     SIZE = "size"  #: it reached ``max_batch_size``
     WAIT = "wait"  #: its oldest request waited the wait limit
-    IDLE = "idle"  #: every in-flight caller was inside the batcher: nobody else can come
+    IDLE = "idle"  #: every caller that could still submit was waiting: nobody else can come
     CHEAP = "cheap"  #: the model is too cheap to wait for: run at once
     FLUSH = "flush"  #: the host asked (end of scan, shutdown)
 
@@ -102,7 +102,7 @@ class _Batch:
         self.requests: list[_Request] = [opener]
         self.state = _State.OPEN
         self.started = 0.0
-        self.wake: Reason | None = None  # set by leave()/flush()/a returning call
+        self.wake: Reason | None = None  # set when it turns idle, or is flushed
         self.overdue = False
 
 

@@ -538,6 +538,40 @@ def test_a_caller_interrupted_in_an_open_batch_withdraws_its_request(model, monk
     assert out == {i: LinearModel.expected(features_for(i, 3)) for i in range(2)}
 
 
+def test_an_interrupted_opener_hands_the_batch_to_a_member(model, monkeypatch):
+    """The batch's wake-ups go to its opener; when the opener leaves by an exception, the
+    next member takes over, so a flush still reaches someone who can close the batch."""
+    batcher, _ = make(max_batch_size=8, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS)
+    monkeypatch.setattr("sltrader_batching.batcher.threading.Condition", InterruptingCondition)
+    InterruptingCondition.made.clear()
+    outcome: dict[int, object] = {}
+
+    def caller(i: int) -> None:
+        try:
+            outcome[i] = predict_via(batcher, model, features_for(i, 0))
+        except KeyboardInterrupt as exc:
+            outcome[i] = exc
+
+    opener = threading.Thread(target=caller, args=(0,), daemon=True)
+    opener.start()
+    wait_until(lambda: waiting(batcher) == 1)
+    member = threading.Thread(target=caller, args=(1,), daemon=True)
+    member.start()
+    wait_until(lambda: waiting(batcher) == 2)
+    InterruptingCondition.victim = opener.ident
+    ours = [c for c in InterruptingCondition.made if c._lock is batcher._lock]
+    assert len(ours) == 2  # each parked caller sleeps on a condition of its own
+    with batcher._lock:  # a spurious wake-up of the opener only: its next wait raises
+        ours[0].notify()
+    opener.join(10)
+    assert isinstance(outcome[0], KeyboardInterrupt)
+    assert waiting(batcher) == 1
+    assert batcher.flush() == 1
+    member.join(10)
+    assert outcome[1] == model.expected(features_for(1, 0))
+    assert batcher._inside == 0 and not batcher._lanes
+
+
 def test_a_caller_interrupted_while_its_batch_runs_leaves_cleanly(monkeypatch):
     gate = threading.Event()
     model = gated_model(gate)
