@@ -15,8 +15,10 @@ Models: scikit-learn ``SGDClassifier`` (cheap, GIL-bound), ``HistGradientBoostin
 :class:`sltrader_plugins.ModelAdapter`, which times the model. Every answer of every run is
 checked against plain ``predict`` (1e-9); a wrong answer stops the bench.
 
-Sets run interleaved (their order rotates every repeat); the table shows medians of the
-repeats as ratios to ``plain``, and ``sl/peer``: sltrader against the peer's best timeout.
+Sets run interleaved, in the rows of a Williams square (``balanced_order``); the table
+shows medians of the repeats as ratios to ``plain``, and ``sl/peer``: sltrader against the
+peer's best timeout. Before its clock, each run sends a few symbols through its own path
+(threads started, caches warm).
 
     python bench/peer_batching.py                       # full: 1200 symbols, 1-16 workers
     python bench/peer_batching.py --quick               # answers only (CI, via pytest)
@@ -46,6 +48,7 @@ TOLERANCE = 1e-9
 PEER_TIMEOUTS_MS = (0.5, 5.0)
 MODELS = ("sgd", "histgb", "lightgbm")
 WORKERS = (1, 2, 4, 8, 16)
+WARM_UP = 64  #: symbols through each set's path before its clock starts
 
 
 def series(symbols: int, seed: int) -> np.ndarray:
@@ -152,16 +155,40 @@ def scan(
             if batcher is not None:
                 batcher.leave()
 
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda i: None, range(workers)))  # threads started before the clock
-        started = time.perf_counter()
+    def one_pass(symbols: int) -> None:
         if batcher is not None:
-            batcher.begin_scan(len(closes))  # as the host's before_scan hook does
-        for future in [pool.submit(task, i) for i in range(len(closes))]:
+            batcher.begin_scan(symbols)  # as the host's before_scan hook does
+        for future in [pool.submit(task, i) for i in range(symbols)]:
             future.result()
+
+    with ThreadPoolExecutor(workers) as pool:
+        # Before the clock: the threads, and a short pass through the same path, so no set
+        # pays for starting up, nor for the set before it (a peer run at one worker mostly
+        # sleeps, and the scan right after one ran up to 20 % slower on the shared box).
+        one_pass(min(WARM_UP, len(closes)))
+        warm = model.times()
+        started = time.perf_counter()
+        one_pass(len(closes))
         wall = time.perf_counter() - started
+        timed = model.times()
     stop()
-    return wall, model.times().seconds_per_prediction, answers
+    model_s = (timed.seconds - warm.seconds) / (timed.predictions - warm.predictions)
+    return wall, model_s, answers
+
+
+def balanced_order(names: list[str], repeat: int) -> list[str]:
+    """The order of the sets in one repeat: row ``repeat`` of a Williams square.
+
+    Over ``len(names)`` repeats every set runs once in each position and right after each
+    other set exactly once (for an even count of sets). A plain rotation would put a set
+    right after the same neighbour almost every time, and the run after a peer's mostly
+    sleeping one-worker run is slower on a shared box: that was a bias of up to 20 %.
+    """
+    n = len(names)
+    first = [0]
+    for i in range(1, n):
+        first.append((i + 1) // 2 if i % 2 else n - i // 2)
+    return [names[(k + repeat) % n] for k in first]
 
 
 def run(
@@ -183,10 +210,8 @@ def run(
         for workers in workers_list:
             walls: dict[str, list[float]] = {s: [] for s in makers}
             per_prediction: dict[str, list[float]] = {s: [] for s in makers}
-            order = list(makers)
             for repeat in range(repeats):
-                shift = repeat % len(order)
-                for set_name in order[shift:] + order[:shift]:  # interleaved, rotated
+                for set_name in balanced_order(list(makers), repeat):
                     wall, model_s, answers = scan(estimator, closes, workers, makers[set_name])
                     diff = float(np.max(np.abs(np.asarray(answers) - expected)))
                     assert diff <= TOLERANCE, f"{name} {workers}w {set_name}: diff {diff:.3g}"
