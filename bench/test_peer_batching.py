@@ -7,6 +7,7 @@ it reports, for every model and set, so a broken peer or batcher fails CI, a slo
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 from pathlib import Path
 
@@ -29,3 +30,15 @@ def test_quick_peer_bench_answers_match_plain_predict(tmp_path: Path) -> None:
     for point in points:
         assert set(point) == {"model", "workers", "set", "wall_s", "model_s_per_prediction"}
         assert point["wall_s"] > 0 and point["model_s_per_prediction"] > 0
+
+
+def test_set_orders_are_balanced() -> None:
+    """Over as many repeats as sets, each set runs once in each position and right after
+    each other set once: no set always follows the same neighbour."""
+    names = ["plain", "batched-0.5ms", "batched-5ms", "sltrader"]
+    orders = [peer_batching.balanced_order(names, r) for r in range(len(names))]
+    assert all(sorted(order) == sorted(names) for order in orders)
+    for position in range(len(names)):
+        assert sorted(order[position] for order in orders) == sorted(names)
+    follows = [(a, b) for order in orders for a, b in itertools.pairwise(order)]
+    assert sorted(follows) == sorted((a, b) for a in names for b in names if a != b)
