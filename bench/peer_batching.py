@@ -155,7 +155,7 @@ def scan(
             if batcher is not None:
                 batcher.leave()
 
-    def one_pass(symbols: int) -> None:
+    def one_pass(pool: ThreadPoolExecutor, symbols: int) -> None:
         if batcher is not None:
             batcher.begin_scan(symbols)  # as the host's before_scan hook does
         for future in [pool.submit(task, i) for i in range(symbols)]:
@@ -165,10 +165,10 @@ def scan(
         # Before the clock: the threads, and a short pass through the same path, so no set
         # pays for starting up, nor for the set before it (a peer run at one worker mostly
         # sleeps, and the scan right after one ran up to 20 % slower on the shared box).
-        one_pass(min(WARM_UP, len(closes)))
+        one_pass(pool, min(WARM_UP, len(closes)))
         warm = model.times()
         started = time.perf_counter()
-        one_pass(len(closes))
+        one_pass(pool, len(closes))
         wall = time.perf_counter() - started
         timed = model.times()
     stop()

@@ -89,6 +89,11 @@ class _Request:
         # wake-up reaches exactly the thread it is meant for.
         self.wakeup: threading.Condition | None = None
 
+    def notify(self) -> None:
+        """Wake its caller, if parked (the batcher's lock held)."""
+        if self.wakeup is not None:
+            self.wakeup.notify()
+
 
 class _Batch:
     __slots__ = ("deadline", "lane", "opener", "overdue", "requests", "started", "state", "wake")
@@ -349,7 +354,7 @@ class MicroBatcher:
             if batch.requests:
                 if batch.opener is request:  # someone else keeps the batch's time now
                     batch.opener = batch.requests[0]
-                    self._notify(batch.opener)
+                    batch.opener.notify()
             elif batch.lane.open is batch:
                 batch.lane.open = None
                 self._drop_if_unused(batch.lane)
@@ -396,12 +401,7 @@ class MicroBatcher:
 
     def _wake(self, batch: _Batch, reason: Reason) -> None:
         batch.wake = reason
-        self._notify(batch.opener)  # it re-checks and closes the batch
-
-    @staticmethod
-    def _notify(request: _Request) -> None:
-        if request.wakeup is not None:
-            request.wakeup.notify()
+        batch.opener.notify()  # it re-checks and closes the batch
 
     def _close(self, batch: _Batch, reason: Reason, now: float) -> bool:
         """Move ``batch`` from open to running (lock held); ``True``: the caller runs it."""
@@ -426,6 +426,7 @@ class MicroBatcher:
         request.result = result
         request.done = True
         self._waiting -= 1
+        request.notify()  # a no-op when its own thread answers it
 
     def _finish(self, batch: _Batch, results: list[float] | None) -> None:
         """Publish results (``None``: everyone predicts alone) and wake the batch (lock held)."""
@@ -445,10 +446,8 @@ class MicroBatcher:
                 # just answered come back with their next requests soon, and a model call
                 # overlapping their feature building runs slower (docs/batching.md).
                 queued.deadline = time.perf_counter() + self._wait_limit()
-                self._notify(queued.opener)
+                queued.opener.notify()
         self._drop_if_unused(lane)
-        for request in batch.requests:
-            self._notify(request)
 
     def _drop_if_unused(self, lane: _Lane) -> None:
         if lane.open is None and not lane.running:
