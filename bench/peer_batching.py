@@ -16,9 +16,12 @@ Models: scikit-learn ``SGDClassifier`` (cheap, GIL-bound), ``HistGradientBoostin
 checked against plain ``predict`` (1e-9); a wrong answer stops the bench.
 
 Sets run interleaved, in the rows of a Williams square (``balanced_order``); the table
-shows medians of the repeats as ratios to ``plain``, and ``sl/peer``: sltrader against the
-peer's best timeout. Before its clock, each run sends a few symbols through its own path
-(threads started, caches warm).
+shows medians of the repeats as ratios to ``plain``, and sltrader against what the
+issue's bound compares it with: ``plain`` at one worker, the peer's best timeout at more
+(``sl/plain``, ``sl/peer``; ``paired``: the median of that ratio within each repeat), and
+its mean batch size. The JSON holds every repeat's wall time (``walls_s``) and, for
+sltrader, its batcher's counters over the timed pass. Before its clock, each run sends a
+few symbols through its own path (threads started, caches warm).
 
     python bench/peer_batching.py                       # full: 1200 symbols, 1-16 workers
     python bench/peer_batching.py --quick               # answers only (CI, via pytest)
@@ -36,6 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import attrs
 import numpy as np
 
 from sltrader_batching.batcher import MicroBatcher
@@ -49,6 +53,8 @@ PEER_TIMEOUTS_MS = (0.5, 5.0)
 MODELS = ("sgd", "histgb", "lightgbm")
 WORKERS = (1, 2, 4, 8, 16)
 WARM_UP = 64  #: symbols through each set's path before its clock starts
+#: The batcher's counters reported per sltrader point (over the timed pass).
+BATCHER_COUNTS = ("batches", "batched_requests", "alone", "dispatch_idle", "dispatch_wait")
 
 
 def series(symbols: int, seed: int) -> np.ndarray:
@@ -118,29 +124,43 @@ def run_peer(timeout_ms: float) -> Callable[[ModelAdapter, int], tuple[Predict, 
     return make
 
 
-def run_sltrader(model: ModelAdapter, workers: int) -> tuple[Predict, Callable[[], None]]:
-    batcher = MicroBatcher(BatchingConfig(), workers=workers)
+def run_sltrader(config: BatchingConfig) -> Callable[[ModelAdapter, int], tuple[Predict, Any]]:
+    def make(model: ModelAdapter, workers: int) -> tuple[Predict, Callable[[], None]]:
+        batcher = MicroBatcher(config, workers=workers)
 
-    def predict(features: np.ndarray) -> float:
-        result = batcher.submit(model, features)
-        return model.predict(features) if result is None else result
+        def predict(features: np.ndarray) -> float:
+            result = batcher.submit(model, features)
+            return model.predict(features) if result is None else result
 
-    predict.batcher = batcher  # type: ignore[attr-defined]  # enter/leave, below
-    return predict, lambda: None
+        predict.batcher = batcher  # type: ignore[attr-defined]  # enter/leave, below
+        return predict, lambda: None
+
+    return make
 
 
-def sets() -> dict[str, Callable[[ModelAdapter, int], tuple[Predict, Callable[[], None]]]]:
+def sets(
+    config: BatchingConfig | None = None,
+) -> dict[str, Callable[[ModelAdapter, int], tuple[Predict, Callable[[], None]]]]:
     out: dict[str, Any] = {"plain": run_plain}
     for timeout in PEER_TIMEOUTS_MS:
         out[f"batched-{timeout:g}ms"] = run_peer(timeout)
-    out["sltrader"] = run_sltrader
+    out["sltrader"] = run_sltrader(config or BatchingConfig())
     return out
 
 
-def scan(
-    estimator: Any, closes: np.ndarray, workers: int, make: Callable[..., Any]
-) -> tuple[float, float, list[float]]:
-    """One pass over every symbol: wall seconds, model seconds per prediction, answers."""
+@attrs.frozen
+class Pass:
+    """One timed pass over every symbol."""
+
+    wall_s: float
+    model_s_per_prediction: float
+    answers: list[float]
+    #: sltrader only: the batcher's :data:`BATCHER_COUNTS` over the timed pass
+    batcher_counts: dict[str, float] | None
+
+
+def scan(estimator: Any, closes: np.ndarray, workers: int, make: Callable[..., Any]) -> Pass:
+    """One pass over every symbol, after a warm-up pass through the same path."""
     model = ModelAdapter(estimator)
     predict, stop = make(model, workers)
     batcher: MicroBatcher | None = getattr(predict, "batcher", None)
@@ -166,14 +186,23 @@ def scan(
         # pays for starting up, nor for the set before it (a peer run at one worker mostly
         # sleeps, and the scan right after one ran up to 20 % slower on the shared box).
         one_pass(pool, min(WARM_UP, len(closes)))
-        warm = model.times()
+        warm, warm_counts = model.times(), _counts(batcher)
         started = time.perf_counter()
         one_pass(pool, len(closes))
         wall = time.perf_counter() - started
-        timed = model.times()
+        timed, counts = model.times(), _counts(batcher)
     stop()
     model_s = (timed.seconds - warm.seconds) / (timed.predictions - warm.predictions)
-    return wall, model_s, answers
+    if counts is not None and warm_counts is not None:
+        counts = {name: counts[name] - warm_counts[name] for name in BATCHER_COUNTS}
+    return Pass(wall, model_s, answers, counts)
+
+
+def _counts(batcher: MicroBatcher | None) -> dict[str, float] | None:
+    if batcher is None:
+        return None
+    metrics = batcher.metrics()
+    return {name: metrics[name] for name in BATCHER_COUNTS}
 
 
 def balanced_order(names: list[str], repeat: int) -> list[str]:
@@ -196,11 +225,12 @@ def run(
     workers_list: Sequence[int] = WORKERS,
     symbols: int = 1200,
     repeats: int = 3,
+    config: BatchingConfig | None = None,
     out: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Every point of the bench; raises ``AssertionError`` on any wrong answer."""
     closes = series(symbols, seed=11)
-    makers = sets()
+    makers = sets(config)
     points: list[dict[str, Any]] = []
     for name in models:
         estimator = train(name)
@@ -208,41 +238,69 @@ def run(
         expected = np.array([reference.predict(build_features(row)) for row in closes])
         scan(estimator, closes[:64], 2, run_plain)  # warm-up: imports, OpenMP pools
         for workers in workers_list:
-            walls: dict[str, list[float]] = {s: [] for s in makers}
-            per_prediction: dict[str, list[float]] = {s: [] for s in makers}
+            passes: dict[str, list[Pass]] = {s: [] for s in makers}
             for repeat in range(repeats):
                 for set_name in balanced_order(list(makers), repeat):
-                    wall, model_s, answers = scan(estimator, closes, workers, makers[set_name])
-                    diff = float(np.max(np.abs(np.asarray(answers) - expected)))
+                    result = scan(estimator, closes, workers, makers[set_name])
+                    diff = float(np.max(np.abs(np.asarray(result.answers) - expected)))
                     assert diff <= TOLERANCE, f"{name} {workers}w {set_name}: diff {diff:.3g}"
-                    walls[set_name].append(wall)
-                    per_prediction[set_name].append(model_s)
-            for set_name in makers:
-                points.append(
-                    {
-                        "model": name,
-                        "workers": workers,
-                        "set": set_name,
-                        "wall_s": statistics.median(walls[set_name]),
-                        "model_s_per_prediction": statistics.median(per_prediction[set_name]),
-                    }
-                )
+                    passes[set_name].append(result)
+            for set_name, done in passes.items():
+                points.append(_point(name, workers, set_name, done))
             out(_row(points[-len(makers) :]))
     return points
 
 
+def _point(model: str, workers: int, set_name: str, passes: list[Pass]) -> dict[str, Any]:
+    """One point: medians over the repeats, and every repeat's wall time (in run order)."""
+    point: dict[str, Any] = {
+        "model": model,
+        "workers": workers,
+        "set": set_name,
+        "wall_s": statistics.median(p.wall_s for p in passes),
+        "model_s_per_prediction": statistics.median(p.model_s_per_prediction for p in passes),
+        "walls_s": [p.wall_s for p in passes],
+    }
+    counts = [p.batcher_counts for p in passes if p.batcher_counts is not None]
+    if counts:
+        point["mean_batch_size"] = statistics.median(
+            c["batched_requests"] / c["batches"] if c["batches"] else 0.0 for c in counts
+        )
+        for name in ("alone", "dispatch_idle", "dispatch_wait"):
+            point[name] = statistics.median(c[name] for c in counts)
+    return point
+
+
+def paired_ratio(ours: Sequence[float], theirs: Sequence[float]) -> float:
+    """The median over repeats of ours / theirs within the same repeat.
+
+    The box's speed drifts over seconds; two runs of one repeat are seconds apart, so
+    their ratio carries less of that drift than the ratio of two medians.
+    """
+    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+
+
 def _row(points: Iterable[dict[str, Any]]) -> str:
     by_set = {p["set"]: p for p in points}
-    plain = by_set["plain"]["wall_s"]
+    plain = by_set["plain"]
     first = next(iter(by_set.values()))
-    cells = [f"{first['model']:>8} {first['workers']:>3}w  plain {plain:7.3f}s"]
-    peers = [p["wall_s"] for s, p in by_set.items() if s.startswith("batched-")]
+    cells = [f"{first['model']:>8} {first['workers']:>3}w  plain {plain['wall_s']:7.3f}s"]
     for set_name, point in by_set.items():
         if set_name != "plain":
-            cells.append(f"{set_name} x{point['wall_s'] / plain:.2f}")
-    ours = by_set["sltrader"]["wall_s"]
-    cells.append(f"sl/peer x{ours / min(peers):.2f}")
+            cells.append(f"{set_name} x{point['wall_s'] / plain['wall_s']:.2f}")
+    ours = by_set["sltrader"]
+    peer = min((p for s, p in by_set.items() if s.startswith("batched-")), key=_wall)
+    # The bound compares one worker with plain, more workers with the peer's best.
+    against = plain if first["workers"] == 1 else peer
+    label = "sl/plain" if against is plain else "sl/peer"
+    cells.append(f"{label} x{ours['wall_s'] / against['wall_s']:.2f}")
+    cells.append(f"paired x{paired_ratio(ours['walls_s'], against['walls_s']):.2f}")
+    cells.append(f"batch {ours['mean_batch_size']:.1f}")
     return "  ".join(cells)
+
+
+def _wall(point: dict[str, Any]) -> float:
+    return float(point["wall_s"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,6 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", default=",".join(map(str, WORKERS)))
     parser.add_argument("--symbols", type=int, default=1200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=BatchingConfig().max_wait_ms,
+        help="sltrader-batching's max_wait_ms",
+    )
     parser.add_argument("--json", help="write the points here")
     args = parser.parse_args(argv)
     models = args.models.split(",")
@@ -260,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         workers, symbols, repeats = [1, 4], 64, 1
     print(f"{symbols} symbols, medians of {repeats} interleaved repeats, ratios to plain")
-    points = run(models, workers, symbols, repeats)
+    config = BatchingConfig(max_wait_ms=args.max_wait_ms)
+    points = run(models, workers, symbols, repeats, config)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"points": points}, fh, indent=1)

@@ -27,9 +27,24 @@ def test_quick_peer_bench_answers_match_plain_predict(tmp_path: Path) -> None:
     assert sets == {"plain", "batched-0.5ms", "batched-5ms", "sltrader"}
     assert {p["model"] for p in points} == {"sgd", "histgb", "lightgbm"}
     assert {p["workers"] for p in points} == {1, 4}
+    required = {"model", "workers", "set", "wall_s", "model_s_per_prediction", "walls_s"}
+    counts = {"mean_batch_size", "alone", "dispatch_idle", "dispatch_wait"}
     for point in points:
-        assert set(point) == {"model", "workers", "set", "wall_s", "model_s_per_prediction"}
+        ours = point["set"] == "sltrader"
+        assert set(point) == required | (counts if ours else set())
         assert point["wall_s"] > 0 and point["model_s_per_prediction"] > 0
+        assert point["walls_s"] == [point["wall_s"]]  # one repeat
+        if ours and point["workers"] == 1:
+            # one worker has nobody to batch with: every request is handed straight back
+            assert point["alone"] == 64 and point["mean_batch_size"] == 0
+        elif ours:
+            assert point["alone"] < 64 and point["mean_batch_size"] >= 1
+
+
+def test_paired_ratio_is_the_median_of_each_repeats_ratio() -> None:
+    # medians 2.0 and 2.0 (x1.00); within each repeat, ours is half or twice theirs
+    assert peer_batching.paired_ratio([1.0, 2.0, 4.0], [2.0, 1.0, 2.0]) == 2.0
+    assert peer_batching.paired_ratio([1.0, 1.0], [2.0, 4.0]) == 0.375
 
 
 def test_set_orders_are_balanced() -> None:

@@ -5,17 +5,21 @@ Design (leader/follower, no threads of its own):
 * Each model has a *lane*: its open batch (collecting requests) and the batch now in a
   model call. One call runs at a time per model (a full batch goes regardless): requests
   that arrive meanwhile queue in the open batch.
+* A request with nobody to batch with (the model free, nothing queued for it, no other
+  caller that could still submit: one worker, the tail of a scan) is handed back at once:
+  its caller predicts by itself, as without the batcher.
 * A batch on a free model waits for company only while that pays: until every caller
-  that could still submit is waiting (``idle``), the batch is full, or the *wait limit*
-  passes. A batch that queued behind a call waits the same way from the moment the call
-  returns: the callers it answered are about to come back, and a model call overlapping
-  their feature building runs slower. The limit follows the model's measured cost; for a
-  model too cheap to wait for it is zero and requests run at once, side by side, as they
-  would without the batcher.
+  that could still submit is waiting (``idle``), the batch is full, or nobody joined for
+  the *wait limit* (never longer than ``max_wait`` in all). While callers keep coming they
+  are busy building their features, so waiting for them costs no CPU. A batch that queued
+  behind a call waits the same way from the moment the call returns: the callers it
+  answered are about to come back, and a model call overlapping their feature building
+  runs slower. The limit follows the model's measured cost; for a model too cheap to wait
+  for it is zero and requests run at once, side by side, as they would without the batcher.
 * The caller that dispatches a batch runs ``predict_batch`` itself, in its own thread (a
-  batch of one included: every call is timed, so the cost estimate always follows the
-  model). The others sleep, each on a condition of its own, until it publishes every
-  result to its own request object.
+  batch of one included: every call is timed, so the cost estimate follows the model).
+  The others sleep, each on a condition of its own, until it publishes every result to
+  its own request object.
 * A request is answered with ``None`` when the batch failed, timed out or the batcher is
   closed: the caller then calls ``model.predict`` exactly as it would without the batcher,
   so a model error surfaces in the caller's own thread.
@@ -42,7 +46,7 @@ from sltrader_plugins import finite_number
 
 log = logging.getLogger("sltrader_batching")
 
-#: The oldest request waits for company at most this many times what one model call costs
+#: A batch waits for its next member at most this many times what one model call costs
 #: (measured, in CPU time), less what parking and waking a thread costs. Waiting longer
 #: costs its worker more than the call the company would save.
 WAIT_PER_CALL_COST = 4.0
@@ -64,7 +68,7 @@ class Reason(enum.Enum):
     """Why a batch was dispatched."""
 
     SIZE = "size"  #: it reached ``max_batch_size``
-    WAIT = "wait"  #: its oldest request waited the wait limit
+    WAIT = "wait"  #: nobody joined for the wait limit, or it waited max_wait in all
     IDLE = "idle"  #: every caller that could still submit was waiting: nobody else can come
     CHEAP = "cheap"  #: the model is too cheap to wait for: run at once
     FLUSH = "flush"  #: the host asked (end of scan, shutdown)
@@ -96,11 +100,24 @@ class _Request:
 
 
 class _Batch:
-    __slots__ = ("deadline", "lane", "opener", "overdue", "requests", "started", "state", "wake")
+    __slots__ = (
+        "cap",
+        "deadline",
+        "lane",
+        "opener",
+        "overdue",
+        "requests",
+        "started",
+        "state",
+        "wake",
+    )
 
-    def __init__(self, lane: _Lane, deadline: float, opener: _Request) -> None:
+    def __init__(self, lane: _Lane, deadline: float, cap: float, opener: _Request) -> None:
         self.lane = lane
+        # Dispatched on WAIT at ``deadline``: the wait limit after the last request joined,
+        # never past ``cap`` (``max_wait`` after it opened, or after its model became free).
         self.deadline = deadline
+        self.cap = cap
         # The member that keeps the batch's time and gets its wake-ups (idle, flush, the
         # model becoming free); the others wake only when their results are published.
         self.opener = opener
@@ -170,6 +187,7 @@ class MicroBatcher:
         self._batch_errors = 0
         self._timeouts = 0
         self._bypassed = 0
+        self._alones = 0  # requests with nobody to batch with, predicted by their caller
         self._unbatchable = 0
         self._max_seen = 0
         self._waits = LogHistogram()
@@ -230,6 +248,12 @@ class MicroBatcher:
                 # batches would only park more workers behind it.
                 self._bypassed += 1
                 return None
+            if self._alone(model):
+                # Nobody to batch with (one worker, the tail of a scan) and the model is
+                # free: the caller predicts by itself, as without the batcher, and pays for
+                # none of the batching machinery.
+                self._alones += 1
+                return None
             self._inside += 1
             self._waiting += 1
             try:
@@ -275,19 +299,18 @@ class MicroBatcher:
         batch = lane.open
         if batch is None:
             limit = self._wait_limit()
-            # Run at once, without parking this caller: a model too cheap to wait for, or a
-            # free model when nobody else can come (one worker, the tail of a scan).
-            reason = Reason.CHEAP if limit == 0.0 else None
-            if reason is None and not lane.running and self._idle():  # we count already
-                reason = Reason.IDLE
-            if reason is not None:
+            if limit == 0.0:
+                # A model too cheap to wait for: run at once, without parking this caller
+                # (as a timed batch of one, so the cost estimate keeps following the model).
                 if len(self._lanes) > 1:
                     self._wake_if_idle()  # our arrival may complete other models' idle set
-                batch = _Batch(lane, now, request)
-                return (batch if self._close(batch, reason, now) else None), request
-            batch = lane.open = _Batch(lane, now + limit, request)
+                batch = _Batch(lane, now, now, request)
+                return (batch if self._close(batch, Reason.CHEAP, now) else None), request
+            batch = lane.open = _Batch(lane, now + limit, now + self._max_wait, request)
         else:
             batch.requests.append(request)
+            # Company is still coming: the wait limit counts from the latest arrival.
+            batch.deadline = min(now + self._wait_limit(), batch.cap)
         request.wakeup = threading.Condition(self._lock)
         try:
             return self._wait_for_turn(batch, request, request.wakeup)
@@ -375,14 +398,28 @@ class MicroBatcher:
             if self._timeouts == 1:  # logged once per batcher, by submit() once unlocked
                 self._timeout_to_log = len(batch.requests)
 
-    def _idle(self) -> bool:
-        """Every caller that could still submit is already inside (lock held)."""
+    def _alone(self, model: object) -> bool:
+        """A request for ``model`` now has nobody to batch with (lock held): the model is
+        free, nothing is queued for it, and no other caller could still submit."""
+        lane = self._lanes.get(id(model))
+        if lane is not None and (lane.open is not None or lane.running):
+            return False
+        if not self._idle(arriving=1):
+            return False
+        # Every other caller waits in another model's batch: those cannot grow now.
+        self._wake_idle_batches()
+        return True
+
+    def _idle(self, arriving: int = 0) -> bool:
+        """Every caller that could still submit is already inside, counting ``arriving``
+        callers not yet counted as waiting (lock held)."""
+        waiting = self._waiting + arriving
         if not self._tracking:
-            return self._workers is not None and self._waiting >= self._workers
+            return self._workers is not None and waiting >= self._workers
         coming = self._in_flight + self._not_started
         if self._workers is not None:
             coming = min(coming, self._workers)
-        return self._waiting >= coming
+        return waiting >= coming
 
     def _wait_limit(self) -> float:
         """How long a batch may wait for company while its model is free (lock held)."""
@@ -392,8 +429,11 @@ class MicroBatcher:
         return min(self._max_wait, limit) if limit >= PARK_COST_S else 0.0
 
     def _wake_if_idle(self) -> None:
-        if not self._idle():
-            return
+        if self._idle():
+            self._wake_idle_batches()
+
+    def _wake_idle_batches(self) -> None:
+        """Wake every open batch on a free model: nobody else can join it (lock held)."""
         for lane in self._lanes.values():
             batch = lane.open
             if batch is not None and batch.wake is None and not lane.running:
@@ -445,7 +485,9 @@ class MicroBatcher:
                 # company like any batch on a free model, from now: the callers this call
                 # just answered come back with their next requests soon, and a model call
                 # overlapping their feature building runs slower (docs/batching.md).
-                queued.deadline = time.perf_counter() + self._wait_limit()
+                now = time.perf_counter()
+                queued.cap = now + self._max_wait
+                queued.deadline = now + self._wait_limit()
                 queued.opener.notify()
         self._drop_if_unused(lane)
 
@@ -581,6 +623,7 @@ class MicroBatcher:
                 "batch_errors": float(self._batch_errors),
                 "timeouts": float(self._timeouts),
                 "bypassed": float(self._bypassed),
+                "alone": float(self._alones),
                 "unbatchable": float(self._unbatchable),
                 "wait_p50_ms": self._waits.quantile(0.50) * 1000.0,
                 "wait_p99_ms": self._waits.quantile(0.99) * 1000.0,

@@ -52,24 +52,22 @@ def test_one_tracked_worker_never_waits(model):
     for i in range(500):
         batcher.enter()
         features = features_for(0, i)
-        # run at once, as a batch of one, in the caller's thread: timed like any call
-        assert batcher.submit(model, features) == LinearModel.expected(features)
+        # nobody to batch with: handed back at once, the caller predicts by itself
+        assert batcher.submit(model, features) is None
+        assert predict_via(batcher, model, features) == LinearModel.expected(features)
         batcher.leave()
     m = batcher.metrics()
-    # idle, or (once the estimate is trusted) cheap: this linear model costs microseconds
-    assert m["dispatch_idle"] + m["dispatch_cheap"] == 500 and m["dispatch_idle"] >= 8
-    assert m["singles"] == 500 and m["batches"] == 500
-    assert m["dispatch_wait"] == 0 and model.batch_sizes == [1] * 500
-    assert model.single_calls == 0
-    assert m["wait_max_ms"] < FOREVER_MS / 1000  # never parked on the timer
+    assert m["alone"] == m["requests"] == 1000 and m["batches"] == 0
+    assert model.batch_sizes == [] and model.single_calls == 500
+    assert m["wait_max_ms"] == 0.0  # never parked
 
 
 def test_one_untracked_worker_never_waits(model):
     batcher, _ = make(max_wait_ms=FOREVER_MS, workers=1)
     for i in range(100):
-        assert batcher.submit(model, features_for(0, i)) == LinearModel.expected(features_for(0, i))
+        assert batcher.submit(model, features_for(0, i)) is None
     m = batcher.metrics()
-    assert m["dispatch_idle"] + m["dispatch_cheap"] == 100 and m["dispatch_wait"] == 0
+    assert m["alone"] == 100 and m["batches"] == 0 and m["wait_max_ms"] == 0.0
 
 
 def test_last_worker_in_flight_is_dispatched_at_once(model):
@@ -79,9 +77,9 @@ def test_last_worker_in_flight_is_dispatched_at_once(model):
         batcher.enter()
     for _ in range(7):
         batcher.leave()
-    assert batcher.submit(model, features_for(1, 1)) == LinearModel.expected(features_for(1, 1))
+    assert batcher.submit(model, features_for(1, 1)) is None  # it predicts by itself
     batcher.leave()
-    assert metric(batcher, "dispatch_idle") == 1 and metric(batcher, "dispatch_wait") == 0
+    assert metric(batcher, "alone") == 1 and metric(batcher, "batches") == 0
 
 
 def test_a_leaving_worker_releases_the_waiters(model):
@@ -461,6 +459,29 @@ def test_idle_wakes_every_models_batch():
     assert metric(batcher, "dispatch_wait") == 0 and metric(batcher, "dispatch_idle") >= 1
 
 
+def test_a_caller_alone_on_its_model_releases_a_batch_waiting_for_it_on_another():
+    """Two workers, two models: the first waits for company on one model; the second, with
+    nobody to batch with on the other, was the last who could have joined: the first's
+    batch goes at once."""
+    first, second = LinearModel(), LinearModel()
+    batcher, _ = make(max_batch_size=8, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS)
+    batcher.enter()
+    batcher.enter()
+    done: dict[int, float] = {}
+
+    def waiter() -> None:
+        done[0] = predict_via(batcher, first, features_for(0, 0))
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    wait_until(lambda: waiting(batcher) == 1)
+    assert batcher.submit(second, features_for(1, 0)) is None  # alone: it predicts by itself
+    join_within([thread], RELEASE_S)  # woken, not left to its timer
+    assert done == {0: LinearModel.expected(features_for(0, 0))}
+    assert first.batch_sizes == [1] and second.batch_sizes == []
+    assert metric(batcher, "dispatch_idle") == 1 and metric(batcher, "alone") == 1
+
+
 # -- metrics ---------------------------------------------------------------------------
 
 
@@ -650,6 +671,34 @@ def test_a_costly_model_is_waited_for_up_to_max_wait():
     assert m["call_ms"] >= 4 and m["wait_limit_ms"] == 2
 
 
+def test_a_batch_waits_while_company_keeps_coming_up_to_max_wait(model):
+    """The wait limit counts from the latest arrival; ``max_wait`` from the first caps it.
+
+    Limit 1 s, cap 1.5 s, callers 0.6 s apart: the third comes after the first's limit
+    and is still batched with it; the fourth comes after the cap and opens the next batch.
+    """
+    batcher, _ = make(max_batch_size=8, max_wait_ms=1500, timeout_ms=FOREVER_MS, workers=None)
+    for _ in range(100):
+        batcher._note_call_cost(0.25)  # 4 x 250 ms - 100 us: a limit of about 1 s
+    assert metric(batcher, "wait_limit_ms") == pytest.approx(1000, abs=1)
+    results: dict[int, float] = {}
+
+    def caller(i: int) -> None:
+        time.sleep(0.6 * i)
+        results[i] = predict_via(batcher, model, features_for(i, 0))
+
+    threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    join_within(threads[:3], 10)
+    wait_until(lambda: waiting(batcher) == 1)
+    batcher.flush()  # the fourth need not wait for its own limit
+    join_within(threads[3:], 10)
+    assert results == {i: LinearModel.expected(features_for(i, 0)) for i in range(4)}
+    assert model.batch_sizes == [3, 1]
+    assert metric(batcher, "dispatch_wait") == 1 and metric(batcher, "dispatch_flush") == 1
+
+
 def seem_cheap(batcher: MicroBatcher) -> None:
     """Feed the cost estimate 1 µs batch calls: timing a real call on a loaded box may not."""
     for _ in range(100):
@@ -776,11 +825,11 @@ def test_a_scan_counts_workers_between_two_symbols_as_coming():
     assert model.batch_sizes == [2]
     batcher.leave()
     batcher.leave()
-    batcher.enter()  # the last symbol: nobody else can come, it runs at once
+    batcher.enter()  # the last symbol: nobody else can come, it predicts by itself
     alone(2)
     batcher.leave()
-    assert model.batch_sizes == [2, 1]
-    assert metric(batcher, "dispatch_idle") == 2
+    assert done[2] is None and model.batch_sizes == [2]
+    assert metric(batcher, "dispatch_idle") == 1 and metric(batcher, "alone") == 1
 
 
 def test_a_wait_limit_too_short_for_company_counts_as_zero():

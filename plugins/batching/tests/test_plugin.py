@@ -141,10 +141,9 @@ def test_one_worker_through_the_manager_never_waits():
             features_for(0, i)
         )
     m = metrics(manager)
-    # each runs at once as a batch of one: idle, or cheap once this model is measured
-    assert m["batching.dispatch_idle"] + m["batching.dispatch_cheap"] == 200
-    assert m["batching.singles"] == 200 and model.batch_sizes == [1] * 200
-    assert m["batching.dispatch_wait"] == 0 and model.single_calls == 0
+    # nobody to batch with: each is handed back at once and predicted by the host
+    assert m["batching.alone"] == 200 and m["batching.batches"] == 0
+    assert model.batch_sizes == [] and model.single_calls == 200
     manager.shutdown()
 
 
