@@ -26,6 +26,7 @@ few symbols through its own path (threads started, caches warm).
     python bench/peer_batching.py                       # full: 1200 symbols, 1-16 workers
     python bench/peer_batching.py --quick               # answers only (CI, via pytest)
     python bench/peer_batching.py --models histgb --workers 8,16 --json out.json
+    python bench/peer_batching.py --workers 1 --no-peer --repeats 31   # one worker's cost
 """
 
 from __future__ import annotations
@@ -226,11 +227,15 @@ def run(
     symbols: int = 1200,
     repeats: int = 3,
     config: BatchingConfig | None = None,
+    peers: bool = True,
     out: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Every point of the bench; raises ``AssertionError`` on any wrong answer."""
+    """Every point of the bench; raises ``AssertionError`` on any wrong answer.
+
+    :param peers: ``False``: only ``plain`` and ``sltrader`` (the one-worker bound).
+    """
     closes = series(symbols, seed=11)
-    makers = sets(config)
+    makers = {s: make for s, make in sets(config).items() if peers or s in ("plain", "sltrader")}
     points: list[dict[str, Any]] = []
     for name in models:
         estimator = train(name)
@@ -289,9 +294,9 @@ def _row(points: Iterable[dict[str, Any]]) -> str:
         if set_name != "plain":
             cells.append(f"{set_name} x{point['wall_s'] / plain['wall_s']:.2f}")
     ours = by_set["sltrader"]
-    peer = min((p for s, p in by_set.items() if s.startswith("batched-")), key=_wall)
+    peers = [p for s, p in by_set.items() if s.startswith("batched-")]
     # The bound compares one worker with plain, more workers with the peer's best.
-    against = plain if first["workers"] == 1 else peer
+    against = plain if first["workers"] == 1 or not peers else min(peers, key=_wall)
     label = "sl/plain" if against is plain else "sl/peer"
     cells.append(f"{label} x{ours['wall_s'] / against['wall_s']:.2f}")
     cells.append(f"paired x{paired_ratio(ours['walls_s'], against['walls_s']):.2f}")
@@ -316,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=BatchingConfig().max_wait_ms,
         help="sltrader-batching's max_wait_ms",
     )
+    parser.add_argument(
+        "--no-peer", action="store_true", help="only plain and sltrader (one worker's bound)"
+    )
     parser.add_argument("--json", help="write the points here")
     args = parser.parse_args(argv)
     models = args.models.split(",")
@@ -325,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers, symbols, repeats = [1, 4], 64, 1
     print(f"{symbols} symbols, medians of {repeats} interleaved repeats, ratios to plain")
     config = BatchingConfig(max_wait_ms=args.max_wait_ms)
-    points = run(models, workers, symbols, repeats, config)
+    points = run(models, workers, symbols, repeats, config, peers=not args.no_peer)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"points": points}, fh, indent=1)

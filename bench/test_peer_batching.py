@@ -41,6 +41,14 @@ def test_quick_peer_bench_answers_match_plain_predict(tmp_path: Path) -> None:
             assert point["alone"] < 64 and point["mean_batch_size"] >= 1
 
 
+def test_without_the_peer_only_plain_and_sltrader_run() -> None:
+    lines: list[str] = []
+    points = peer_batching.run(["sgd"], [1], symbols=16, repeats=2, peers=False, out=lines.append)
+    assert [p["set"] for p in points] == ["plain", "sltrader"]
+    assert all(len(p["walls_s"]) == 2 for p in points)
+    assert len(lines) == 1 and "sl/plain" in lines[0]
+
+
 def test_paired_ratio_is_the_median_of_each_repeats_ratio() -> None:
     # medians 2.0 and 2.0 (x1.00); within each repeat, ours is half or twice theirs
     assert peer_batching.paired_ratio([1.0, 2.0, 4.0], [2.0, 1.0, 2.0]) == 2.0

@@ -321,8 +321,10 @@ class MicroBatcher:
     def _wait_for_turn(
         self, batch: _Batch, request: _Request, wakeup: threading.Condition
     ) -> tuple[_Batch | None, _Request]:
-        # Our arrival may have completed the idle set, for other models' batches too.
-        self._wake_if_idle()
+        # Our arrival may have completed the idle set. Our own batch we check ourselves,
+        # below: waking its opener would only have it re-check and park again, a context
+        # switch during the model call we are about to run.
+        self._wake_if_idle(own=batch)
         while True:
             if request.done:
                 return None, request
@@ -428,15 +430,16 @@ class MicroBatcher:
         limit = WAIT_PER_CALL_COST * self._call_cost - PARK_COST_S
         return min(self._max_wait, limit) if limit >= PARK_COST_S else 0.0
 
-    def _wake_if_idle(self) -> None:
+    def _wake_if_idle(self, own: _Batch | None = None) -> None:
         if self._idle():
-            self._wake_idle_batches()
+            self._wake_idle_batches(own)
 
-    def _wake_idle_batches(self) -> None:
-        """Wake every open batch on a free model: nobody else can join it (lock held)."""
+    def _wake_idle_batches(self, own: _Batch | None = None) -> None:
+        """Wake every open batch on a free model but ``own``: nobody else can join them
+        (lock held)."""
         for lane in self._lanes.values():
             batch = lane.open
-            if batch is not None and batch.wake is None and not lane.running:
+            if batch is not None and batch is not own and batch.wake is None and not lane.running:
                 self._wake(batch, Reason.IDLE)
 
     def _wake(self, batch: _Batch, reason: Reason) -> None:
