@@ -37,7 +37,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import attrs
@@ -160,8 +160,19 @@ class Pass:
     batcher_counts: dict[str, float] | None
 
 
-def scan(estimator: Any, closes: np.ndarray, workers: int, make: Callable[..., Any]) -> Pass:
-    """One pass over every symbol, after a warm-up pass through the same path."""
+def scan(
+    estimator: Any,
+    closes: np.ndarray,
+    workers: int,
+    make: Callable[..., Any],
+    collect: str = "in-order",
+) -> Pass:
+    """One pass over every symbol, after a warm-up pass through the same path.
+
+    :param collect: how the main thread waits for the symbols: ``in-order``, one result
+        after the other, as ``executor.map`` does (the reference host, most traders); or
+        ``all``, one wait for the whole pass (``concurrent.futures.wait``).
+    """
     model = ModelAdapter(estimator)
     predict, stop = make(model, workers)
     batcher: MicroBatcher | None = getattr(predict, "batcher", None)
@@ -179,7 +190,10 @@ def scan(estimator: Any, closes: np.ndarray, workers: int, make: Callable[..., A
     def one_pass(pool: ThreadPoolExecutor, symbols: int) -> None:
         if batcher is not None:
             batcher.begin_scan(symbols)  # as the host's before_scan hook does
-        for future in [pool.submit(task, i) for i in range(symbols)]:
+        futures = [pool.submit(task, i) for i in range(symbols)]
+        if collect == "all":
+            wait(futures)  # woken once, not once per symbol
+        for future in futures:
             future.result()
 
     with ThreadPoolExecutor(workers) as pool:
@@ -228,11 +242,13 @@ def run(
     repeats: int = 3,
     config: BatchingConfig | None = None,
     peers: bool = True,
+    collect: str = "in-order",
     out: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Every point of the bench; raises ``AssertionError`` on any wrong answer.
 
     :param peers: ``False``: only ``plain`` and ``sltrader`` (the one-worker bound).
+    :param collect: how the main thread waits for each pass (:func:`scan`).
     """
     closes = series(symbols, seed=11)
     makers = {s: make for s, make in sets(config).items() if peers or s in ("plain", "sltrader")}
@@ -246,7 +262,7 @@ def run(
             passes: dict[str, list[Pass]] = {s: [] for s in makers}
             for repeat in range(repeats):
                 for set_name in balanced_order(list(makers), repeat):
-                    result = scan(estimator, closes, workers, makers[set_name])
+                    result = scan(estimator, closes, workers, makers[set_name], collect)
                     diff = float(np.max(np.abs(np.asarray(result.answers) - expected)))
                     assert diff <= TOLERANCE, f"{name} {workers}w {set_name}: diff {diff:.3g}"
                     passes[set_name].append(result)
@@ -324,6 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-peer", action="store_true", help="only plain and sltrader (one worker's bound)"
     )
+    parser.add_argument(
+        "--collect",
+        choices=("in-order", "all"),
+        default="in-order",
+        help="how the main thread waits for a pass (see scan())",
+    )
     parser.add_argument("--json", help="write the points here")
     args = parser.parse_args(argv)
     models = args.models.split(",")
@@ -333,7 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers, symbols, repeats = [1, 4], 64, 1
     print(f"{symbols} symbols, medians of {repeats} interleaved repeats, ratios to plain")
     config = BatchingConfig(max_wait_ms=args.max_wait_ms)
-    points = run(models, workers, symbols, repeats, config, peers=not args.no_peer)
+    points = run(
+        models, workers, symbols, repeats, config, peers=not args.no_peer, collect=args.collect
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"points": points}, fh, indent=1)

@@ -11,6 +11,8 @@ import itertools
 import json
 from pathlib import Path
 
+import pytest
+
 _spec = importlib.util.spec_from_file_location(
     "peer_batching", Path(__file__).with_name("peer_batching.py")
 )
@@ -41,12 +43,16 @@ def test_quick_peer_bench_answers_match_plain_predict(tmp_path: Path) -> None:
             assert point["alone"] < 64 and point["mean_batch_size"] >= 1
 
 
-def test_without_the_peer_only_plain_and_sltrader_run() -> None:
+@pytest.mark.parametrize("collect", ["in-order", "all"])
+def test_without_the_peer_only_plain_and_sltrader_run(collect: str) -> None:
     lines: list[str] = []
-    points = peer_batching.run(["sgd"], [1], symbols=16, repeats=2, peers=False, out=lines.append)
-    assert [p["set"] for p in points] == ["plain", "sltrader"]
+    points = peer_batching.run(
+        ["sgd"], [1, 2], symbols=16, repeats=2, peers=False, collect=collect, out=lines.append
+    )
+    assert [p["set"] for p in points] == ["plain", "sltrader"] * 2
     assert all(len(p["walls_s"]) == 2 for p in points)
-    assert len(lines) == 1 and "sl/plain" in lines[0]
+    # without the peer, sltrader is compared with plain at every worker count
+    assert len(lines) == 2 and all("sl/plain" in line for line in lines)
 
 
 def test_paired_ratio_is_the_median_of_each_repeats_ratio() -> None:
