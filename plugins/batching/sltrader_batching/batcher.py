@@ -20,11 +20,11 @@ Design (leader/follower, no threads of its own):
   batch of one included: every call is timed, so the cost estimate follows the model).
   The others sleep, each on a condition of its own, until it publishes every result to
   its own request object.
-* A request is answered with ``None`` when the batch failed, timed out or the batcher is
-  closed: the caller then calls ``model.predict`` exactly as it would without the batcher,
-  so a model error surfaces in the caller's own thread.
+* A request is answered with ``None`` when it was alone (above), the batch failed, timed
+  out or the batcher is closed: the caller then calls ``model.predict`` exactly as it
+  would without the batcher, so a model error surfaces in the caller's own thread.
 
-Every wait is bounded (the wait limit while the model is free, ``timeout`` while a model
+Every wait is bounded (``max_wait`` while the model is free, ``timeout`` while a model
 call runs), so whatever the model does, only a thread that is itself inside a model call
 can be held by the model.
 """
@@ -57,7 +57,7 @@ PARK_COST_S = 100e-6
 #: Calls measured before the cost estimate is trusted, and its smoothing.
 _COST_WARMUP = 8
 _COST_ALPHA = 0.05
-#: Extra wait of a batch member that is not the batch's opener, past the batch deadline:
+#: Extra wait of a batch member that is not the batch's opener, past the batch's cap:
 #: the opener closes the batch on time; this only matters if the opener cannot.
 _BACKSTOP_S = 0.002
 
@@ -309,8 +309,9 @@ class MicroBatcher:
             batch = lane.open = _Batch(lane, now + limit, now + self._max_wait, request)
         else:
             batch.requests.append(request)
-            # Company is still coming: the wait limit counts from the latest arrival.
-            batch.deadline = min(now + self._wait_limit(), batch.cap)
+            # Company is still coming: the wait limit counts from the latest arrival. Never
+            # earlier than before (the opener sleeps until the deadline it last saw).
+            batch.deadline = max(batch.deadline, min(now + self._wait_limit(), batch.cap))
         request.wakeup = threading.Condition(self._lock)
         try:
             return self._wait_for_turn(batch, request, request.wakeup)
@@ -342,9 +343,10 @@ class MicroBatcher:
                         self._mark_overdue(running[0])
                         continue  # _ready() now hands the batch back
                     timeout = remaining
-                else:
-                    backstop = 0.0 if batch.opener is request else _BACKSTOP_S
-                    timeout = batch.deadline - now + backstop
+                elif batch.opener is request:
+                    timeout = batch.deadline - now
+                else:  # the opener keeps the (moving) deadline; the cap does not move
+                    timeout = batch.cap + _BACKSTOP_S - now
             else:  # RUNNING: someone else is in the model call
                 remaining = batch.started + self._timeout - now
                 if remaining <= 0:
@@ -408,7 +410,7 @@ class MicroBatcher:
             return False
         if not self._idle(arriving=1):
             return False
-        # Every other caller waits in another model's batch: those cannot grow now.
+        # Nobody else can come: other models' open batches on free models cannot grow.
         self._wake_idle_batches()
         return True
 
