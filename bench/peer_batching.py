@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -109,6 +109,8 @@ def train(name: str) -> Any:
 
 
 Predict = Callable[[np.ndarray], float]
+#: How the main thread waits for a pass (see :func:`scan`).
+Collect = Literal["in-order", "all"]
 
 
 def run_plain(model: ModelAdapter, workers: int) -> tuple[Predict, Callable[[], None]]:
@@ -165,7 +167,7 @@ def scan(
     closes: np.ndarray,
     workers: int,
     make: Callable[..., Any],
-    collect: str = "in-order",
+    collect: Collect = "in-order",
 ) -> Pass:
     """One pass over every symbol, after a warm-up pass through the same path.
 
@@ -242,7 +244,7 @@ def run(
     repeats: int = 3,
     config: BatchingConfig | None = None,
     peers: bool = True,
-    collect: str = "in-order",
+    collect: Collect = "in-order",
     out: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Every point of the bench; raises ``AssertionError`` on any wrong answer.

@@ -112,12 +112,13 @@ class _Batch:
         "wake",
     )
 
-    def __init__(self, lane: _Lane, deadline: float, cap: float, opener: _Request) -> None:
+    def __init__(self, lane: _Lane, opener: _Request) -> None:
         self.lane = lane
         # Dispatched on WAIT at ``deadline``: the wait limit after the last request joined,
         # never past ``cap`` (``max_wait`` after it opened, or after its model became free).
-        self.deadline = deadline
-        self.cap = cap
+        # Both are set by MicroBatcher._start_clock when the batch starts waiting.
+        self.deadline = 0.0
+        self.cap = 0.0
         # The member that keeps the batch's time and gets its wake-ups (idle, flush, the
         # model becoming free); the others wake only when their results are published.
         self.opener = opener
@@ -298,15 +299,15 @@ class MicroBatcher:
         request = _Request(features, now)
         batch = lane.open
         if batch is None:
-            limit = self._wait_limit()
-            if limit == 0.0:
+            if self._wait_limit() == 0.0:
                 # A model too cheap to wait for: run at once, without parking this caller
                 # (as a timed batch of one, so the cost estimate keeps following the model).
                 if len(self._lanes) > 1:
                     self._wake_if_idle()  # our arrival may complete other models' idle set
-                batch = _Batch(lane, now, now, request)
+                batch = _Batch(lane, request)
                 return (batch if self._close(batch, Reason.CHEAP, now) else None), request
-            batch = lane.open = _Batch(lane, now + limit, now + self._max_wait, request)
+            batch = lane.open = _Batch(lane, request)
+            self._start_clock(batch, now)
         else:
             batch.requests.append(request)
             # Company is still coming: the wait limit counts from the latest arrival. Never
@@ -432,6 +433,12 @@ class MicroBatcher:
         limit = WAIT_PER_CALL_COST * self._call_cost - PARK_COST_S
         return min(self._max_wait, limit) if limit >= PARK_COST_S else 0.0
 
+    def _start_clock(self, batch: _Batch, now: float) -> None:
+        """``batch`` starts waiting for company on a free model (lock held): when it
+        opens, or when the call it queued behind returns."""
+        batch.cap = now + self._max_wait
+        batch.deadline = now + self._wait_limit()
+
     def _wake_if_idle(self, own: _Batch | None = None) -> None:
         if self._idle():
             self._wake_idle_batches(own)
@@ -490,9 +497,7 @@ class MicroBatcher:
                 # company like any batch on a free model, from now: the callers this call
                 # just answered come back with their next requests soon, and a model call
                 # overlapping their feature building runs slower (docs/batching.md).
-                now = time.perf_counter()
-                queued.cap = now + self._max_wait
-                queued.deadline = now + self._wait_limit()
+                self._start_clock(queued, time.perf_counter())
                 queued.opener.notify()
         self._drop_if_unused(lane)
 
