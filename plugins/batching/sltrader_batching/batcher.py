@@ -129,6 +129,13 @@ class _Batch:
         self.overdue = False
 
 
+class _Caller(threading.local):
+    """What the batcher knows of the calling thread (each thread sees its own)."""
+
+    inside = False  # between enter() and leave()
+    away = False  # inside, and gone outside the batcher (see MicroBatcher.away)
+
+
 class _Lane:
     """One model's batches: the open one and those in a model call (guarded by the lock)."""
 
@@ -164,6 +171,8 @@ class MicroBatcher:
         self._drained = threading.Condition(self._lock)  # nobody inside any more
         self._lanes: dict[int, _Lane] = {}  # by id(model); idle lanes are dropped
         self._in_flight = 0  # callers between enter() and leave()
+        self._away = 0  # of those, callers gone outside the batcher (away())
+        self._caller = _Caller()
         self._not_started = 0  # units of work of the current scan not entered yet
         self._tracking = False  # enter() was called at least once
         self._inside = 0  # threads inside submit(), for close() to wait on
@@ -212,6 +221,7 @@ class MicroBatcher:
 
     def enter(self) -> None:
         """A caller started a unit of work that may :meth:`submit` (once or more)."""
+        self._caller.inside = True
         with self._lock:
             self._in_flight += 1
             if self._not_started > 0:
@@ -220,11 +230,35 @@ class MicroBatcher:
 
     def leave(self) -> None:
         """That unit of work ended; it will not :meth:`submit` again."""
+        caller = self._caller
+        caller.inside = False
         with self._lock:
+            self._back_locked(caller)
             if self._in_flight > 0:
                 self._in_flight -= 1
             # One fewer caller to wait for: the open batches may now hold everyone left.
             self._wake_if_idle()
+
+    def away(self) -> None:
+        """The calling thread, inside a unit of work, is about to block outside the
+        batcher (an exchange request): until its next :meth:`submit` or :meth:`leave`,
+        batches do not wait for it.
+
+        Optional; a no-op outside :meth:`enter`/:meth:`leave`. Without it a batch waits
+        for a caller stuck in a request of milliseconds until its wait limit runs out.
+        """
+        caller = self._caller
+        if not caller.inside or caller.away:
+            return
+        caller.away = True
+        with self._lock:
+            self._away += 1
+            self._wake_if_idle()  # the callers left may all be waiting already
+
+    def _back_locked(self, caller: _Caller) -> None:
+        if caller.away:
+            caller.away = False
+            self._away -= 1
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -242,7 +276,9 @@ class MicroBatcher:
             self._note_unbatchable(model)
             return None
         timed_out: int | None = None
+        caller = self._caller
         with self._lock:
+            self._back_locked(caller)
             self._requests += 1
             if self._closed or self._overdue:
                 # Closed, or the model is stuck in a call past the timeout: feeding it more
@@ -424,7 +460,7 @@ class MicroBatcher:
         coming = self._in_flight + self._not_started
         if self._workers is not None:
             coming = min(coming, self._workers)
-        return waiting >= coming
+        return waiting >= coming - self._away
 
     def _wait_limit(self) -> float:
         """How long a batch may wait for company while its model is free (lock held)."""
@@ -541,6 +577,12 @@ class MicroBatcher:
                 else:
                     self._note_call_cost(elapsed)
                 self._finish(batch, results)
+        if size > 1:
+            # Step aside once (release the GIL) so the callers just answered go first: this
+            # thread then tends to arrive last at the next batch, close it and run the
+            # model again, on the core whose caches hold the model. Otherwise it arrives
+            # first (it holds the GIL), and at two workers every call changes core.
+            time.sleep(0)
         if log_error:
             log.error(
                 "predict_batch failed (%s: %s); each request of the batch is "

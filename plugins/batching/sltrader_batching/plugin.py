@@ -57,6 +57,13 @@ class BatchingPlugin:
             batcher.leave()
 
     @hookimpl
+    def before_exchange_request(self) -> None:
+        # The worker waits on the exchange for milliseconds: batches must not wait for it.
+        batcher = self._batcher
+        if batcher is not None:
+            batcher.away()
+
+    @hookimpl
     def before_predict(self, features: np.ndarray, model: Model) -> float | None:
         # None hands the call back to the host: its own model.predict, its own error
         # handling. We never raise a model's exception out of this hook, because the

@@ -832,6 +832,64 @@ def test_a_scan_counts_workers_between_two_symbols_as_coming():
     assert metric(batcher, "dispatch_idle") == 1 and metric(batcher, "alone") == 1
 
 
+def test_a_batch_does_not_wait_for_a_worker_gone_to_the_exchange():
+    """Two workers: one waits for company; the other goes into an exchange request
+    (``away``): nobody else can come for now, so the batch goes at once. Back, the worker
+    counts again from its next request."""
+    batcher, _ = make(max_batch_size=8, max_wait_ms=LONG_MS, timeout_ms=LONG_MS)
+    model = LinearModel()
+    batcher.enter()
+    done: dict[int, float] = {}
+
+    def waiter() -> None:
+        batcher.enter()
+        done[0] = predict_via(batcher, model, features_for(0, 0))
+        batcher.leave()
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    wait_until(lambda: waiting(batcher) == 1)
+    time.sleep(0.05)
+    assert not done  # this thread is inside a unit of work: the batch waits for it
+    batcher.away()
+    join_within([thread], RELEASE_S)
+    assert done == {0: LinearModel.expected(features_for(0, 0))}
+    assert model.batch_sizes == [1] and metric(batcher, "dispatch_idle") == 1
+    assert batcher.submit(model, features_for(1, 0)) is None  # back, and alone now
+    batcher.leave()
+    assert batcher._away == 0
+
+
+def test_away_counts_only_inside_a_unit_of_work_and_ends_with_it():
+    """``away`` outside enter/leave (the main loop's requests) is ignored, and a worker
+    that leaves while away is not left counted as away: later batches still wait."""
+    batcher, _ = make(max_batch_size=8, max_wait_ms=LONG_MS, timeout_ms=LONG_MS)
+    model = LinearModel()
+    batcher.away()  # not inside a unit of work: no effect
+    batcher.enter()
+    batcher.away()
+    batcher.away()  # counted once
+    batcher.leave()  # it never came back to submit
+    assert batcher._away == 0
+    batcher.enter()
+    batcher.enter()
+    done: dict[int, float] = {}
+
+    def waiter() -> None:
+        done[0] = predict_via(batcher, model, features_for(0, 0))
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    wait_until(lambda: waiting(batcher) == 1)
+    time.sleep(0.05)
+    assert not done  # two workers inside, none away: the batch waits for the second
+    assert predict_via(batcher, model, features_for(1, 0)) == LinearModel.expected(
+        features_for(1, 0)
+    )
+    join_within([thread], RELEASE_S)
+    assert model.batch_sizes == [2]
+
+
 def test_a_wait_limit_too_short_for_company_counts_as_zero():
     batcher, _ = make(max_batch_size=2, max_wait_ms=50, workers=None)
     for _ in range(100):

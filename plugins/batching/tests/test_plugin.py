@@ -94,6 +94,7 @@ def test_loaded_through_the_entry_point():
     assert manager.active_names() == ["batching"]
     hooks = set(manager.hooks_of("batching"))
     assert {"before_predict", "before_analyze_symbol", "after_analyze_symbol"} <= hooks
+    assert "before_exchange_request" in hooks
     assert {"on_start", "on_shutdown", "on_scan_complete", "report_metrics"} <= hooks
 
 
@@ -144,6 +145,35 @@ def test_one_worker_through_the_manager_never_waits():
     # nobody to batch with: each is handed back at once and predicted by the host
     assert m["batching.alone"] == 200 and m["batching.batches"] == 0
     assert model.batch_sizes == [] and model.single_calls == 200
+    manager.shutdown()
+
+
+def test_a_worker_in_an_exchange_request_is_not_waited_for():
+    """Two workers: one predicts while the other is inside an exchange request (as the
+    host's kline fetch announces with ``before_exchange_request``): no wait for it."""
+    model = LinearModel()
+    manager, _ = started(model, 2, {"max_wait_ms": FOREVER_MS, "timeout_ms": LONG_MS})
+    manager.hook.before_scan(symbols=["A", "B"], timeframe="1m", now=0.0)
+    in_request, release = threading.Event(), threading.Event()
+
+    def fetching() -> None:
+        manager.hook.before_exchange_request(weight=1)
+        in_request.set()
+        release.wait(LONG_MS / 1000.0)  # until the other worker has predicted
+
+    other = threading.Thread(
+        target=analyze, args=(manager, model, "B", features_for(1, 0), fetching), daemon=True
+    )
+    other.start()
+    in_request.wait(RELEASE_S)
+    started_at = time.perf_counter()
+    assert analyze(manager, model, "A", features_for(0, 0)) == LinearModel.expected(
+        features_for(0, 0)
+    )
+    assert time.perf_counter() - started_at < RELEASE_S  # not held for the wait limit
+    release.set()
+    join_within([other], RELEASE_S)
+    assert metrics(manager)["batching.alone"] == 2
     manager.shutdown()
 
 

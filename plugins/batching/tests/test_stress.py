@@ -49,8 +49,9 @@ def test_32_threads_times_10000_requests_each_get_their_own_result():
 
 
 def test_tracked_workers_with_uneven_work_and_a_varying_model_input():
-    """Workers bracket each unit of work, spend random time before predicting, and some
-    units never predict: the shape of a scan. Results stay exact."""
+    """Workers bracket each unit of work, spend random time before predicting (some of it
+    away, in an exchange request), and some units never predict: the shape of a scan.
+    Results stay exact."""
     model = LinearModel()
     batcher, _ = make(max_batch_size=16, max_wait_ms=1, workers=None)
     mismatches = [0]
@@ -62,6 +63,9 @@ def test_tracked_workers_with_uneven_work_and_a_varying_model_input():
         for i in range(300):
             batcher.enter()
             try:
+                if rnd.random() < 0.3:
+                    batcher.away()  # an exchange request: gone for a moment
+                    pause.wait(rnd.random() * 0.001)
                 if rnd.random() < 0.5:
                     pause.wait(rnd.random() * 0.0005)
                 if rnd.random() < 0.1:
@@ -81,4 +85,4 @@ def test_tracked_workers_with_uneven_work_and_a_varying_model_input():
     m = batcher.metrics()
     assert sum(model.batch_sizes) + model.single_calls == m["requests"]
     assert m["batches"] > 0 and m["fallbacks"] == 0
-    assert batcher._in_flight == 0 and batcher._waiting == 0
+    assert batcher._in_flight == 0 and batcher._waiting == 0 and batcher._away == 0
