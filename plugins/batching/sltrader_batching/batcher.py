@@ -16,6 +16,8 @@ Design (leader/follower, no threads of its own):
   answered are about to come back, and a model call overlapping their feature building
   runs slower. The limit follows the model's measured cost; for a model too cheap to wait
   for it is zero and requests run at once, side by side, as they would without the batcher.
+* A caller gone outside the batcher for a while (an exchange request, :meth:`away`) is
+  not waited for until it submits again or leaves.
 * The caller that dispatches a batch runs ``predict_batch`` itself, in its own thread (a
   batch of one included: every call is timed, so the cost estimate follows the model).
   The others sleep, each on a condition of its own, until it publishes every result to
@@ -577,12 +579,6 @@ class MicroBatcher:
                 else:
                     self._note_call_cost(elapsed)
                 self._finish(batch, results)
-        if size > 1:
-            # Step aside once (release the GIL) so the callers just answered go first: this
-            # thread then tends to arrive last at the next batch, close it and run the
-            # model again, on the core whose caches hold the model. Otherwise it arrives
-            # first (it holds the GIL), and at two workers every call changes core.
-            time.sleep(0)
         if log_error:
             log.error(
                 "predict_batch failed (%s: %s); each request of the batch is "
