@@ -17,7 +17,7 @@ Design (leader/follower, no threads of its own):
   runs slower. The limit follows the model's measured cost; for a model too cheap to wait
   for it is zero and requests run at once, side by side, as they would without the batcher.
 * A caller gone outside the batcher for a while (an exchange request, :meth:`away`) is
-  not waited for until it submits again or leaves.
+  not waited for until it is back.
 * The caller that dispatches a batch runs ``predict_batch`` itself, in its own thread (a
   batch of one included: every call is timed, so the cost estimate follows the model).
   The others sleep, each on a condition of its own, until it publishes every result to
@@ -243,8 +243,8 @@ class MicroBatcher:
 
     def away(self) -> None:
         """The calling thread, inside a unit of work, is about to block outside the
-        batcher (an exchange request): until its next :meth:`submit` or :meth:`leave`,
-        batches do not wait for it.
+        batcher (an exchange request): until it is :meth:`back`, or its next
+        :meth:`submit` or :meth:`leave`, batches do not wait for it.
 
         Optional; a no-op outside :meth:`enter`/:meth:`leave`. Without it a batch waits
         for a caller stuck in a request of milliseconds until its wait limit runs out.
@@ -256,6 +256,14 @@ class MicroBatcher:
         with self._lock:
             self._away += 1
             self._wake_if_idle()  # the callers left may all be waiting already
+
+    def back(self) -> None:
+        """The calling thread's request (see :meth:`away`) returned: it is coming again,
+        busy with its features, and worth waiting for."""
+        caller = self._caller
+        if caller.away:
+            with self._lock:
+                self._back_locked(caller)
 
     def _back_locked(self, caller: _Caller) -> None:
         if caller.away:

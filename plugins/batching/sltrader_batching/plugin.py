@@ -64,6 +64,14 @@ class BatchingPlugin:
             batcher.away()
 
     @hookimpl
+    def after_fetch_klines(self) -> None:
+        # Its kline request returned: it builds its features and predicts next. (Other
+        # requests have no such hook; their worker counts again at its next prediction.)
+        batcher = self._batcher
+        if batcher is not None:
+            batcher.back()
+
+    @hookimpl
     def before_predict(self, features: np.ndarray, model: Model) -> float | None:
         # None hands the call back to the host: its own model.predict, its own error
         # handling. We never raise a model's exception out of this hook, because the

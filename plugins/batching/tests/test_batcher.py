@@ -860,6 +860,33 @@ def test_a_batch_does_not_wait_for_a_worker_gone_to_the_exchange():
     assert batcher._away == 0
 
 
+def test_a_worker_back_from_the_exchange_is_waited_for_again(model):
+    """``back`` ends ``away``: the worker is building its features and predicts next."""
+    batcher, _ = make(max_batch_size=8, max_wait_ms=LONG_MS, timeout_ms=LONG_MS)
+    batcher.enter()
+    batcher.away()
+    batcher.back()
+    batcher.back()  # once is enough; a second is a no-op
+    done: dict[int, float] = {}
+
+    def waiter() -> None:
+        batcher.enter()
+        done[0] = predict_via(batcher, model, features_for(0, 0))
+        batcher.leave()
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    wait_until(lambda: waiting(batcher) == 1)
+    time.sleep(0.05)
+    assert not done  # this thread is coming: the batch waits for it
+    assert predict_via(batcher, model, features_for(1, 0)) == LinearModel.expected(
+        features_for(1, 0)
+    )
+    join_within([thread], RELEASE_S)
+    batcher.leave()
+    assert model.batch_sizes == [2] and batcher._away == 0
+
+
 def test_away_counts_only_inside_a_unit_of_work_and_ends_with_it():
     """``away`` outside enter/leave (the main loop's requests) is ignored, and a worker
     that leaves while away is not left counted as away: later batches still wait."""

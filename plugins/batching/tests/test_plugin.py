@@ -94,7 +94,7 @@ def test_loaded_through_the_entry_point():
     assert manager.active_names() == ["batching"]
     hooks = set(manager.hooks_of("batching"))
     assert {"before_predict", "before_analyze_symbol", "after_analyze_symbol"} <= hooks
-    assert "before_exchange_request" in hooks
+    assert {"before_exchange_request", "after_fetch_klines"} <= hooks
     assert {"on_start", "on_shutdown", "on_scan_complete", "report_metrics"} <= hooks
 
 
@@ -174,6 +174,46 @@ def test_a_worker_in_an_exchange_request_is_not_waited_for():
     release.set()
     join_within([other], RELEASE_S)
     assert metrics(manager)["batching.alone"] == 2
+    manager.shutdown()
+
+
+def test_a_worker_whose_kline_fetch_returned_is_waited_for_again():
+    """``after_fetch_klines`` ends the wait on the exchange: the worker is building its
+    features, and the other's batch waits for it."""
+    model = LinearModel()
+    manager, plugin = started(model, 2, {"max_wait_ms": FOREVER_MS, "timeout_ms": LONG_MS})
+    manager.hook.before_scan(symbols=["A", "B"], timeframe="1m", now=0.0)
+    fetched, release = threading.Event(), threading.Event()
+
+    def fetch_then_build() -> None:
+        manager.hook.before_exchange_request(weight=1)
+        manager.hook.after_fetch_klines(
+            symbol="B", timeframe="1m", limit=10, close_time=0.0, klines=None
+        )
+        fetched.set()
+        release.wait(LONG_MS / 1000.0)  # building its features, until the other waits
+
+    other = threading.Thread(
+        target=analyze,
+        args=(manager, model, "B", features_for(1, 0), fetch_then_build),
+        daemon=True,
+    )
+    other.start()
+    fetched.wait(RELEASE_S)
+    done: dict[int, float] = {}
+    first = threading.Thread(
+        target=lambda: done.setdefault(0, analyze(manager, model, "A", features_for(0, 0))),
+        daemon=True,
+    )
+    first.start()
+    assert plugin.batcher is not None
+    wait_until(lambda: plugin.batcher._waiting == 1)  # tests only: parked in a batch
+    time.sleep(0.05)
+    assert not done  # the other worker is coming: the batch waits for it
+    release.set()
+    join_within([first, other], RELEASE_S)
+    assert done == {0: LinearModel.expected(features_for(0, 0))}
+    assert model.batch_sizes == [2]
     manager.shutdown()
 
 

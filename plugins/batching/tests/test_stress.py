@@ -66,6 +66,8 @@ def test_tracked_workers_with_uneven_work_and_a_varying_model_input():
                 if rnd.random() < 0.3:
                     batcher.away()  # an exchange request: gone for a moment
                     pause.wait(rnd.random() * 0.001)
+                    if rnd.random() < 0.5:
+                        batcher.back()  # it returned (else: back at its next submit)
                 if rnd.random() < 0.5:
                     pause.wait(rnd.random() * 0.0005)
                 if rnd.random() < 0.1:
