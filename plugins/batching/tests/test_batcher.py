@@ -832,6 +832,24 @@ def test_a_scan_counts_workers_between_two_symbols_as_coming():
     assert metric(batcher, "dispatch_idle") == 1 and metric(batcher, "alone") == 1
 
 
+def parked_worker(batcher: MicroBatcher, model: Any) -> tuple[threading.Thread, dict[int, float]]:
+    """A second worker that enters, predicts and leaves, started and parked in a batch
+    that still waits for company 50 ms later; ``done[0]`` gets its answer."""
+    done: dict[int, float] = {}
+
+    def worker() -> None:
+        batcher.enter()
+        done[0] = predict_via(batcher, model, features_for(0, 0))
+        batcher.leave()
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    wait_until(lambda: waiting(batcher) == 1)
+    time.sleep(0.05)
+    assert not done  # the batch waits for this thread (the test's own) to predict
+    return thread, done
+
+
 def test_a_batch_does_not_wait_for_a_worker_gone_to_the_exchange():
     """Two workers: one waits for company; the other goes into an exchange request
     (``away``): nobody else can come for now, so the batch goes at once. Back, the worker
@@ -839,18 +857,7 @@ def test_a_batch_does_not_wait_for_a_worker_gone_to_the_exchange():
     batcher, _ = make(max_batch_size=8, max_wait_ms=LONG_MS, timeout_ms=LONG_MS)
     model = LinearModel()
     batcher.enter()
-    done: dict[int, float] = {}
-
-    def waiter() -> None:
-        batcher.enter()
-        done[0] = predict_via(batcher, model, features_for(0, 0))
-        batcher.leave()
-
-    thread = threading.Thread(target=waiter, daemon=True)
-    thread.start()
-    wait_until(lambda: waiting(batcher) == 1)
-    time.sleep(0.05)
-    assert not done  # this thread is inside a unit of work: the batch waits for it
+    thread, done = parked_worker(batcher, model)  # this thread is inside a unit of work
     batcher.away()
     join_within([thread], RELEASE_S)
     assert done == {0: LinearModel.expected(features_for(0, 0))}
@@ -867,18 +874,7 @@ def test_a_worker_back_from_the_exchange_is_waited_for_again(model):
     batcher.away()
     batcher.back()
     batcher.back()  # once is enough; a second is a no-op
-    done: dict[int, float] = {}
-
-    def waiter() -> None:
-        batcher.enter()
-        done[0] = predict_via(batcher, model, features_for(0, 0))
-        batcher.leave()
-
-    thread = threading.Thread(target=waiter, daemon=True)
-    thread.start()
-    wait_until(lambda: waiting(batcher) == 1)
-    time.sleep(0.05)
-    assert not done  # this thread is coming: the batch waits for it
+    thread, _ = parked_worker(batcher, model)  # this thread is coming
     assert predict_via(batcher, model, features_for(1, 0)) == LinearModel.expected(
         features_for(1, 0)
     )
@@ -899,17 +895,7 @@ def test_away_counts_only_inside_a_unit_of_work_and_ends_with_it():
     batcher.leave()  # it never came back to submit
     assert batcher._away == 0
     batcher.enter()
-    batcher.enter()
-    done: dict[int, float] = {}
-
-    def waiter() -> None:
-        done[0] = predict_via(batcher, model, features_for(0, 0))
-
-    thread = threading.Thread(target=waiter, daemon=True)
-    thread.start()
-    wait_until(lambda: waiting(batcher) == 1)
-    time.sleep(0.05)
-    assert not done  # two workers inside, none away: the batch waits for the second
+    thread, _ = parked_worker(batcher, model)  # two workers inside, none away
     assert predict_via(batcher, model, features_for(1, 0)) == LinearModel.expected(
         features_for(1, 0)
     )
