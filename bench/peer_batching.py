@@ -23,10 +23,17 @@ its mean batch size. The JSON holds every repeat's wall time (``walls_s``) and, 
 sltrader, its batcher's counters over the timed pass. Before its clock, each run sends a
 few symbols through its own path (threads started, caches warm).
 
+A process's memory layout can favour one set by several per cent for all of its repeats
+(two identical sets of plain ``predict`` differed by up to 8 % in one process on a shared
+box). ``--processes N`` runs the repeats in N fresh processes, one after the other, and
+pools them: medians over every process's repeats, ratios paired within a repeat.
+``--control`` adds ``plain-again``, plain ``predict`` once more, whose ratio to ``plain``
+(``A/A``) is what the run cannot tell from noise.
+
     python bench/peer_batching.py                       # full: 1200 symbols, 1-16 workers
     python bench/peer_batching.py --quick               # answers only (CI, via pytest)
     python bench/peer_batching.py --models histgb --workers 8,16 --json out.json
-    python bench/peer_batching.py --workers 1 --no-peer --repeats 31   # one worker's cost
+    python bench/peer_batching.py --workers 1 --no-peer --control --processes 15 --repeats 6
 """
 
 from __future__ import annotations
@@ -34,10 +41,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -54,6 +64,8 @@ PEER_TIMEOUTS_MS = (0.5, 5.0)
 MODELS = ("sgd", "histgb", "lightgbm")
 WORKERS = (1, 2, 4, 8, 16)
 WARM_UP = 64  #: symbols through each set's path before its clock starts
+#: plain ``predict`` a second time (``--control``): two identical sets
+CONTROL = "plain-again"
 #: The batcher's counters reported per sltrader point (over the timed pass).
 BATCHER_COUNTS = ("batches", "batched_requests", "alone", "dispatch_idle", "dispatch_wait")
 
@@ -142,11 +154,14 @@ def run_sltrader(config: BatchingConfig) -> Callable[[ModelAdapter, int], tuple[
 
 
 def sets(
-    config: BatchingConfig | None = None,
+    config: BatchingConfig | None = None, peers: bool = True, control: bool = False
 ) -> dict[str, Callable[[ModelAdapter, int], tuple[Predict, Callable[[], None]]]]:
     out: dict[str, Any] = {"plain": run_plain}
-    for timeout in PEER_TIMEOUTS_MS:
-        out[f"batched-{timeout:g}ms"] = run_peer(timeout)
+    if control:
+        out[CONTROL] = run_plain
+    if peers:
+        for timeout in PEER_TIMEOUTS_MS:
+            out[f"batched-{timeout:g}ms"] = run_peer(timeout)
     out["sltrader"] = run_sltrader(config or BatchingConfig())
     return out
 
@@ -223,18 +238,24 @@ def _counts(batcher: MicroBatcher | None) -> dict[str, float] | None:
 
 
 def balanced_order(names: list[str], repeat: int) -> list[str]:
-    """The order of the sets in one repeat: row ``repeat`` of a Williams square.
+    """The order of the sets in one repeat: row ``repeat`` of a Williams design.
 
-    Over ``len(names)`` repeats every set runs once in each position and right after each
-    other set exactly once (for an even count of sets). A plain rotation would put a set
-    right after the same neighbour almost every time, and the run after a peer's mostly
-    sleeping one-worker run is slower on a shared box: that was a bias of up to 20 %.
+    Over ``len(names)`` repeats (twice that for an odd count of sets: the square, then
+    its rows reversed) every set runs equally often in each position and right after each
+    other set equally often. A plain rotation would put a set right after the same
+    neighbour every time, and the run after a peer's mostly sleeping one-worker run is
+    slower on a shared box: that was a bias of up to 20 %.
     """
     n = len(names)
     first = [0]
     for i in range(1, n):
         first.append((i + 1) // 2 if i % 2 else n - i // 2)
-    return [names[(k + repeat) % n] for k in first]
+    order = [names[(k + repeat) % n] for k in first]
+    return order[::-1] if n % 2 and (repeat // n) % 2 else order
+
+
+#: One point's passes by set, each list in run order.
+SetPasses = dict[str, list[Pass]]
 
 
 def run(
@@ -246,32 +267,97 @@ def run(
     peers: bool = True,
     collect: Collect = "in-order",
     out: Callable[[str], None] = print,
+    control: bool = False,
 ) -> list[dict[str, Any]]:
     """Every point of the bench; raises ``AssertionError`` on any wrong answer.
 
     :param peers: ``False``: only ``plain`` and ``sltrader`` (the one-worker bound).
     :param collect: how the main thread waits for each pass (:func:`scan`).
+    :param control: add :data:`CONTROL`.
+    """
+    passes = measure(models, workers_list, symbols, repeats, config, peers, collect, out, control)
+    return points_of(passes)
+
+
+def measure(
+    models: Sequence[str],
+    workers_list: Sequence[int],
+    symbols: int,
+    repeats: int,
+    config: BatchingConfig | None,
+    peers: bool,
+    collect: Collect,
+    out: Callable[[str], None],
+    control: bool = False,
+    first_repeat: int = 0,
+) -> dict[tuple[str, int], SetPasses]:
+    """The passes of every point, by (model, workers); prints a row per point.
+
+    :param first_repeat: the number of the first repeat, which picks its row of the
+        Williams square (a process of :func:`in_processes` goes on where the last stopped).
     """
     closes = series(symbols, seed=11)
-    makers = {s: make for s, make in sets(config).items() if peers or s in ("plain", "sltrader")}
-    points: list[dict[str, Any]] = []
+    makers = sets(config, peers, control)
+    passes: dict[tuple[str, int], SetPasses] = {}
     for name in models:
         estimator = train(name)
         reference = ModelAdapter(estimator)
         expected = np.array([reference.predict(build_features(row)) for row in closes])
         scan(estimator, closes[:64], 2, run_plain)  # warm-up: imports, OpenMP pools
         for workers in workers_list:
-            passes: dict[str, list[Pass]] = {s: [] for s in makers}
+            done: SetPasses = {s: [] for s in makers}
             for repeat in range(repeats):
-                for set_name in balanced_order(list(makers), repeat):
+                for set_name in balanced_order(list(makers), first_repeat + repeat):
                     result = scan(estimator, closes, workers, makers[set_name], collect)
                     diff = float(np.max(np.abs(np.asarray(result.answers) - expected)))
                     assert diff <= TOLERANCE, f"{name} {workers}w {set_name}: diff {diff:.3g}"
-                    passes[set_name].append(result)
-            for set_name, done in passes.items():
-                points.append(_point(name, workers, set_name, done))
-            out(_row(points[-len(makers) :]))
-    return points
+                    done[set_name].append(result)
+            passes[name, workers] = done
+            out(_row(points_of({(name, workers): done})))
+    return passes
+
+
+def points_of(passes: dict[tuple[str, int], SetPasses]) -> list[dict[str, Any]]:
+    return [
+        _point(model, workers, set_name, done)
+        for (model, workers), by_set in passes.items()
+        for set_name, done in by_set.items()
+    ]
+
+
+def in_processes(
+    argv: Sequence[str], processes: int, repeats: int, out: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """Run the bench ``argv`` in ``processes`` fresh processes, one after the other, and
+    pool their passes: each point's lists hold one process's repeats after another's, so
+    ratios within a repeat stay paired."""
+    pooled: dict[tuple[str, int], SetPasses] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "passes.json"
+        for k in range(processes):
+            out(f"process {k + 1}/{processes}")
+            child = [*argv, "--processes", "1", "--raw", str(raw)]
+            child += ["--first-repeat", str(k * repeats)]
+            subprocess.run([sys.executable, __file__, *child], check=True)
+            for record in json.loads(raw.read_text())["passes"]:
+                by_set = pooled.setdefault((record.pop("model"), record.pop("workers")), {})
+                by_set.setdefault(record.pop("set"), []).append(Pass(answers=[], **record))
+    out(f"pooled, {processes} processes:")
+    for key, by_set in pooled.items():
+        out(_row(points_of({key: by_set})))
+    return points_of(pooled)
+
+
+def _write_passes(passes: dict[tuple[str, int], SetPasses], path: str) -> None:
+    """Every pass but its answers (checked already), for :func:`in_processes`."""
+    records = [
+        {"model": model, "workers": workers, "set": set_name}
+        | attrs.asdict(p, filter=lambda field, _: field.name != "answers")
+        for (model, workers), by_set in passes.items()
+        for set_name, done in by_set.items()
+        for p in done
+    ]
+    Path(path).write_text(json.dumps({"passes": records}))
 
 
 def _point(model: str, workers: int, set_name: str, passes: list[Pass]) -> dict[str, Any]:
@@ -316,8 +402,12 @@ def _row(points: Iterable[dict[str, Any]]) -> str:
     # The bound compares one worker with plain, more workers with the peer's best.
     against = plain if first["workers"] == 1 or not peers else min(peers, key=_wall)
     label = "sl/plain" if against is plain else "sl/peer"
-    cells.append(f"{label} x{ours['wall_s'] / against['wall_s']:.2f}")
-    cells.append(f"paired x{paired_ratio(ours['walls_s'], against['walls_s']):.2f}")
+    cells.append(f"{label} x{ours['wall_s'] / against['wall_s']:.3f}")
+    cells.append(f"paired x{paired_ratio(ours['walls_s'], against['walls_s']):.3f}")
+    if CONTROL in by_set:
+        again = by_set[CONTROL]
+        cells.append(f"A/A x{again['wall_s'] / plain['wall_s']:.3f}")
+        cells.append(f"paired x{paired_ratio(again['walls_s'], plain['walls_s']):.3f}")
     cells.append(f"batch {ours['mean_batch_size']:.1f}")
     return "  ".join(cells)
 
@@ -343,6 +433,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-peer", action="store_true", help="only plain and sltrader (one worker's bound)"
     )
     parser.add_argument(
+        "--control", action="store_true", help=f"add {CONTROL}: plain predict a second time"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="run the repeats in this many processes"
+    )
+    # in_processes' children: where to write their passes, their first repeat's number
+    parser.add_argument("--raw", help=argparse.SUPPRESS)
+    parser.add_argument("--first-repeat", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
         "--collect",
         choices=("in-order", "all"),
         default="in-order",
@@ -355,11 +454,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     symbols, repeats = args.symbols, args.repeats
     if args.quick:
         workers, symbols, repeats = [1, 4], 64, 1
-    print(f"{symbols} symbols, medians of {repeats} interleaved repeats, ratios to plain")
-    config = BatchingConfig(max_wait_ms=args.max_wait_ms)
-    points = run(
-        models, workers, symbols, repeats, config, peers=not args.no_peer, collect=args.collect
-    )
+    if args.processes < 1:
+        parser.error(f"--processes must be at least 1, not {args.processes}")
+    if args.processes > 1:
+        print(f"{args.processes} processes of {repeats} repeats each")
+        # The children write their passes (--raw), never the JSON (below).
+        argv = sys.argv[1:] if argv is None else argv
+        points = in_processes(argv, args.processes, repeats)
+    else:
+        print(f"{symbols} symbols, medians of {repeats} interleaved repeats, ratios to plain")
+        config = BatchingConfig(max_wait_ms=args.max_wait_ms)
+        passes = measure(
+            models,
+            workers,
+            symbols,
+            repeats,
+            config,
+            not args.no_peer,
+            args.collect,
+            print,
+            args.control,
+            args.first_repeat,
+        )
+        if args.raw:
+            _write_passes(passes, args.raw)
+            return 0
+        points = points_of(passes)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"points": points}, fh, indent=1)

@@ -55,19 +55,47 @@ def test_without_the_peer_only_plain_and_sltrader_run(collect: str) -> None:
     assert len(lines) == 2 and all("sl/plain" in line for line in lines)
 
 
+def test_processes_pool_their_repeats_and_the_control_is_plain_again(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "peer.json"
+    argv = ["--models", "sgd", "--workers", "1,2", "--symbols", "16", "--repeats", "2"]
+    argv += ["--no-peer", "--control", "--processes", "2", "--json", str(out)]
+    assert peer_batching.main(argv) == 0
+    points = json.loads(out.read_text())["points"]
+    assert [(p["workers"], p["set"]) for p in points] == [
+        (w, s) for w in (1, 2) for s in ("plain", "plain-again", "sltrader")
+    ]
+    # two processes of two repeats each, every pass's answers checked in its process
+    assert all(len(p["walls_s"]) == 4 for p in points)
+    assert all(p["alone"] == 16 for p in points if p["set"] == "sltrader" and p["workers"] == 1)
+    printed = capfd.readouterr().out  # the children print too
+    assert "process 2/2" in printed and "pooled, 2 processes:" in printed
+    assert printed.count("A/A x") == 6  # a row per point: two per process, two pooled
+
+
+def test_processes_must_be_at_least_one() -> None:
+    with pytest.raises(SystemExit):
+        peer_batching.main(["--processes", "0"])
+
+
 def test_paired_ratio_is_the_median_of_each_repeats_ratio() -> None:
     # medians 2.0 and 2.0 (x1.00); within each repeat, ours is half or twice theirs
     assert peer_batching.paired_ratio([1.0, 2.0, 4.0], [2.0, 1.0, 2.0]) == 2.0
     assert peer_batching.paired_ratio([1.0, 1.0], [2.0, 4.0]) == 0.375
 
 
-def test_set_orders_are_balanced() -> None:
-    """Over as many repeats as sets, each set runs once in each position and right after
-    each other set once: no set always follows the same neighbour."""
-    names = ["plain", "batched-0.5ms", "batched-5ms", "sltrader"]
-    orders = [peer_batching.balanced_order(names, r) for r in range(len(names))]
+@pytest.mark.parametrize("count", [2, 3, 4, 5])
+def test_set_orders_are_balanced(count: int) -> None:
+    """Over as many repeats as sets (twice that for an odd count), each set runs equally
+    often in each position and right after each other set equally often: no set always
+    follows the same neighbour."""
+    names = ["plain", "plain-again", "batched-0.5ms", "batched-5ms", "sltrader"][:count]
+    rounds = 1 if count % 2 == 0 else 2
+    orders = [peer_batching.balanced_order(names, r) for r in range(rounds * count)]
     assert all(sorted(order) == sorted(names) for order in orders)
-    for position in range(len(names)):
-        assert sorted(order[position] for order in orders) == sorted(names)
+    for position in range(count):
+        assert sorted(order[position] for order in orders) == sorted(names * rounds)
     follows = [(a, b) for order in orders for a, b in itertools.pairwise(order)]
-    assert sorted(follows) == sorted((a, b) for a in names for b in names if a != b)
+    pairs = [(a, b) for a in names for b in names if a != b]
+    assert sorted(follows) == sorted(pairs * rounds)
