@@ -15,7 +15,7 @@ Models: scikit-learn ``SGDClassifier`` (cheap, GIL-bound), ``HistGradientBoostin
 :class:`sltrader_plugins.ModelAdapter`, which times the model. Every answer of every run is
 checked against plain ``predict`` (1e-9); a wrong answer stops the bench.
 
-Sets run interleaved, in the rows of a Williams square (``balanced_order``); the table
+Sets run interleaved, in the rows of a Williams design (``balanced_order``); the table
 shows medians of the repeats as ratios to ``plain``, and sltrader against what the
 issue's bound compares it with: ``plain`` at one worker, the peer's best timeout at more
 (``sl/plain``, ``sl/peer``; ``paired``: the median of that ratio within each repeat), and
@@ -23,12 +23,12 @@ its mean batch size. The JSON holds every repeat's wall time (``walls_s``) and, 
 sltrader, its batcher's counters over the timed pass. Before its clock, each run sends a
 few symbols through its own path (threads started, caches warm).
 
-A process's memory layout can favour one set by several per cent for all of its repeats
-(two identical sets of plain ``predict`` differed by up to 8 % in one process on a shared
-box). ``--processes N`` runs the repeats in N fresh processes, one after the other, and
-pools them: medians over every process's repeats, ratios paired within a repeat.
-``--control`` adds ``plain-again``, plain ``predict`` once more, whose ratio to ``plain``
-(``A/A``) is what the run cannot tell from noise.
+A process can favour one set for all of its repeats, by more than the issue's bounds
+(docs/batching.md, "Peer bench", has the A/A figures). ``--processes N`` runs the repeats
+in N fresh processes, one after the other, and pools them: medians over every process's
+repeats, ratios paired within a repeat. ``--control`` adds ``plain-again``, plain
+``predict`` once more, whose ratio to ``plain`` (``A/A``) is what the run cannot tell
+from noise.
 
     python bench/peer_batching.py                       # full: 1200 symbols, 1-16 workers
     python bench/peer_batching.py --quick               # answers only (CI, via pytest)
@@ -244,7 +244,7 @@ def balanced_order(names: list[str], repeat: int) -> list[str]:
     its rows reversed) every set runs equally often in each position and right after each
     other set equally often. A plain rotation would put a set right after the same
     neighbour every time, and the run after a peer's mostly sleeping one-worker run is
-    slower on a shared box: that was a bias of up to 20 %.
+    slower on a shared box (docs/batching.md).
     """
     n = len(names)
     first = [0]
