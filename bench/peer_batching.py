@@ -1,6 +1,6 @@
 """Peer bench: sltrader-batching against the `batched` library and plain ``predict``.
 
-One process, the same models and the same thread pool for every set. Each task is one
+The same models and thread pool size for every set, side by side in one process. Each task is one
 symbol: the worker builds its features (numpy, tens of µs, holding the GIL most of the
 time) and then predicts one row, through
 
@@ -243,7 +243,7 @@ def balanced_order(names: list[str], repeat: int) -> list[str]:
     Over ``len(names)`` repeats (twice that for an odd count of sets: the square, then
     its rows reversed) every set runs equally often in each position and right after each
     other set equally often. A plain rotation would put a set right after the same
-    neighbour every time, and the run after a peer's mostly sleeping one-worker run is
+    neighbour almost every time, and the run after a peer's mostly sleeping one-worker run is
     slower on a shared box (docs/batching.md).
     """
     n = len(names)
@@ -271,7 +271,7 @@ def run(
 ) -> list[dict[str, Any]]:
     """Every point of the bench; raises ``AssertionError`` on any wrong answer.
 
-    :param peers: ``False``: only ``plain`` and ``sltrader`` (the one-worker bound).
+    :param peers: ``False``: no peer sets (the one-worker bound).
     :param collect: how the main thread waits for each pass (:func:`scan`).
     :param control: add :data:`CONTROL`.
     """
@@ -294,7 +294,7 @@ def measure(
     """The passes of every point, by (model, workers); prints a row per point.
 
     :param first_repeat: the number of the first repeat, which picks its row of the
-        Williams square (a process of :func:`in_processes` goes on where the last stopped).
+        Williams design (a process of :func:`in_processes` goes on where the last stopped).
     """
     closes = series(symbols, seed=11)
     makers = sets(config, peers, control)
@@ -330,14 +330,18 @@ def in_processes(
 ) -> list[dict[str, Any]]:
     """Run the bench ``argv`` in ``processes`` fresh processes, one after the other, and
     pool their passes: each point's lists hold one process's repeats after another's, so
-    ratios within a repeat stay paired."""
+    ratios within a repeat stay paired.
+
+    ``out`` takes this process's lines; the children print their own rows to stdout.
+    """
     pooled: dict[tuple[str, int], SetPasses] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "passes.json"
         for k in range(processes):
             out(f"process {k + 1}/{processes}")
+            raw = Path(tmp) / f"passes-{k}.json"  # one each: a child that wrote none fails
             child = [*argv, "--processes", "1", "--raw", str(raw)]
             child += ["--first-repeat", str(k * repeats)]
+            sys.stdout.flush()  # our lines before the child's, also into a file or pipe
             subprocess.run([sys.executable, __file__, *child], check=True)
             for record in json.loads(raw.read_text())["passes"]:
                 by_set = pooled.setdefault((record.pop("model"), record.pop("workers")), {})
@@ -395,7 +399,7 @@ def _row(points: Iterable[dict[str, Any]]) -> str:
     first = next(iter(by_set.values()))
     cells = [f"{first['model']:>8} {first['workers']:>3}w  plain {plain['wall_s']:7.3f}s"]
     for set_name, point in by_set.items():
-        if set_name != "plain":
+        if set_name not in ("plain", CONTROL):  # the control has its own cells, below
             cells.append(f"{set_name} x{point['wall_s'] / plain['wall_s']:.2f}")
     ours = by_set["sltrader"]
     peers = [p for s, p in by_set.items() if s.startswith("batched-")]
@@ -429,14 +433,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=BatchingConfig().max_wait_ms,
         help="sltrader-batching's max_wait_ms",
     )
-    parser.add_argument(
-        "--no-peer", action="store_true", help="only plain and sltrader (one worker's bound)"
-    )
+    parser.add_argument("--no-peer", action="store_true", help="no peer sets (one worker's bound)")
     parser.add_argument(
         "--control", action="store_true", help=f"add {CONTROL}: plain predict a second time"
     )
     parser.add_argument(
-        "--processes", type=int, default=1, help="run the repeats in this many processes"
+        "--processes",
+        type=int,
+        default=1,
+        help="run the bench in this many processes, each with --repeats repeats, and pool them",
     )
     # in_processes' children: where to write their passes, their first repeat's number
     parser.add_argument("--raw", help=argparse.SUPPRESS)
@@ -457,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, not {args.processes}")
     if args.processes > 1:
-        print(f"{args.processes} processes of {repeats} repeats each")
+        print(f"{args.processes} processes, {repeats} repeat(s) in each, pooled")
         # The children write their passes (--raw), never the JSON (below).
         argv = sys.argv[1:] if argv is None else argv
         points = in_processes(argv, args.processes, repeats)
@@ -470,11 +475,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             symbols,
             repeats,
             config,
-            not args.no_peer,
-            args.collect,
-            print,
-            args.control,
-            args.first_repeat,
+            peers=not args.no_peer,
+            collect=args.collect,
+            out=print,
+            control=args.control,
+            first_repeat=args.first_repeat,
         )
         if args.raw:
             _write_passes(passes, args.raw)

@@ -20,6 +20,10 @@ assert _spec is not None and _spec.loader is not None
 peer_batching = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(peer_batching)
 
+#: The keys of every point, and those only sltrader's points have (its batcher's counts)
+KEYS = {"model", "workers", "set", "wall_s", "model_s_per_prediction", "walls_s"}
+COUNTS = {"mean_batch_size", "alone", "dispatch_idle", "dispatch_wait"}
+
 
 def test_quick_peer_bench_answers_match_plain_predict(tmp_path: Path) -> None:
     out = tmp_path / "peer.json"
@@ -29,11 +33,9 @@ def test_quick_peer_bench_answers_match_plain_predict(tmp_path: Path) -> None:
     assert sets == {"plain", "batched-0.5ms", "batched-5ms", "sltrader"}
     assert {p["model"] for p in points} == {"sgd", "histgb", "lightgbm"}
     assert {p["workers"] for p in points} == {1, 4}
-    required = {"model", "workers", "set", "wall_s", "model_s_per_prediction", "walls_s"}
-    counts = {"mean_batch_size", "alone", "dispatch_idle", "dispatch_wait"}
     for point in points:
         ours = point["set"] == "sltrader"
-        assert set(point) == required | (counts if ours else set())
+        assert set(point) == KEYS | (COUNTS if ours else set())
         assert point["wall_s"] > 0 and point["model_s_per_prediction"] > 0
         assert point["walls_s"] == [point["wall_s"]]  # one repeat
         if ours and point["workers"] == 1:
@@ -66,8 +68,11 @@ def test_processes_pool_their_repeats_and_the_control_is_plain_again(
     assert [(p["workers"], p["set"]) for p in points] == [
         (w, s) for w in (1, 2) for s in ("plain", "plain-again", "sltrader")
     ]
-    # two processes of two repeats each, every pass's answers checked in its process
+    # two processes of two repeats each, every pass's answers checked in its process;
+    # the same keys as from one process
     assert all(len(p["walls_s"]) == 4 for p in points)
+    for point in points:
+        assert set(point) == KEYS | (COUNTS if point["set"] == "sltrader" else set())
     assert all(p["alone"] == 16 for p in points if p["set"] == "sltrader" and p["workers"] == 1)
     printed = capfd.readouterr().out  # the children print too
     assert "process 2/2" in printed and "pooled, 2 processes:" in printed
