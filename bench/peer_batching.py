@@ -258,7 +258,7 @@ def balanced_order(names: list[str], repeat: int) -> list[str]:
 SetPasses = dict[str, list[Pass]]
 
 
-def run(
+def measure(
     models: Sequence[str] = MODELS,
     workers_list: Sequence[int] = WORKERS,
     symbols: int = 1200,
@@ -268,31 +268,14 @@ def run(
     collect: Collect = "in-order",
     out: Callable[[str], None] = print,
     control: bool = False,
-) -> list[dict[str, Any]]:
-    """Every point of the bench; raises ``AssertionError`` on any wrong answer.
+    first_repeat: int = 0,
+) -> dict[tuple[str, int], SetPasses]:
+    """The passes of every point, by (model, workers), each answer checked (raises
+    ``AssertionError`` on a wrong one); prints a row per point.
 
     :param peers: ``False``: no peer sets (the one-worker bound).
     :param collect: how the main thread waits for each pass (:func:`scan`).
     :param control: add :data:`CONTROL`.
-    """
-    passes = measure(models, workers_list, symbols, repeats, config, peers, collect, out, control)
-    return points_of(passes)
-
-
-def measure(
-    models: Sequence[str],
-    workers_list: Sequence[int],
-    symbols: int,
-    repeats: int,
-    config: BatchingConfig | None,
-    peers: bool,
-    collect: Collect,
-    out: Callable[[str], None],
-    control: bool = False,
-    first_repeat: int = 0,
-) -> dict[tuple[str, int], SetPasses]:
-    """The passes of every point, by (model, workers); prints a row per point.
-
     :param first_repeat: the number of the first repeat, which picks its row of the
         Williams design (a process of :func:`in_processes` goes on where the last stopped).
     """

@@ -48,8 +48,10 @@ def test_quick_peer_bench_answers_match_plain_predict(tmp_path: Path) -> None:
 @pytest.mark.parametrize("collect", ["in-order", "all"])
 def test_without_the_peer_only_plain_and_sltrader_run(collect: str) -> None:
     lines: list[str] = []
-    points = peer_batching.run(
-        ["sgd"], [1, 2], symbols=16, repeats=2, peers=False, collect=collect, out=lines.append
+    points = peer_batching.points_of(
+        peer_batching.measure(
+            ["sgd"], [1, 2], symbols=16, repeats=2, peers=False, collect=collect, out=lines.append
+        )
     )
     assert [p["set"] for p in points] == ["plain", "sltrader"] * 2
     assert all(len(p["walls_s"]) == 2 for p in points)

@@ -148,24 +148,39 @@ def test_one_worker_through_the_manager_never_waits():
     manager.shutdown()
 
 
+def worker_at_exchange(
+    manager: PluginManager, model: LinearModel, *, fetch_returns: bool
+) -> tuple[threading.Thread, threading.Event]:
+    """Start worker "B": it goes to the exchange (``before_exchange_request``) and, with
+    ``fetch_returns``, is back from its kline fetch (``after_fetch_klines``); then it holds
+    there, before predicting, until the returned event is set."""
+    reached, release = threading.Event(), threading.Event()
+
+    def during() -> None:
+        manager.hook.before_exchange_request(weight=1)
+        if fetch_returns:
+            manager.hook.after_fetch_klines(
+                symbol="B", timeframe="1m", limit=10, close_time=0.0, klines=None
+            )
+        reached.set()
+        release.wait(LONG_MS / 1000.0)
+
+    other = threading.Thread(
+        target=analyze, args=(manager, model, "B", features_for(1, 0), during), daemon=True
+    )
+    other.start()
+    reached.wait(RELEASE_S)
+    return other, release
+
+
 def test_a_worker_in_an_exchange_request_is_not_waited_for():
     """Two workers: one predicts while the other is inside an exchange request (as the
     host's kline fetch announces with ``before_exchange_request``): no wait for it."""
     model = LinearModel()
     manager, _ = started(model, 2, {"max_wait_ms": FOREVER_MS, "timeout_ms": LONG_MS})
     manager.hook.before_scan(symbols=["A", "B"], timeframe="1m", now=0.0)
-    in_request, release = threading.Event(), threading.Event()
-
-    def fetching() -> None:
-        manager.hook.before_exchange_request(weight=1)
-        in_request.set()
-        release.wait(LONG_MS / 1000.0)  # until the other worker has predicted
-
-    other = threading.Thread(
-        target=analyze, args=(manager, model, "B", features_for(1, 0), fetching), daemon=True
-    )
-    other.start()
-    in_request.wait(RELEASE_S)
+    # in its request until the other worker has predicted
+    other, release = worker_at_exchange(manager, model, fetch_returns=False)
     started_at = time.perf_counter()
     assert analyze(manager, model, "A", features_for(0, 0)) == LinearModel.expected(
         features_for(0, 0)
@@ -183,23 +198,8 @@ def test_a_worker_whose_kline_fetch_returned_is_waited_for_again():
     model = LinearModel()
     manager, plugin = started(model, 2, {"max_wait_ms": FOREVER_MS, "timeout_ms": LONG_MS})
     manager.hook.before_scan(symbols=["A", "B"], timeframe="1m", now=0.0)
-    fetched, release = threading.Event(), threading.Event()
-
-    def fetch_then_build() -> None:
-        manager.hook.before_exchange_request(weight=1)
-        manager.hook.after_fetch_klines(
-            symbol="B", timeframe="1m", limit=10, close_time=0.0, klines=None
-        )
-        fetched.set()
-        release.wait(LONG_MS / 1000.0)  # building its features, until the other waits
-
-    other = threading.Thread(
-        target=analyze,
-        args=(manager, model, "B", features_for(1, 0), fetch_then_build),
-        daemon=True,
-    )
-    other.start()
-    fetched.wait(RELEASE_S)
+    # back from its fetch and building its features, until the other waits
+    other, release = worker_at_exchange(manager, model, fetch_returns=True)
     done: dict[int, float] = {}
     first = threading.Thread(
         target=lambda: done.setdefault(0, analyze(manager, model, "A", features_for(0, 0))),
