@@ -254,6 +254,11 @@ def balanced_order(names: list[str], repeat: int) -> list[str]:
     return order[::-1] if n % 2 and (repeat // n) % 2 else order
 
 
+def design_length(count: int) -> int:
+    """How many repeats :func:`balanced_order` needs for ``count`` sets to be balanced."""
+    return count if count % 2 == 0 else 2 * count
+
+
 #: One point's passes by set, each list in run order.
 SetPasses = dict[str, list[Pass]]
 
@@ -262,7 +267,7 @@ def measure(
     models: Sequence[str] = MODELS,
     workers_list: Sequence[int] = WORKERS,
     symbols: int = 1200,
-    repeats: int = 3,
+    repeats: int = 4,
     config: BatchingConfig | None = None,
     peers: bool = True,
     collect: Collect = "in-order",
@@ -409,7 +414,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--workers", default=",".join(map(str, WORKERS)))
     parser.add_argument("--symbols", type=int, default=1200)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--repeats", type=int, default=4, help="a multiple of the sets (twice for an odd count)"
+    )
     parser.add_argument(
         "--max-wait-ms",
         type=float,
@@ -444,6 +451,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers, symbols, repeats = [1, 4], 64, 1
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, not {args.processes}")
+    count = len(sets(peers=not args.no_peer, control=args.control))
+    # A child (--raw) holds only its share of the repeats; its parent checks the whole.
+    balanced = args.processes * repeats % design_length(count) == 0
+    if not (balanced or args.quick or args.raw):
+        print(
+            f"warning: {args.processes * repeats} repeats in all is not a multiple of "
+            f"{design_length(count)}: with {count} sets the run order is not balanced",
+            file=sys.stderr,
+        )
     if args.processes > 1:
         print(f"{args.processes} processes, {repeats} repeat(s) in each, pooled")
         # The children write their passes (--raw), never the JSON (below).

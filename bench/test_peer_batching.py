@@ -81,6 +81,20 @@ def test_processes_pool_their_repeats_and_the_control_is_plain_again(
     assert printed.count("A/A x") == 6  # a row per point: two per process, two pooled
 
 
+def test_an_unbalanced_count_of_repeats_is_one_warning_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--models", "sgd", "--workers", "2", "--symbols", "16", "--no-peer"]
+    assert peer_batching.main([*argv, "--repeats", "3"]) == 0  # two sets: 3 is not 2k
+    warned = capsys.readouterr().err.splitlines()
+    assert warned == [
+        "warning: 3 repeats in all is not a multiple of 2: with 2 sets the run order is "
+        "not balanced"
+    ]
+    assert peer_batching.main([*argv, "--repeats", "2"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_processes_must_be_at_least_one() -> None:
     with pytest.raises(SystemExit):
         peer_batching.main(["--processes", "0"])
@@ -98,7 +112,7 @@ def test_set_orders_are_balanced(count: int) -> None:
     often in each position and right after each other set equally often: no set always
     follows the same neighbour."""
     names = ["plain", "plain-again", "batched-0.5ms", "batched-5ms", "sltrader"][:count]
-    rounds = 1 if count % 2 == 0 else 2
+    rounds = peer_batching.design_length(count) // count
     orders = [peer_batching.balanced_order(names, r) for r in range(rounds * count)]
     assert all(sorted(order) == sorted(names) for order in orders)
     for position in range(count):
