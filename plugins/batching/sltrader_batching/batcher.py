@@ -1,6 +1,6 @@
 """A thread-safe micro-batcher for blocking callers, independent of pluggy.
 
-Design (the callers' own threads, and one model thread):
+Design (leader/follower, no threads of its own):
 
 * Each model has a *lane*: its open batch (collecting requests) and the batch now in a
   model call. One call runs at a time per model (a full batch goes regardless): requests
@@ -18,29 +18,23 @@ Design (the callers' own threads, and one model thread):
   for it is zero and requests run at once, side by side, as they would without the batcher.
 * A caller gone outside the batcher for a while (an exchange request, :meth:`away`) is
   not waited for until it is back.
-* A batch of two or more runs on the batcher's *model thread* (one, started at the first
-  such batch); every member sleeps, each on a condition of its own, until the call's
-  results are published to its own request object. One thread making every call keeps
-  the model's code and data in its CPU's caches, and the callers' feature code in
-  theirs: the call and the feature building both run faster than when the workers take
-  turns (docs/batching.md, "Who runs the model"). A batch of one runs in its caller's
-  thread, as without the batcher, with no hand-over (every call is timed, so the cost
-  estimate follows the model).
+* The caller that dispatches a batch runs ``predict_batch`` itself, in its own thread (a
+  batch of one included: every call is timed, so the cost estimate follows the model).
+  The others sleep, each on a condition of its own, until it publishes every result to
+  its own request object.
 * A request is answered with ``None`` when it was alone (above), the batch failed, timed
   out or the batcher is closed: the caller then calls ``model.predict`` exactly as it
   would without the batcher, so a model error surfaces in the caller's own thread.
 
 Every wait is bounded (``max_wait`` while the model is free, ``timeout`` while a model
-call runs), so whatever the model does, only the model thread, or a caller alone in its
-batch, can be held by the model.
+call runs), so whatever the model does, only a thread that is itself inside a model call
+can be held by the model.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -156,47 +150,6 @@ class _Lane:
         self.running: list[_Batch] = []  # oldest first; more than one only on SIZE or CHEAP
 
 
-class _ModelThread:
-    """The batcher's thread for calls of two or more requests, started at the first.
-
-    Its queue holds only dispatched batches, each with two or more callers parked on it,
-    so it never holds more batches than there are callers.
-    """
-
-    def __init__(self, run: Callable[[_Batch], None]) -> None:
-        self._run = run
-        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def call(self, batch: _Batch) -> None:
-        """Run ``batch`` on the thread (the batcher's lock held: one thread is started)."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._loop, name="sltrader-batching-model", daemon=True
-            )
-            self._thread.start()
-        self._batches.put(batch)
-
-    def stop(self, timeout: float) -> bool:
-        """End the thread after the batches it holds; wait for it up to ``timeout``.
-
-        :return: ``True`` when it has ended (or never started).
-        """
-        if self._thread is None:
-            return True
-        self._batches.put(None)
-        self._thread.join(max(0.0, timeout))
-        return not self._thread.is_alive()
-
-    def _loop(self) -> None:
-        while (batch := self._batches.get()) is not None:
-            # What the model raised that is not an Exception (SystemExit, say): _run has
-            # answered the batch with None, so each caller predicts by itself and meets it
-            # in its own thread; this thread goes on.
-            with contextlib.suppress(BaseException):
-                self._run(batch)
-
-
 class BatchError(Exception):
     """``predict_batch`` returned anything but one finite real number per request."""
 
@@ -252,7 +205,6 @@ class MicroBatcher:
         self._waits = LogHistogram()
         self._call_cost = 0.0  # smoothed CPU seconds per predict_batch call
         self._calls_timed = 0
-        self._model_thread = _ModelThread(self._run)
 
     # -- in-flight tracking ----------------------------------------------------------
 
@@ -325,8 +277,9 @@ class MicroBatcher:
 
         :return: ``model.predict(features)`` as computed within a batch, or ``None``: the
             caller must call ``model.predict(features)`` itself (see the module docs).
-        :raises BaseException: only what the model raised *in this thread*, alone in
-            its batch, that is not an ``Exception`` (e.g. ``KeyboardInterrupt``).
+        :raises BaseException: only what the model raised *in this thread* while it
+            was the leader and the exception was not an ``Exception`` (e.g.
+            ``KeyboardInterrupt``); followers are answered first.
         """
         predict_batch = getattr(model, "predict_batch", None)
         if not callable(predict_batch):
@@ -408,12 +361,7 @@ class MicroBatcher:
             batch.deadline = max(batch.deadline, min(now + self._wait_limit(), batch.cap))
         request.wakeup = threading.Condition(self._lock)
         try:
-            to_run, request = self._wait_for_turn(batch, request, request.wakeup)
-            if to_run is None or len(to_run.requests) == 1:
-                return to_run, request
-            # A batch with company: the model thread runs it, we wait like the others.
-            self._model_thread.call(to_run)
-            return self._wait_for_turn(to_run, request, request.wakeup)
+            return self._wait_for_turn(batch, request, request.wakeup)
         except BaseException:
             self._withdraw(batch, request)
             raise
@@ -435,7 +383,7 @@ class MicroBatcher:
                     return (batch if self._close(batch, reason, now) else None), request
                 running = batch.lane.running
                 if running:
-                    # Queued behind the model's call: its end wakes our opener;
+                    # Queued behind the model's call: its leader wakes us when it returns;
                     # past the timeout the call looks hung and we stop waiting for it.
                     remaining = running[0].started + self._timeout - now
                     if remaining <= 0:
@@ -446,13 +394,13 @@ class MicroBatcher:
                     timeout = batch.deadline - now
                 else:  # the opener keeps the (moving) deadline; the cap does not move
                     timeout = batch.cap + _BACKSTOP_S - now
-            else:  # RUNNING: the model thread is in the call
+            else:  # RUNNING: someone else is in the model call
                 remaining = batch.started + self._timeout - now
                 if remaining <= 0:
                     self._abandon(batch, request)
                     return None, request
                 timeout = remaining
-            # Nobody wakes the members when the batch starts (that would
+            # The closer does not wake the members when it starts the batch (that would
             # cost a context switch each); they wake when it publishes, or by the timeout.
             wakeup.wait(min(timeout, self._timeout))
 
@@ -554,8 +502,7 @@ class MicroBatcher:
         batch.opener.notify()  # it re-checks and closes the batch
 
     def _close(self, batch: _Batch, reason: Reason, now: float) -> bool:
-        """Move ``batch`` from open to running (lock held); ``True``: it is to be run (by
-        its caller when alone in it, else by the model thread)."""
+        """Move ``batch`` from open to running (lock held); ``True``: the caller runs it."""
         lane = batch.lane
         if lane.open is batch:
             lane.open = None
@@ -577,7 +524,7 @@ class MicroBatcher:
         request.result = result
         request.done = True
         self._waiting -= 1
-        request.notify()  # a no-op for a caller alone in its batch, which answers itself
+        request.notify()  # a no-op when its own thread answers it
 
     def _finish(self, batch: _Batch, results: list[float] | None) -> None:
         """Publish results (``None``: everyone predicts alone) and wake the batch (lock held)."""
@@ -623,7 +570,7 @@ class MicroBatcher:
         except Exception as exc:
             error = exc
         finally:
-            # Also on KeyboardInterrupt and friends: no member may be left waiting.
+            # Also on KeyboardInterrupt and friends: the followers must never be left waiting.
             with self._lock:
                 self._batches += 1
                 self._batched_requests += size
@@ -633,7 +580,7 @@ class MicroBatcher:
                     # The one fault path: the whole batch is handed back (see _check).
                     self._batch_errors += 1
                     self._fallbacks += sum(not r.done for r in batch.requests)
-                    # Decided under the lock, so two calls failing at once log one line;
+                    # Decided under the lock, so two leaders failing at once log one line;
                     # logged after it is released, so a slow handler stalls no other worker.
                     log_error = error is not None and not self._batch_error_logged
                     self._batch_error_logged |= log_error
@@ -677,17 +624,14 @@ class MicroBatcher:
 
         :param timeout: the longest to wait for callers still inside (default: the
             configured timeout; open batches are flushed, so nobody waits for ``max_wait``).
-        :return: ``True`` when no caller is inside any more and no model call runs.
+        :return: ``True`` when no caller is inside any more.
         """
         if timeout is None:
             timeout = self._timeout
-        deadline = time.perf_counter() + timeout
         with self._lock:
             self._closed = True
             self._flush_locked()
-            drained = self._drained.wait_for(lambda: self._inside == 0, timeout)
-        # Closed, nobody hands it another batch; a hung call keeps it (a daemon) alive.
-        return self._model_thread.stop(deadline - time.perf_counter()) and drained
+            return self._drained.wait_for(lambda: self._inside == 0, timeout)
 
     @property
     def closed(self) -> bool:

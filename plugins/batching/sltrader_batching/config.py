@@ -14,7 +14,7 @@ class BatchingConfig:
     :ivar max_batch_size: a batch is dispatched as soon as it holds this many requests.
     :ivar max_wait_ms: the longest the oldest request of a batch waits for company before
         the batch is dispatched anyway; ``0`` never waits (only size, idle and flush).
-    :ivar timeout_ms: how long a caller waits for its batch's model call (on the model thread)
+    :ivar timeout_ms: how long a caller waits for a model call someone else is running
         before it gives up on the batch and predicts by itself.
     """
 

@@ -94,8 +94,8 @@ class BatchingPlugin:
             return
         if not batcher.close():
             log.warning(
-                "a model call had not returned at shutdown; its callers predict by "
-                "themselves once they stop waiting for it"
+                "callers still inside the batcher at shutdown (a model call "
+                "has not returned); they will predict by themselves when it does"
             )
 
     @hookimpl

@@ -328,27 +328,18 @@ def test_a_request_whose_single_predict_raises_gets_that_error_in_its_own_thread
         assert outcome[i] == LinearModel.expected(features_for(i, 5))
 
 
-def test_a_base_exception_in_a_batch_call_answers_every_member_and_the_thread_lives_on():
-    calls: list[tuple[int, threading.Thread]] = []
+def test_a_base_exception_in_the_leader_still_answers_the_followers():
+    def interrupt(features):
+        raise KeyboardInterrupt
 
-    def interrupt_once(features):
-        calls.append((len(features), threading.current_thread()))
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-        return [LinearModel.expected(f) for f in features]
-
-    model = FaultyModel(interrupt_once)
+    model = FaultyModel(interrupt)
     batcher, _ = make(max_batch_size=3, max_wait_ms=FOREVER_MS, workers=None)
-    # the model thread's call raised: each member predicts by itself (predict is sound)
     outcome = outcomes(batcher, model, 3, 1, KeyboardInterrupt)
-    assert outcome == {i: LinearModel.expected(features_for(i, 1)) for i in range(3)}
-    assert model.single_calls == 3 and metric(batcher, "batch_errors") == 1
-    # the same model thread runs the next batch
-    outcome = outcomes(batcher, model, 3, 2, KeyboardInterrupt)
-    assert outcome == {i: LinearModel.expected(features_for(i, 2)) for i in range(3)}
-    assert [size for size, _ in calls] == [3, 3] and model.single_calls == 3
-    (_, thread), (_, again) = calls
-    assert thread is again and thread.name == "sltrader-batching-model"
+    interrupted = [i for i, v in outcome.items() if isinstance(v, KeyboardInterrupt)]
+    assert len(interrupted) == 1  # the leader, in its own thread
+    for i, value in outcome.items():
+        if i not in interrupted:
+            assert value == LinearModel.expected(features_for(i, 1))
     assert waiting(batcher) == 0 and batcher._inside == 0
 
 
@@ -381,10 +372,9 @@ def test_a_hung_batch_times_out_and_suspends_batching(caplog):
         with caplog.at_level(logging.WARNING, logger="sltrader_batching"):
             for thread in threads:
                 thread.start()
-            # every member gave up after timeout_ms: the call holds only the model thread
-            wait_until(lambda: len(finished) == 3)
+            wait_until(lambda: len(finished) == 2)  # the followers gave up after timeout_ms
             m = batcher.metrics()
-            assert m["timeouts"] == 1 and m["fallbacks"] == 3
+            assert m["timeouts"] == 1 and m["fallbacks"] == 2
             # while the model call hangs, new requests are not batched behind it
             assert batcher.submit(model, features_for(7, 7)) is None
             assert metric(batcher, "bypassed") == 1
@@ -399,7 +389,6 @@ def test_a_hung_batch_times_out_and_suspends_batching(caplog):
     # logged with the batcher's lock free: a slow handler does not hold up the workers
     assert logged_unlocked == [True]
     # once the call returned, batching resumes
-    wait_until(lambda: batcher._overdue == 0)
     run_threads([lambda i=i: predict_via(batcher, model, features_for(i, 9)) for i in range(3)])
     assert model.batch_calls == 2 and batcher._overdue == 0
 
