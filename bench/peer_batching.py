@@ -452,12 +452,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, not {args.processes}")
     count = len(sets(peers=not args.no_peer, control=args.control))
+    total, length = args.processes * repeats, design_length(count)
     # A child (--raw) holds only its share of the repeats; its parent checks the whole.
-    balanced = args.processes * repeats % design_length(count) == 0
-    if not (balanced or args.quick or args.raw):
+    if total % length and not (args.quick or args.raw):
         print(
-            f"warning: {args.processes * repeats} repeats in all is not a multiple of "
-            f"{design_length(count)}: with {count} sets the run order is not balanced",
+            f"warning: {total} repeats in all is not a multiple of {length}: with {count} "
+            "sets the run order is not balanced",
             file=sys.stderr,
         )
     if args.processes > 1:
