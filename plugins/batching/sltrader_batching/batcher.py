@@ -1,6 +1,6 @@
 """A thread-safe micro-batcher for blocking callers, independent of pluggy.
 
-Design (leader/follower, no threads of its own):
+Design (leader/follower; a model thread only with a CPU for each worker):
 
 * Each model has a *lane*: its open batch (collecting requests) and the batch now in a
   model call. One call runs at a time per model (a full batch goes regardless): requests
@@ -22,19 +22,28 @@ Design (leader/follower, no threads of its own):
   batch of one included: every call is timed, so the cost estimate follows the model).
   The others sleep, each on a condition of its own, until it publishes every result to
   its own request object.
+* Unless the workers are no more than the CPUs: then a batch of two or more runs on the
+  batcher's *model thread* (one, started at the first such batch) and every member
+  sleeps. With a CPU for each worker, one thread making every call runs the calls and the
+  workers' feature building faster than workers taking turns; with more workers than
+  CPUs, the hand-over's two extra wake-ups cost more than that (docs/batching.md, "Who
+  runs the model").
 * A request is answered with ``None`` when it was alone (above), the batch failed, timed
   out or the batcher is closed: the caller then calls ``model.predict`` exactly as it
   would without the batcher, so a model error surfaces in the caller's own thread.
 
 Every wait is bounded (``max_wait`` while the model is free, ``timeout`` while a model
 call runs), so whatever the model does, only a thread that is itself inside a model call
-can be held by the model.
+can be held by the model: a leader, or the model thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -150,6 +159,47 @@ class _Lane:
         self.running: list[_Batch] = []  # oldest first; more than one only on SIZE or CHEAP
 
 
+class _ModelThread:
+    """The batcher's thread for calls of two or more requests, started at the first.
+
+    Its queue holds only dispatched batches, each with two or more callers parked on it,
+    so it never holds more batches than there are callers.
+    """
+
+    def __init__(self, run: Callable[[_Batch], None]) -> None:
+        self._run = run
+        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def call(self, batch: _Batch) -> None:
+        """Run ``batch`` on the thread (the batcher's lock held: one thread is started)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name="sltrader-batching-model", daemon=True
+            )
+            self._thread.start()
+        self._batches.put(batch)
+
+    def stop(self, timeout: float) -> bool:
+        """End the thread after the batches it holds; wait for it up to ``timeout``.
+
+        :return: ``True`` when it has ended (or never started).
+        """
+        if self._thread is None:
+            return True
+        self._batches.put(None)
+        self._thread.join(max(0.0, timeout))
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            # What the model raised that is not an Exception (SystemExit, say): _run has
+            # answered the batch with None, so each caller predicts by itself and meets it
+            # in its own thread; this thread goes on.
+            with contextlib.suppress(BaseException):
+                self._run(batch)
+
+
 class BatchError(Exception):
     """``predict_batch`` returned anything but one finite real number per request."""
 
@@ -158,9 +208,11 @@ class MicroBatcher:
     """Collects concurrent single predictions into ``predict_batch`` calls.
 
     :param config: the knobs (sizes and waits).
-    :param workers: how many threads may call :meth:`submit` at once. Used only when the
-        caller never brackets its work with :meth:`enter`/:meth:`leave`; ``None`` then
-        means "unknown" and batches close on size, wait, a returning call or flush only.
+    :param workers: how many threads may call :meth:`submit` at once. It picks who runs
+        the model (see the module docs; ``None``: the leader), and, when the caller never
+        brackets its work with :meth:`enter`/:meth:`leave`, it is who can still submit
+        (``None`` then means "unknown" and batches close on size, wait, a returning call or
+        flush only).
     """
 
     def __init__(self, config: BatchingConfig, workers: int | None = None) -> None:
@@ -205,6 +257,12 @@ class MicroBatcher:
         self._waits = LogHistogram()
         self._call_cost = 0.0  # smoothed CPU seconds per predict_batch call
         self._calls_timed = 0
+        # Decided once: the workers and the CPUs do not change while the batcher lives.
+        self._model_thread = (
+            _ModelThread(self._run)
+            if workers is not None and 2 <= workers <= _usable_cpus()
+            else None
+        )
 
     # -- in-flight tracking ----------------------------------------------------------
 
@@ -277,9 +335,9 @@ class MicroBatcher:
 
         :return: ``model.predict(features)`` as computed within a batch, or ``None``: the
             caller must call ``model.predict(features)`` itself (see the module docs).
-        :raises BaseException: only what the model raised *in this thread* while it
-            was the leader and the exception was not an ``Exception`` (e.g.
-            ``KeyboardInterrupt``); followers are answered first.
+        :raises BaseException: only what the model raised *in this thread* (the
+            batch's leader, or alone in its batch) that is not an ``Exception`` (e.g.
+            ``KeyboardInterrupt``); the batch's other members are answered first.
         """
         predict_batch = getattr(model, "predict_batch", None)
         if not callable(predict_batch):
@@ -361,7 +419,12 @@ class MicroBatcher:
             batch.deadline = max(batch.deadline, min(now + self._wait_limit(), batch.cap))
         request.wakeup = threading.Condition(self._lock)
         try:
-            return self._wait_for_turn(batch, request, request.wakeup)
+            to_run, request = self._wait_for_turn(batch, request, request.wakeup)
+            if to_run is None or len(to_run.requests) == 1 or self._model_thread is None:
+                return to_run, request  # ours to run (or answered)
+            # A batch with company, and a model thread: it runs it, we wait like the others.
+            self._model_thread.call(to_run)
+            return self._wait_for_turn(to_run, request, request.wakeup)
         except BaseException:
             self._withdraw(batch, request)
             raise
@@ -383,7 +446,7 @@ class MicroBatcher:
                     return (batch if self._close(batch, reason, now) else None), request
                 running = batch.lane.running
                 if running:
-                    # Queued behind the model's call: its leader wakes us when it returns;
+                    # Queued behind the model's call: its end wakes our opener;
                     # past the timeout the call looks hung and we stop waiting for it.
                     remaining = running[0].started + self._timeout - now
                     if remaining <= 0:
@@ -394,13 +457,13 @@ class MicroBatcher:
                     timeout = batch.deadline - now
                 else:  # the opener keeps the (moving) deadline; the cap does not move
                     timeout = batch.cap + _BACKSTOP_S - now
-            else:  # RUNNING: someone else is in the model call
+            else:  # RUNNING: another thread (the leader, the model thread) is in the call
                 remaining = batch.started + self._timeout - now
                 if remaining <= 0:
                     self._abandon(batch, request)
                     return None, request
                 timeout = remaining
-            # The closer does not wake the members when it starts the batch (that would
+            # Nobody wakes the members when the batch starts (that would
             # cost a context switch each); they wake when it publishes, or by the timeout.
             wakeup.wait(min(timeout, self._timeout))
 
@@ -502,7 +565,8 @@ class MicroBatcher:
         batch.opener.notify()  # it re-checks and closes the batch
 
     def _close(self, batch: _Batch, reason: Reason, now: float) -> bool:
-        """Move ``batch`` from open to running (lock held); ``True``: the caller runs it."""
+        """Move ``batch`` from open to running (lock held); ``True``: it is to be run (by
+        the caller, or handed to the model thread)."""
         lane = batch.lane
         if lane.open is batch:
             lane.open = None
@@ -524,7 +588,7 @@ class MicroBatcher:
         request.result = result
         request.done = True
         self._waiting -= 1
-        request.notify()  # a no-op when its own thread answers it
+        request.notify()  # a no-op for the leader, which answers its own request
 
     def _finish(self, batch: _Batch, results: list[float] | None) -> None:
         """Publish results (``None``: everyone predicts alone) and wake the batch (lock held)."""
@@ -570,7 +634,7 @@ class MicroBatcher:
         except Exception as exc:
             error = exc
         finally:
-            # Also on KeyboardInterrupt and friends: the followers must never be left waiting.
+            # Also on KeyboardInterrupt and friends: no member may be left waiting.
             with self._lock:
                 self._batches += 1
                 self._batched_requests += size
@@ -580,7 +644,7 @@ class MicroBatcher:
                     # The one fault path: the whole batch is handed back (see _check).
                     self._batch_errors += 1
                     self._fallbacks += sum(not r.done for r in batch.requests)
-                    # Decided under the lock, so two leaders failing at once log one line;
+                    # Decided under the lock, so two calls failing at once log one line;
                     # logged after it is released, so a slow handler stalls no other worker.
                     log_error = error is not None and not self._batch_error_logged
                     self._batch_error_logged |= log_error
@@ -624,14 +688,19 @@ class MicroBatcher:
 
         :param timeout: the longest to wait for callers still inside (default: the
             configured timeout; open batches are flushed, so nobody waits for ``max_wait``).
-        :return: ``True`` when no caller is inside any more.
+        :return: ``True`` when no caller is inside any more and no model call runs.
         """
         if timeout is None:
             timeout = self._timeout
+        deadline = time.perf_counter() + timeout
         with self._lock:
             self._closed = True
             self._flush_locked()
-            return self._drained.wait_for(lambda: self._inside == 0, timeout)
+            drained = self._drained.wait_for(lambda: self._inside == 0, timeout)
+        # Closed, nobody hands it another batch; a hung call keeps it (a daemon) alive.
+        if self._model_thread is None:
+            return drained
+        return self._model_thread.stop(deadline - time.perf_counter()) and drained
 
     @property
     def closed(self) -> bool:
@@ -688,6 +757,14 @@ class MicroBatcher:
                 "wait_limit_ms": self._wait_limit() * 1000.0,
                 "call_ms": self._call_cost * 1000.0,
             }
+
+
+def _usable_cpus() -> int:
+    """How many CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on macOS and Windows
+        return os.cpu_count() or 1
 
 
 def _log_unbatchable(kind: type) -> None:

@@ -94,8 +94,8 @@ class BatchingPlugin:
             return
         if not batcher.close():
             log.warning(
-                "callers still inside the batcher at shutdown (a model call "
-                "has not returned); they will predict by themselves when it does"
+                "a model call had not returned at shutdown; the callers waiting for it "
+                "predict by themselves once they stop waiting"
             )
 
     @hookimpl

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -25,7 +26,12 @@ from batching_support import (
     wait_until,
 )
 
+from sltrader_batching import batcher as batcher_module
 from sltrader_batching.batcher import MicroBatcher
+
+# Before the conftest's fixtures replace it for every test.
+usable_cpus = batcher_module._usable_cpus
+MODEL_THREAD = "sltrader-batching-model"
 
 # Long enough that a test relying on it would visibly hang rather than pass by luck.
 FOREVER_MS = 60_000.0
@@ -192,13 +198,14 @@ def test_shutdown_answers_pending_requests_and_leaks_nothing(model):
     assert threading.active_count() == threads_before  # the batcher owns no thread
 
 
-def test_close_reports_callers_stuck_in_a_model_call():
+def test_close_reports_a_model_call_that_has_not_returned(runner):
     release = threading.Event()
     model = gated_model(release, timeout=30)
-    batcher, _ = make(max_batch_size=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS)
+    batcher, _ = make(max_batch_size=2, max_wait_ms=FOREVER_MS, timeout_ms=FOREVER_MS, workers=2)
     out: dict[int, float] = {}
     threads = park_running(batcher, model, out)
-    assert batcher.close(timeout=0.05) is False  # the leader is inside predict_batch
+    # the leader, or the model thread, is inside predict_batch
+    assert batcher.close(timeout=0.05) is False
     release.set()
     for thread in threads:
         thread.join(10)
@@ -343,10 +350,68 @@ def test_a_base_exception_in_the_leader_still_answers_the_followers():
     assert waiting(batcher) == 0 and batcher._inside == 0
 
 
-def test_a_hung_batch_times_out_and_suspends_batching(caplog):
+@pytest.mark.parametrize("runner", ["model-thread"], indirect=True)
+def test_a_base_exception_on_the_model_thread_answers_every_member_and_it_goes_on(runner):
+    calls: list[tuple[int, threading.Thread]] = []
+
+    def interrupt_once(features):
+        calls.append((len(features), threading.current_thread()))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return [LinearModel.expected(f) for f in features]
+
+    model = FaultyModel(interrupt_once)
+    batcher, _ = make(max_batch_size=3, max_wait_ms=FOREVER_MS, workers=3)
+    # the model thread's call raised: each member predicts by itself (predict is sound)
+    outcome = outcomes(batcher, model, 3, 1, KeyboardInterrupt)
+    assert outcome == {i: LinearModel.expected(features_for(i, 1)) for i in range(3)}
+    assert model.single_calls == 3 and metric(batcher, "batch_errors") == 1
+    # the same model thread runs the next batch
+    outcome = outcomes(batcher, model, 3, 2, KeyboardInterrupt)
+    assert outcome == {i: LinearModel.expected(features_for(i, 2)) for i in range(3)}
+    assert [size for size, _ in calls] == [3, 3] and model.single_calls == 3
+    (_, thread), (_, again) = calls
+    assert thread is again and thread.name == MODEL_THREAD
+    assert waiting(batcher) == 0 and batcher._inside == 0
+    assert batcher.close() and not thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("workers", "cpus", "on_model_thread"),
+    [(2, 2, True), (4, 8, True), (3, 2, False), (2, 1, False), (None, 8, False)],
+)
+def test_a_model_thread_runs_batches_only_with_a_cpu_for_each_worker(
+    monkeypatch, workers, cpus, on_model_thread
+):
+    monkeypatch.setattr(batcher_module, "_usable_cpus", lambda: cpus)
+    callers: list[threading.Thread] = []
+
+    def record(features):
+        callers.append(threading.current_thread())
+        return [LinearModel.expected(f) for f in features]
+
+    model = FaultyModel(record)
+    batcher, _ = make(max_batch_size=2, max_wait_ms=FOREVER_MS, workers=workers)
+    outcome = outcomes(batcher, model, 2, 1, ())
+    assert outcome == {i: LinearModel.expected(features_for(i, 1)) for i in range(2)}
+    (caller,) = callers  # one batch of two
+    assert (caller.name == MODEL_THREAD) is on_model_thread
+    assert batcher.close() and not caller.is_alive()  # close() ends the model thread
+
+
+def test_usable_cpus_are_the_affinity_else_the_cpu_count(monkeypatch):
+    if hasattr(os, "sched_getaffinity"):
+        assert usable_cpus() == len(os.sched_getaffinity(0))
+        monkeypatch.delattr(os, "sched_getaffinity")
+    assert usable_cpus() == (os.cpu_count() or 1)
+
+
+def test_a_hung_batch_times_out_and_suspends_batching(caplog, runner):
     release = threading.Event()
     model = gated_model(release, timeout=30)
-    batcher, _ = make(max_batch_size=3, max_wait_ms=FOREVER_MS, timeout_ms=50, workers=None)
+    batcher, _ = make(max_batch_size=3, max_wait_ms=FOREVER_MS, timeout_ms=50, workers=3)
+    # who gives up on the hung call after timeout_ms: the followers, or every member
+    gave_up = 2 if runner == "leader" else 3
     out: dict[int, float] = {}
     finished: list[int] = []
 
@@ -372,9 +437,9 @@ def test_a_hung_batch_times_out_and_suspends_batching(caplog):
         with caplog.at_level(logging.WARNING, logger="sltrader_batching"):
             for thread in threads:
                 thread.start()
-            wait_until(lambda: len(finished) == 2)  # the followers gave up after timeout_ms
+            wait_until(lambda: len(finished) == gave_up)
             m = batcher.metrics()
-            assert m["timeouts"] == 1 and m["fallbacks"] == 2
+            assert m["timeouts"] == 1 and m["fallbacks"] == gave_up
             # while the model call hangs, new requests are not batched behind it
             assert batcher.submit(model, features_for(7, 7)) is None
             assert metric(batcher, "bypassed") == 1
@@ -388,7 +453,8 @@ def test_a_hung_batch_times_out_and_suspends_batching(caplog):
     assert [r.levelno for r in caplog.records if "still running" in r.message] == [logging.WARNING]
     # logged with the batcher's lock free: a slow handler does not hold up the workers
     assert logged_unlocked == [True]
-    # once the call returned, batching resumes
+    # once the call returned (on the model thread, maybe after its members), batching resumes
+    wait_until(lambda: batcher._overdue == 0)
     run_threads([lambda i=i: predict_via(batcher, model, features_for(i, 9)) for i in range(3)])
     assert model.batch_calls == 2 and batcher._overdue == 0
 

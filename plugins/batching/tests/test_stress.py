@@ -12,7 +12,7 @@ THREADS = 32
 REQUESTS = 10_000
 
 
-def test_32_threads_times_10000_requests_each_get_their_own_result():
+def test_32_threads_times_10000_requests_each_get_their_own_result(runner):
     """Untracked callers (worker count known): batches fill by size and idle."""
     model = LinearModel()
     batcher, _ = make(max_batch_size=32, max_wait_ms=5, workers=THREADS)
@@ -48,12 +48,12 @@ def test_32_threads_times_10000_requests_each_get_their_own_result():
     assert batcher._waiting == 0 and batcher._inside == 0 and not batcher._lanes
 
 
-def test_tracked_workers_with_uneven_work_and_a_varying_model_input():
+def test_tracked_workers_with_uneven_work_and_a_varying_model_input(runner):
     """Workers bracket each unit of work, spend random time before predicting (some of it
     away, in an exchange request), and some units never predict: the shape of a scan.
     Results stay exact."""
     model = LinearModel()
-    batcher, _ = make(max_batch_size=16, max_wait_ms=1, workers=None)
+    batcher, _ = make(max_batch_size=16, max_wait_ms=1, workers=THREADS)
     mismatches = [0]
     lock = threading.Lock()
     pause = threading.Event()  # never set: Event.wait is a sleep that releases the GIL
