@@ -147,8 +147,11 @@ def run_sltrader(config: BatchingConfig) -> Callable[[ModelAdapter, int], tuple[
             result = batcher.submit(model, features)
             return model.predict(features) if result is None else result
 
+        def stop() -> None:
+            batcher.close()  # ends its model thread, if it has one
+
         predict.batcher = batcher  # type: ignore[attr-defined]  # enter/leave, below
-        return predict, lambda: None
+        return predict, stop
 
     return make
 

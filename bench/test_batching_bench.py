@@ -110,6 +110,8 @@ def test_scan(benchmark: Any, mode: str, workers: int, model_name: str) -> None:
 
     benchmark.group = f"{model_name} model, {workers} worker(s)"
     benchmark.pedantic(scan, setup=setup, rounds=5, iterations=1, warmup_rounds=1)
+    for batcher in batchers:
+        batcher.close()  # ends its model thread, if it has one
     benchmark.extra_info["model_us_per_prediction"] = 1e6 * model.times().seconds_per_prediction
     if batchers:
         metrics = [b.metrics() for b in batchers]
