@@ -36,6 +36,7 @@ from sltrader_plugins.config import (
     timeframe,
     timeframe_list,
 )
+from sltrader_plugins.exchange_requests import ExchangeRequest, KlineFetch
 from sltrader_plugins.hookspecs import PROJECT_NAME
 from sltrader_plugins.klines import Klines, served_fault
 from sltrader_plugins.manager import PluginError, PluginManager
@@ -70,9 +71,11 @@ __all__ = [
     "Clock",
     "Config",
     "ConfigError",
+    "ExchangeRequest",
     "FeatureBuffers",
     "HostServices",
     "KlineCache",
+    "KlineFetch",
     "Klines",
     "Model",
     "ModelAdapter",

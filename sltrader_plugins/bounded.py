@@ -40,6 +40,7 @@ class HookThread:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._abandoned: Future | None = None
+        self._stopped = False  #: after ``stop``, a thread serves one call and ends
 
     def call(
         self,
@@ -63,6 +64,9 @@ class HookThread:
             self._thread.start()
         future: Future = Future()
         self._calls.put((future, function, args, kwargs))
+        if self._stopped:  # a call after stop (a report, say) leaves no thread behind
+            self._calls.put(None)
+            self._thread = None
         try:
             future.exception(timeout=bound)
         except FutureTimeout:
@@ -71,7 +75,9 @@ class HookThread:
         return Outcome.DONE, future
 
     def stop(self) -> None:
-        """Let the thread end once it is idle; never waits for it."""
+        """Let the thread end once it is idle; never waits for it. A later call runs on
+        a thread of its own that ends with it."""
+        self._stopped = True
         if self._thread is not None:
             self._calls.put(None)
             self._thread = None

@@ -24,8 +24,9 @@ import numpy as np
 from sltrader_plugins.buffers import DEFAULT_BUFFERS
 from sltrader_plugins.cache import Fetch
 from sltrader_plugins.config import Config, load_config
+from sltrader_plugins.exchange_requests import ExchangeRequest, KlineFetch
 from sltrader_plugins.klines import Klines, served_fault
-from sltrader_plugins.manager import PluginInfo, PluginManager
+from sltrader_plugins.manager import PluginInfo, PluginManager, Prediction
 from sltrader_plugins.protocols import Clock, HostServices, KlineCache, Model
 from sltrader_plugins.signals import Signal
 from sltrader_plugins.timeframes import closes_between, last_close_time
@@ -175,7 +176,7 @@ class Plugins:
 
     def signal(self, signal: Signal) -> None:
         """Announce a confirmed signal (``on_signal``), before its order is placed."""
-        self.hook.on_signal(symbol=signal.symbol, signal=signal, timeframe=signal.timeframe)
+        self.hook.on_signal(signal=signal)
 
     def metrics(self) -> dict[str, float]:
         """Every plugin's counters, named ``<plugin>.<metric>``."""
@@ -193,9 +194,11 @@ class Plugins:
 
             cache = SingleFlightCache(plugins.fetching(exchange.fetch_klines), clock, 360)
 
-        Each call of the returned function: ``before_fetch_klines`` (a plugin's series is
-        returned if it is one the exchange could have answered now, else that plugin's
-        fault is counted); otherwise ``before_exchange_request``, ``fetch`` itself and
+        Each call of the returned function calls the exchange hooks in the order
+        :mod:`sltrader_plugins.hookspecs` states: ``before_fetch_klines``, then
+        ``serve_klines`` (a plugin's series is returned if it is one the exchange could
+        have answered now, else that plugin's fault is counted); otherwise the request as
+        :meth:`exchange_request` makes it (``fetch`` itself inside), then
         ``after_fetch_klines`` with its answer (``None`` when it raised, and what it
         raised reaches the caller as without plugins). Call it only after :meth:`start`.
 
@@ -204,32 +207,38 @@ class Plugins:
 
         def fetch_klines(symbol: str, timeframe: str, limit: int) -> Klines:
             close_time = last_close_time(timeframe, self.services.clock.now())
-            asked = {
-                "symbol": symbol,
-                "timeframe": timeframe,
-                "limit": limit,
-                "close_time": close_time,
-            }
-            served = self.hook.before_fetch_klines(**asked)
-            if served is not None:  # a Served: the manager tags every answer
-                reason = served_fault(served.klines, **asked)
+            asked = KlineFetch(symbol, timeframe, limit, close_time)
+            self.hook.before_fetch_klines(fetch=asked)
+            served = self.hook.serve_klines(fetch=asked)
+            if served is not None:
+                reason = served_fault(served.value, symbol, timeframe, limit, close_time)
                 if reason is None:
-                    return served.klines
-                self.manager.fault(served.plugin, "before_fetch_klines", reason)
+                    return served.value
+                self.manager.fault(served.plugin, "serve_klines", reason)
             klines = None
             try:
-                self.hook.before_exchange_request(weight=1)
-                klines = fetch(symbol, timeframe, limit)
+                with self._request(ExchangeRequest(1, asked)):
+                    klines = fetch(symbol, timeframe, limit)
                 return klines
             finally:
-                self.hook.after_fetch_klines(**asked, klines=klines)
+                self.hook.after_fetch_klines(fetch=asked, klines=klines)
 
         return fetch_klines
 
-    def exchange_request(self, weight: int = 1) -> None:
-        """Call before any exchange request of yours that is not a kline fetch through
-        :meth:`fetching` (``before_exchange_request``): a plugin may pace it."""
-        self.hook.before_exchange_request(weight=weight)
+    def exchange_request(self, weight: int = 1) -> _Request:
+        """``with plugins.exchange_request():`` around any exchange request of yours that
+        is not a kline fetch through :meth:`fetching`.
+
+        On entry ``before_exchange_request`` (this thread now waits on the exchange), then
+        ``pace_exchange_request`` (a plugin may hold it back); on exit, whatever happens
+        inside, ``after_exchange_request``.
+
+        :param weight: the request's cost in the exchange's rate-limit units.
+        """
+        return self._request(ExchangeRequest(weight))
+
+    def _request(self, request: ExchangeRequest) -> _Request:
+        return _Request(self.hook, request)
 
     # -- worker threads -------------------------------------------------------------
 
@@ -272,8 +281,7 @@ class Plugins:
         except Exception as exc:
             features = compute(*args, DEFAULT_BUFFERS)
             reason = f"a build failed with its buffers ({type(exc).__name__}: {exc}), not without"
-            # A hook wrapper's answer is not guarded, so it may carry no plugin's name.
-            self.manager.fault(getattr(buffers, "plugin", "?"), "on_feature_build", reason)
+            self.manager.fault(buffers.plugin, "on_feature_build", reason)
             return features
         finally:
             buffers.release()
@@ -285,8 +293,18 @@ class Plugins:
         :raises Exception: what ``model.predict`` raises, as without plugins.
         """
         model = self.services.model if model is None else model
-        prediction = self.hook.before_predict(symbol=symbol, features=features, model=model)
-        return float(model.predict(features) if prediction is None else prediction)
+        answer: Prediction | None = self.hook.before_predict(
+            symbol=symbol, features=features, model=model
+        )
+        if answer is None:
+            return float(model.predict(features))
+        value = float(answer)  # finite: the manager checked that much
+        bounds = getattr(model, "prediction_range", None)
+        if bounds is None or bounds[0] <= value <= bounds[1]:
+            return value
+        reason = f"answered {value!r}, outside the model's range {list(bounds)}"
+        self.manager.fault(answer.plugin, "before_predict", reason)
+        return float(model.predict(features))
 
 
 class _Scan:
@@ -306,6 +324,25 @@ class _Scan:
             self._hook.on_scan_complete(
                 symbols=self._symbols, timeframe=self._timeframe, now=self._clock.now()
             )
+
+
+class _Request:
+    __slots__ = ("_hook", "_request")
+
+    def __init__(self, hook: Any, request: ExchangeRequest) -> None:
+        self._hook, self._request = hook, request
+
+    def __enter__(self) -> ExchangeRequest:
+        self._hook.before_exchange_request(request=self._request)
+        try:
+            self._hook.pace_exchange_request(request=self._request)
+        except BaseException:  # after_ is promised for every before_, Ctrl-C included
+            self._hook.after_exchange_request(request=self._request)
+            raise
+        return self._request
+
+    def __exit__(self, *exc: object) -> None:
+        self._hook.after_exchange_request(request=self._request)
 
 
 class _Analyzing:

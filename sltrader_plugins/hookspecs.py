@@ -7,14 +7,24 @@ a return value of the wrong kind, is logged once (with the plugin's name), count
 treated as if the plugin had returned ``None``: the host falls back to its own behaviour
 and the other plugins still run.
 
+Each hook means one thing. A hook either *observes* (every implementation is called, its
+return value ignored) or *answers* (``firstresult``: ``serve_klines``, ``on_feature_build``,
+``before_predict``; the first answer the host accepts ends the call). To observe what an
+answer hook is about, implement it with ``@hookimpl(tryfirst=True)`` and return ``None``:
+it is then called before any plugin can answer.
+
+Order: within one hook the manager calls the plugins by their entry-point names in
+alphabetical order, ``tryfirst`` implementations before the others and ``trylast`` ones
+after (pytest's rule); the order of the hooks themselves is the call sites' and stated
+with each hook (the exchange's below). Neither depends on the order of installation.
+
 Threading: ``before_analyze_symbol``, ``after_analyze_symbol``, ``before_predict`` and
 ``on_feature_build`` are called from worker threads, many at once; the exchange hooks
-(``before_fetch_klines``, ``after_fetch_klines``, ``before_exchange_request``) from
-whichever thread talks to the exchange. Every other hook is called for the host's main
-loop, on a thread the manager keeps for the plugin: one plugin's main-loop hooks run one
-at a time, and the loop waits for each call at most ``hook_timeout_s`` (a call that
-overruns is abandoned and counted as a fault; the plugin's main-loop calls are skipped
-until it returns).
+(:data:`WORKER_HOOKS` lists them all) from whichever thread talks to the exchange. Every
+other hook is called for the host's main loop, on a thread the manager keeps for the
+plugin: one plugin's main-loop hooks run one at a time, and the loop waits for each call
+at most ``hook_timeout_s`` (a call that overruns is abandoned and counted as a fault; the
+plugin's main-loop calls are skipped until it returns).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import numpy as np
 import pluggy
 
 from sltrader_plugins.config import PluginSettings
+from sltrader_plugins.exchange_requests import ExchangeRequest, KlineFetch
 from sltrader_plugins.klines import Klines
 from sltrader_plugins.protocols import FeatureBuffers, HostServices, Model
 from sltrader_plugins.signals import Signal
@@ -41,8 +52,11 @@ WORKER_HOOKS = frozenset(
         "on_feature_build",
         "before_predict",
         "before_fetch_klines",
+        "serve_klines",
         "after_fetch_klines",
         "before_exchange_request",
+        "pace_exchange_request",
+        "after_exchange_request",
     }
 )
 
@@ -141,12 +155,15 @@ def before_predict(symbol: str, features: np.ndarray, model: Model) -> float | N
     :param features: the feature vector (1-D float64).
     :param model: the model the host would call.
     :return: the prediction ``model.predict(features)`` would give (to 1e-9), or ``None``
-        to let the host call ``model.predict`` itself. The first non-``None`` result wins;
-        one that is not a finite number is this plugin's fault and the host predicts.
-        When the model fails, or answers something that is not a finite number, return
-        ``None`` rather than raise or pass it on: the host's own call then meets it in
-        this thread as without plugins, while an exception or a non-number from the hook
-        counts as the plugin's fault.
+        to let the host call ``model.predict`` itself. The first non-``None`` result wins.
+        An answer the model could not have given is this plugin's fault (logged once,
+        counted) and the host predicts: one that is not a finite number, or one outside
+        the model's ``prediction_range`` when the model declares one (``ModelAdapter``
+        over ``predict_proba`` answers in ``[0, 1]``). A wrong value inside the range
+        cannot be told from a right one without calling the model: that is what the
+        plugin promises. When the model fails, or answers something that is not a
+        finite number, return ``None`` rather than raise or pass it on: the host's own
+        call then meets it in this thread as without plugins.
     """
 
 
@@ -161,13 +178,11 @@ def on_scan_complete(symbols: Sequence[str], timeframe: str, now: float) -> None
 
 
 @hookspec
-def on_signal(symbol: str, signal: Signal, timeframe: str) -> None:
+def on_signal(signal: Signal) -> None:
     """The host emitted a confirmed trading signal (before it places the order).
 
-    :param symbol: the signal's symbol.
-    :param signal: the signal itself.
-    :param timeframe: the base timeframe it was scanned on; the higher timeframes that
-        confirmed it are ``services.confirm_timeframes``.
+    :param signal: the signal; ``signal.timeframe`` is the base timeframe it was scanned
+        on, and the higher timeframes that confirmed it are ``services.confirm_timeframes``.
     """
 
 
@@ -186,59 +201,90 @@ def on_candle_close(timeframe: str, close_time: float, next_scan_time: float) ->
 
 
 # -- the exchange ---------------------------------------------------------------------
-# The host's kline fetch, as ``Plugins.fetching`` wraps it: ``before_fetch_klines``; if no
-# plugin served the series, ``before_exchange_request``, the exchange call, then
-# ``after_fetch_klines`` with what it answered. A cache in front of the wrapped fetch
-# (``SingleFlightCache``) makes one fetch per stale series, prefetches included.
+# The host's kline fetch, as ``Plugins.fetching`` wraps it, in this order:
+#   before_fetch_klines(fetch)          every fetch, observers only
+#   serve_klines(fetch)                 a plugin may answer; if one does, the fetch ends here
+#   before_exchange_request(request)    the thread is about to wait on the exchange
+#   pace_exchange_request(request)      a plugin may hold the request back (its budget)
+#   ... the exchange call ...
+#   after_exchange_request(request)     the thread is back, the request returned or raised
+#   after_fetch_klines(fetch, klines)   what the exchange answered (None: it failed)
+# Every other exchange request of the trader (``with plugins.exchange_request():``) gets
+# the three ``*_exchange_request`` hooks with ``request.fetch`` ``None``. A cache in front
+# of the wrapped fetch (``SingleFlightCache``) makes one fetch per stale series.
+
+
+@hookspec
+def before_fetch_klines(fetch: KlineFetch) -> None:
+    """The trader is about to fetch ``fetch.symbol`` on ``fetch.timeframe``.
+
+    Called for every fetch, in the thread that needs the series (a worker, a prefetch,
+    the main loop), before any plugin may serve it: an observer sees every fetch here.
+
+    :param fetch: what is asked; the same object reaches ``serve_klines`` and
+        ``after_fetch_klines`` of this fetch (match them by identity).
+    """
 
 
 @hookspec(firstresult=True)
-def before_fetch_klines(
-    symbol: str, timeframe: str, limit: int, close_time: float
-) -> Klines | None:
-    """The host is about to fetch a series from the exchange; serve it instead.
+def serve_klines(fetch: KlineFetch) -> Klines | None:
+    """Serve the series of ``fetch`` instead of the exchange.
 
-    Called in the thread that needs the series (a worker, a prefetch, the main loop). A
-    plugin may wait here for a fetch made elsewhere (another process's), and must bound
+    A plugin may wait here for a fetch made elsewhere (another process's), and must bound
     that wait itself: the manager does not.
 
-    :param symbol: the series' symbol.
-    :param timeframe: the series' timeframe.
-    :param limit: the most candles the host asks for (the exchange's ``limit``).
-    :param close_time: the close of the newest candle that has closed by the host's clock
-        (epoch seconds, a candle boundary): the series is fresh if it reaches it.
-    :return: what the exchange would answer now (the newest ``limit`` candles closed by
-        ``close_time``), or ``None`` to let the host fetch. The first non-``None`` result
-        wins. One of another symbol or timeframe, longer than ``limit``, or whose newest
-        candle does not close exactly at ``close_time`` (later: not closed yet; earlier:
-        stale) is this plugin's fault, and the host fetches.
+    :param fetch: what is asked, ``fetch.close_time`` the close of the newest candle
+        closed by the trader's clock (a series is fresh if it reaches it).
+    :return: what the exchange would answer now (the newest ``fetch.limit`` candles
+        closed by ``fetch.close_time``), or ``None`` to let the trader fetch. The first
+        non-``None`` result wins. One of another symbol or timeframe, longer than
+        ``limit``, or whose newest candle does not close exactly at ``close_time`` (later:
+        not closed yet; earlier: stale) is this plugin's fault, and the trader fetches.
     """
 
 
 @hookspec
-def after_fetch_klines(
-    symbol: str, timeframe: str, limit: int, close_time: float, klines: Klines | None
-) -> None:
-    """The host fetched a series from the exchange, or failed to (``klines`` is ``None``).
+def after_fetch_klines(fetch: KlineFetch, klines: Klines | None) -> None:
+    """The exchange answered ``fetch`` (``klines``), or failed to (``None``).
 
-    Called once after every ``before_fetch_klines`` that served nothing, in the same
-    thread, also when the fetch raised. A plugin publishes the series here, or releases
-    what it reserved for this fetch.
+    Called once for every fetch that no plugin served, in the same thread, after
+    ``after_exchange_request``, also when the request raised. A plugin publishes the
+    series here, or releases what it reserved in ``serve_klines`` for this ``fetch``.
 
+    :param fetch: the object ``before_fetch_klines`` and ``serve_klines`` were given.
     :param klines: what the exchange answered (read-only arrays), ``None`` on failure.
-    :param close_time: as given to ``before_fetch_klines``.
     """
 
 
 @hookspec
-def before_exchange_request(weight: int) -> None:
-    """The host is about to send one request to the exchange; return when it may go.
+def before_exchange_request(request: ExchangeRequest) -> None:
+    """This thread is about to wait on the exchange: pacing, then the request.
 
-    Called for every request, kline fetches (prefetches included) and the host's others
-    (its universe), from any thread. A plugin that keeps a request budget blocks here
-    until the budget allows, for at most a bounded time of its own.
+    Called before ``pace_exchange_request``, for every request (kline fetches, prefetches
+    included, and the trader's others), from any thread. Always followed by exactly one
+    ``after_exchange_request`` with the same ``request``, in the same thread.
 
-    :param weight: the request's cost in the exchange's rate-limit units (1 for most).
+    :param request: this request; ``request.fetch`` is the kline fetch it is for, if any.
+    """
+
+
+@hookspec
+def pace_exchange_request(request: ExchangeRequest) -> None:
+    """Return when ``request`` may go: a plugin that keeps a request budget blocks here.
+
+    Called after ``before_exchange_request`` and right before the request is sent. The
+    plugin bounds its own wait: the manager does not.
+
+    :param request: this request; ``request.weight`` is its cost in the exchange's
+        rate-limit units (1 for most).
+    """
+
+
+@hookspec
+def after_exchange_request(request: ExchangeRequest) -> None:
+    """The request of ``before_exchange_request`` returned or raised; this thread is back.
+
+    :param request: the object ``before_exchange_request`` was given.
     """
 
 

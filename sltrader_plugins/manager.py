@@ -26,7 +26,6 @@ from sltrader_plugins import hookspecs
 from sltrader_plugins.bounded import HookThread, Outcome
 from sltrader_plugins.buffers import LentBuffers
 from sltrader_plugins.config import DEFAULT_HOOK_TIMEOUT_S, Config, ConfigError
-from sltrader_plugins.klines import Served
 from sltrader_plugins.model import finite_number
 from sltrader_plugins.protocols import HostServices
 
@@ -34,6 +33,30 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "sltrader"
 ENV_PLUGINS = "SLTRADER_PLUGINS"
+
+
+@attrs.frozen
+class Answer:
+    """A plugin's answer to an answer hook, with the plugin's name: the manager's guard
+    tags every answer, so the call site that finds it wrong blames the right plugin."""
+
+    value: Any
+    plugin: str
+
+
+class Prediction(float):
+    """A plugin's ``before_predict`` answer: the number, and the plugin that gave it.
+
+    A float, so that whoever calls the hook relay gets the number it always got; the name
+    lets ``Plugins.predict`` blame the plugin when the number is outside the model's range.
+    """
+
+    __slots__ = ("plugin",)
+
+    def __new__(cls, value: float, plugin: str) -> Prediction:
+        self = super().__new__(cls, value)
+        self.plugin = plugin
+        return self
 
 
 class PluginError(Exception):
@@ -117,7 +140,9 @@ class PluginManager:
     """The host's handle on its plugins: ``manager.hook.<name>(**kwargs)`` calls a hook.
 
     Register everything (``load``, ``register``) before worker threads start; calling
-    hooks is thread-safe afterwards.
+    hooks is thread-safe afterwards. Whatever the order of registration, each hook calls
+    the plugins in the order :mod:`sltrader_plugins.hookspecs` states: by name, with
+    ``tryfirst`` and ``trylast`` implementations first and last.
 
     A plugin's main-loop hooks (every hook but :data:`hookspecs.WORKER_HOOKS`) run on a
     thread the manager keeps for that plugin, and the caller waits for each at most
@@ -136,6 +161,7 @@ class PluginManager:
         self.config = Config()  #: what ``load`` was given; plugins' settings come from it
         self.hook_timeout_s = hook_timeout_s
         self._hook_threads: dict[str, HookThread] = {}
+        self._registered: dict[str, object] = {}  #: by name, what ``register`` accepted
 
     # -- loading --------------------------------------------------------------------
 
@@ -235,14 +261,41 @@ class PluginManager:
             self._pm.unregister(plugin)
             known = ", ".join(sorted(self.hook_names()))
             raise PluginError(f"unknown hook(s) {', '.join(unknown)}; known hooks: {known}")
-        for caller in self._pm.get_hookcallers(plugin) or []:
-            for impl in caller.get_hookimpls():
-                if impl.plugin is plugin and not (impl.hookwrapper or impl.wrapper):
-                    impl.function = self._guard(impl.function, name, caller.name)
+        wrappers = sorted(
+            caller.name
+            for caller in self._pm.get_hookcallers(plugin) or []
+            for impl in caller.get_hookimpls()
+            if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper)
+        )
+        if wrappers:
+            # A wrapper sees and may replace every plugin's answer unchecked: the one way
+            # round the guard, so not part of the contract (observe with tryfirst).
+            self._pm.unregister(plugin)
+            raise PluginError(f"hook wrapper(s) {', '.join(wrappers)} are not supported")
+        self._registered[name] = plugin
+        self._call_in_name_order()
         if name not in self._infos:
             self._infos[name] = PluginInfo(
                 name, "(registered directly)", "", self.hooks_of(name), active=True
             )
+
+    def _call_in_name_order(self) -> None:
+        """Register every plugin again, last name first: pluggy calls the last registered
+        first, so each hook then calls the plugins in name order (the contract's order),
+        whatever order they were registered in. Each registration is guarded anew."""
+        for plugin in self._registered.values():
+            self._pm.unregister(plugin)
+        for name, plugin in sorted(self._registered.items(), reverse=True):
+            self._pm.register(plugin, name=name)
+            for caller in self._pm.get_hookcallers(plugin) or []:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin:
+                        impl.function = self._guard(impl.function, name, caller.name)
+
+    def _unregister(self, name: str) -> None:
+        plugin = self._registered.pop(name, None)
+        if plugin is not None:
+            self._pm.unregister(plugin)
 
     def hook_names(self) -> list[str]:
         """Every hook of the contract."""
@@ -279,7 +332,10 @@ class PluginManager:
                 else:
                     outcome, future = thread.call(function, args, kwargs, bound)
                     if future is None:
-                        self._record_fault(plugin, hook, _LATE[outcome].format(bound=bound))
+                        # One line for the call that overran; the calls it makes the
+                        # plugin skip until it returns are only counted.
+                        reason = _LATE[outcome].format(bound=bound)
+                        self._record_fault(plugin, hook, reason, quiet=outcome is Outcome.BUSY)
                         return None
                     result = future.result()
             except ConfigError:
@@ -297,15 +353,21 @@ class PluginManager:
         return guarded
 
     def _record_fault(
-        self, plugin: str, hook: str, reason: str | None = None, exc_info: bool = False
+        self,
+        plugin: str,
+        hook: str,
+        reason: str | None = None,
+        exc_info: bool = False,
+        quiet: bool = False,
     ) -> None:
-        """Count a fault of ``plugin`` in ``hook``; log the first of each pair."""
+        """Count a fault of ``plugin`` in ``hook``; log the first of each pair, unless
+        ``quiet`` (a consequence of a fault already logged)."""
         with self._lock:
             self._faults[(plugin, hook)] += 1
             first = self._faults[(plugin, hook)] == 1
             if hook == "on_start":
                 self._failed_at_start.add(plugin)
-        if first:
+        if first and not quiet:
             what = "raised" if reason is None else reason
             log.error(
                 "plugin %r %s in hook %r; the host falls back to its own behaviour "
@@ -340,9 +402,7 @@ class PluginManager:
             call = self._pm.subset_hook_caller("on_start", remove_plugins=others)
             call(services=services, settings=self.config.settings(name))
         for name in sorted(self._failed_at_start):
-            plugin = self._pm.get_plugin(name)
-            if plugin is not None:
-                self._pm.unregister(plugin)
+            self._unregister(name)
             info = self._infos[name]
             self._infos[name] = attrs.evolve(info, active=False, reason="failed in on_start")
         self._failed_at_start.clear()
@@ -392,7 +452,10 @@ def _check_sections(config: Config, installed: list[str]) -> None:
 
 
 _LATE = {
-    Outcome.OVERRAN: "did not return within {bound:g} s (hook_timeout_s): abandoned",
+    Outcome.OVERRAN: (
+        "did not return within {bound:g} s (hook_timeout_s): abandoned, and its "
+        "main-loop hooks are skipped until that call returns"
+    ),
     Outcome.BUSY: "was skipped: its call that overran is still running",
 }
 
@@ -410,10 +473,12 @@ def _check_buffers(manager: PluginManager, plugin: str, result: Any) -> Any:
 
 
 def _check_prediction(manager: PluginManager, plugin: str, result: Any) -> Any:
+    # Finite here; within the model's range where the model is known (Plugins.predict).
     value = finite_number(result)
     if value is None:
         manager.fault(plugin, "before_predict", f"returned {result!r}, not a finite number")
-    return value
+        return None
+    return Prediction(value, plugin)
 
 
 def _check_metrics(manager: PluginManager, plugin: str, result: Any) -> Any:
@@ -436,13 +501,13 @@ def _check_metrics(manager: PluginManager, plugin: str, result: Any) -> Any:
     return metrics
 
 
-def _tag_served(manager: PluginManager, plugin: str, result: Any) -> Any:
+def _tag(manager: PluginManager, plugin: str, result: Any) -> Any:
     # Checked where the fetch's arguments are known (Plugins.fetching), and blamed there.
-    return Served(result, plugin)
+    return Answer(result, plugin)
 
 
 _RESULT_CHECKS: dict[str, Callable[[PluginManager, str, Any], Any]] = {
-    "before_fetch_klines": _tag_served,
+    "serve_klines": _tag,
     "on_feature_build": _check_buffers,
     "before_predict": _check_prediction,
     "report_metrics": _check_metrics,

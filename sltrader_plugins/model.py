@@ -69,6 +69,8 @@ class ModelAdapter:
     - it has ``predict``: its ``predict`` over the stacked rows (a regressor).
 
     In the last two cases ``predict(f)`` is ``predict_batch([f])[0]``, so both agree.
+    ``prediction_range`` is ``(0.0, 1.0)`` over ``predict_proba``, the estimator's own
+    ``prediction_range`` if it declares one, else ``None`` (no range is known).
     The counters are guarded by a lock; the estimator is called outside it and must be
     safe to call from many threads at once, as scikit-learn's fitted estimators are.
 
@@ -86,9 +88,11 @@ class ModelAdapter:
         self._batch_calls = 0
         self._one: Callable[[np.ndarray], float]
         self._many: Callable[[Sequence[np.ndarray]], Sequence[float]]
+        self.prediction_range: tuple[float, float] | None = _declared_range(estimator)
         if callable(getattr(estimator, "predict_batch", None)):
             self._one, self._many = estimator.predict, estimator.predict_batch
         elif callable(getattr(estimator, "predict_proba", None)):
+            self.prediction_range = self.prediction_range or (0.0, 1.0)
             proba = estimator.predict_proba
             self._many = lambda rows: proba(_stack(rows))[:, proba_column]
             self._one = lambda features: self._many([features])[0]
@@ -129,6 +133,23 @@ class ModelAdapter:
             return ModelTimes(
                 self._seconds, self._predictions, self._predict_calls, self._batch_calls
             )
+
+
+def _declared_range(estimator: Any) -> tuple[float, float] | None:
+    """The estimator's ``prediction_range``, if it declares a valid one.
+
+    :raises ValueError: it declares one that is not two finite numbers, low <= high.
+    """
+    declared = getattr(estimator, "prediction_range", None)
+    if declared is None:
+        return None
+    try:
+        low, high = (finite_number(v) for v in declared)
+    except (TypeError, ValueError):
+        low = high = None
+    if low is None or high is None or low > high:
+        raise ValueError(f"prediction_range must be (low, high), finite, got {declared!r}")
+    return low, high
 
 
 def _stack(rows: Sequence[np.ndarray]) -> np.ndarray:

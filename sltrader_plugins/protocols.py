@@ -15,7 +15,13 @@ import numpy as np
 
 @runtime_checkable
 class Model(Protocol):
-    """A prediction model. ``predict`` must be safe to call from many threads at once."""
+    """A prediction model. ``predict`` must be safe to call from many threads at once.
+
+    A model may declare ``prediction_range = (low, high)``, the closed interval its
+    predictions lie in (a probability's is ``(0.0, 1.0)``): a plugin's prediction outside
+    it is then the plugin's fault, and the trader predicts itself. Without it only a
+    plugin's answer that is not a finite number is refused.
+    """
 
     def predict(self, features: np.ndarray) -> float:
         """Return the prediction for one feature vector (1-D float64 array)."""

@@ -66,8 +66,8 @@ class Recorder:
         self.add("after", symbol, timeframe)
 
     @hookimpl
-    def on_signal(self, symbol, signal, timeframe):
-        self.add("on_signal", symbol, signal.side, timeframe)
+    def on_signal(self, signal):
+        self.add("on_signal", signal.symbol, signal.side, signal.timeframe)
 
     @hookimpl
     def on_candle_close(self, timeframe, close_time, next_scan_time):
@@ -276,6 +276,32 @@ def test_faulty_buffers_are_the_plugins_fault_and_the_features_stay_the_same(how
     assert caplog.text.count("'lending'") == 1
 
 
+class Silent(NumpyBuffers):
+    """Buffers whose wrong arrays numpy would use without an error."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.one = np.empty(4)
+
+    def empty(self, n, dtype=np.float64):
+        return np.empty(n, np.float32) if self.how == "float32" else self.one
+
+
+def two_temporaries(buffers) -> np.ndarray:
+    a, b = buffers.empty(4), buffers.empty(4)
+    np.copyto(a, 1.0)
+    np.copyto(b, 2.0)
+    return np.array([a.sum(), b.sum()])
+
+
+@pytest.mark.parametrize("how", ["float32", "one array twice"])
+def test_buffers_that_would_change_the_features_silently_are_refused(how):
+    plugins = started(Lending(Silent(how)))
+    for _ in range(3):
+        np.testing.assert_array_equal(plugins.build_features("X", "1m", 4, two_temporaries), [4, 8])
+    assert plugins.faults() == {"lending.on_feature_build": 3}
+
+
 def test_buffers_from_many_threads_are_released_once_each():
     counted = Counted()
     plugins = started(Lending(counted))
@@ -328,37 +354,74 @@ class Exchange:
 
 
 class Sharing:
-    """Serves ``served`` (if any) and records paced requests and published series."""
+    """Serves ``served`` (if any) and records every exchange hook, in order, with the
+    object each was given."""
 
     def __init__(self, served: Klines | None = None) -> None:
         self.served = served
         self.events: list[tuple] = []
+        self.given: list[object] = []
 
     @hookimpl
-    def before_fetch_klines(self, symbol, timeframe, limit, close_time):
-        self.events.append(("serve?", symbol, timeframe, limit, close_time))
+    def before_fetch_klines(self, fetch):
+        self.given.append(fetch)
+        self.events.append(("fetch", fetch.symbol, fetch.timeframe, fetch.limit, fetch.close_time))
+
+    @hookimpl
+    def serve_klines(self, fetch):
+        self.given.append(fetch)
+        self.events.append(("serve?",))
         return self.served
 
     @hookimpl
-    def before_exchange_request(self, weight):
-        self.events.append(("pace", weight))
+    def before_exchange_request(self, request):
+        self.given.append(request)
+        self.events.append(("away", request.weight))
 
     @hookimpl
-    def after_fetch_klines(self, symbol, timeframe, limit, close_time, klines):
-        self.events.append(("published", symbol, klines is not None))
+    def pace_exchange_request(self, request):
+        self.given.append(request)
+        self.events.append(("pace", request.weight))
+
+    @hookimpl
+    def after_exchange_request(self, request):
+        self.given.append(request)
+        self.events.append(("back",))
+
+    @hookimpl
+    def after_fetch_klines(self, fetch, klines):
+        self.given.append(fetch)
+        self.events.append(("published", fetch.symbol, klines is not None))
 
 
-def test_a_fetch_nobody_serves_is_paced_then_published():
+def test_a_fetch_nobody_serves_calls_the_exchange_hooks_in_the_stated_order():
     sharing, exchange = Sharing(), Exchange()
     fetch = started(sharing).fetching(exchange.fetch_klines)
     klines = fetch("BTC_USDT", "1m", 3)
     assert klines.last_close_time == DAY
     assert exchange.fetches == [("BTC_USDT", "1m", 3)]
     assert sharing.events == [
-        ("serve?", "BTC_USDT", "1m", 3, DAY),
+        ("fetch", "BTC_USDT", "1m", 3, DAY),
+        ("serve?",),
+        ("away", 1),
         ("pace", 1),
+        ("back",),
         ("published", "BTC_USDT", True),
     ]
+    # One object per fetch and one per request, handed to every hook of it: a plugin
+    # matches its before_ and after_ by identity.
+    asked, request = sharing.given[0], sharing.given[2]
+    assert sharing.given == [asked, asked, request, request, request, asked]
+    assert request.fetch is asked
+
+
+def test_two_fetches_of_one_series_get_two_objects():
+    sharing = Sharing()
+    fetch = started(sharing).fetching(Exchange().fetch_klines)
+    fetch("BTC_USDT", "1m", 3)
+    fetch("BTC_USDT", "1m", 3)
+    first, second = sharing.given[0], sharing.given[6]
+    assert first is not second and first != second and len({first, second}) == 2
 
 
 def test_a_served_series_is_not_fetched():
@@ -366,7 +429,7 @@ def test_a_served_series_is_not_fetched():
     plugins = started(sharing)
     assert plugins.fetching(exchange.fetch_klines)("BTC_USDT", "1m", 3) is sharing.served
     assert exchange.fetches == []
-    assert [e[0] for e in sharing.events] == ["serve?"]
+    assert [e[0] for e in sharing.events] == ["fetch", "serve?"]
     assert plugins.faults() == {}
 
 
@@ -387,7 +450,7 @@ def test_a_series_the_exchange_could_not_answer_now_is_the_plugins_fault(served,
     klines = plugins.fetching(exchange.fetch_klines)("BTC_USDT", "1m", 3)
     assert klines is not served and klines.last_close_time == DAY  # the exchange's
     assert exchange.fetches == [("BTC_USDT", "1m", 3)], why
-    assert plugins.faults() == {"sharing.before_fetch_klines": 1}
+    assert plugins.faults() == {"sharing.serve_klines": 1}
 
 
 def test_a_failed_fetch_is_announced_and_its_error_reaches_the_caller():
@@ -395,10 +458,29 @@ def test_a_failed_fetch_is_announced_and_its_error_reaches_the_caller():
     fetch = started(sharing).fetching(Exchange(fails=True).fetch_klines)
     with pytest.raises(ConnectionError, match="exchange down"):
         fetch("BTC_USDT", "1m", 3)
-    assert sharing.events[-1] == ("published", "BTC_USDT", False)
+    assert sharing.events[-2:] == [("back",), ("published", "BTC_USDT", False)]
 
 
-def test_other_exchange_requests_are_paced_too():
+def test_other_exchange_requests_get_the_request_hooks_around_them():
     sharing = Sharing()
-    started(sharing).exchange_request(weight=2)
-    assert sharing.events == [("pace", 2)]
+    plugins = started(sharing)
+    with plugins.exchange_request(weight=2) as request:
+        assert sharing.events == [("away", 2), ("pace", 2)]
+    assert sharing.events[-1] == ("back",)
+    assert request.fetch is None and sharing.given == [request] * 3
+    with pytest.raises(KeyError), plugins.exchange_request():
+        raise KeyError("the request failed")
+    assert sharing.events[-1] == ("back",) and len(sharing.events) == 6
+
+
+class Interrupted(Sharing):
+    @hookimpl
+    def pace_exchange_request(self, request):
+        raise KeyboardInterrupt  # not an Exception: the guard lets it through
+
+
+def test_a_request_interrupted_while_paced_still_gets_its_after():
+    sharing = Interrupted()
+    with pytest.raises(KeyboardInterrupt), started(sharing).exchange_request():
+        pass
+    assert [e[0] for e in sharing.events] == ["away", "back"]

@@ -60,7 +60,7 @@ def test_the_documented_example_plugin_works(fake_dist, fake_entry_points):
     assert manager.active_names() == ["signalcount"]
     for side in ("buy", "buy", "sell"):
         signal = Signal("BTC_USDT", "1m", side, 0.9, 60.0)
-        manager.hook.on_signal(symbol="BTC_USDT", signal=signal, timeframe="1m")
+        manager.hook.on_signal(signal=signal)
     assert manager.metrics() == {"signalcount.buy": 2, "signalcount.sell": 1}
     with pytest.raises(ConfigError, match=r"plugins\.signalcount.*log_every"):
         start({"log_every": 0})

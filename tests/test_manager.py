@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 
 import pytest
 
@@ -53,8 +54,8 @@ MODULE_PLUGIN = """
 from sltrader_plugins import hookimpl
 
 @hookimpl
-def on_signal(symbol):
-    return symbol
+def on_signal(signal):
+    return signal
 """
 
 
@@ -244,7 +245,7 @@ def test_a_module_entry_point_registers_the_module(site, load):
     (info / "entry_points.txt").write_text("[sltrader]\nmod = fake_mod\n")
     manager = load()
     assert manager.active_names() == ["mod"]
-    assert manager.hook.on_signal(symbol="ETH/USDT", signal=None, timeframe="1m") == ["ETH/USDT"]
+    assert manager.hook.on_signal(signal="ETH/USDT") == ["ETH/USDT"]
 
 
 def test_a_class_entry_point_is_instantiated_per_manager(fake_dist, load):
@@ -296,7 +297,7 @@ class Predicting:
 def test_a_raising_plugin_does_not_stop_the_others_and_is_logged_once(caplog):
     manager = PluginManager()
     counting = Counting()
-    # pluggy calls the last registered first: register the raiser last so it runs first
+    # by name: "counting" runs after "raising"
     manager.register(counting, "counting")
     manager.register(Raising(), "raising")
     with caplog.at_level(logging.ERROR):
@@ -314,7 +315,8 @@ def test_a_raising_firstresult_hook_lets_the_next_plugin_or_the_host_answer():
     kwargs = {"symbol": "X", "features": None, "model": None}
     assert manager.hook.before_predict(**kwargs) is None  # the host predicts itself
     manager.register(Predicting(), "predicting")
-    assert manager.hook.before_predict(**kwargs) == 0.25
+    answer = manager.hook.before_predict(**kwargs)
+    assert answer == 0.25 and answer.plugin == "predicting"
 
 
 def test_fault_counting_is_exact_under_many_threads(caplog):
@@ -435,3 +437,124 @@ def test_the_section_of_a_plugin_not_installed_is_only_noted(fake_dist, load, ca
         manager = load(Config(plugins={"warming": {"top_k": 8}}))
     assert manager.active_names() == ["batching"]
     assert "'plugins.warming': no plugin of that name is installed" in caplog.text
+
+
+# -- the order of plugins within a hook ------------------------------------------------
+
+
+def named(name: str, log: list[str], answer: object = None, **marks: bool) -> object:
+    """A plugin that logs its name in ``on_scan_complete`` and ``before_predict``."""
+
+    @hookimpl(**marks)
+    def on_scan_complete(self):
+        log.append(name)
+
+    @hookimpl(**marks)
+    def before_predict(self):
+        log.append(name)
+        return answer
+
+    return type(
+        name, (), {"on_scan_complete": on_scan_complete, "before_predict": before_predict}
+    )()
+
+
+@pytest.mark.parametrize("registration", [["a", "b", "c"], ["c", "a", "b"], ["b", "c", "a"]])
+def test_every_hook_calls_the_plugins_by_name_whatever_the_registration_order(registration):
+    manager, log = PluginManager(), []
+    for name in registration:
+        manager.register(named(name, log), name)
+    manager.hook.on_scan_complete(symbols=[], timeframe="1m", now=0.0)
+    manager.hook.before_predict(symbol="X", features=None, model=None)
+    assert log == ["a", "b", "c"] * 2
+
+
+def test_tryfirst_and_trylast_come_first_and_last_then_by_name():
+    manager, log = PluginManager(), []
+    for name, marks in [("a", {"trylast": True}), ("b", {}), ("c", {"tryfirst": True}), ("d", {})]:
+        manager.register(named(name, log, **marks), name)
+    manager.hook.on_scan_complete(symbols=[], timeframe="1m", now=0.0)
+    assert log == ["c", "b", "d", "a"]
+
+
+def test_an_observer_of_an_answer_hook_marked_tryfirst_sees_every_call():
+    manager, log = PluginManager(), []
+    manager.register(named("answers", log, answer=0.5), "answers")
+    manager.register(named("zobserver", log, tryfirst=True), "zobserver")
+    for _ in range(3):
+        assert manager.hook.before_predict(symbol="X", features=None, model=None) == 0.5
+    assert log == ["zobserver", "answers"] * 3
+
+
+class Wrapping:
+    @hookimpl(wrapper=True)
+    def before_predict(self):
+        yield
+        return 2.5  # whatever the plugins answered
+
+
+def test_hook_wrappers_are_refused_they_could_replace_any_answer_unchecked():
+    manager = PluginManager()
+    with pytest.raises(PluginError, match=r"hook wrapper.*before_predict"):
+        manager.register(Wrapping(), "wrapping")
+    assert manager.hook.before_predict(symbol="X", features=None, model=None) is None
+
+
+class Hangs:
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    @hookimpl
+    def on_scan_complete(self):
+        self.release.wait(30)
+
+    @hookimpl
+    def before_scan(self):
+        pass
+
+    @hookimpl
+    def on_signal(self):
+        pass
+
+    @hookimpl
+    def report_metrics(self):
+        return {"x": 1}
+
+
+def test_a_hung_main_loop_hook_logs_one_line_and_counts_every_skip(caplog):
+    manager, plugin = PluginManager(hook_timeout_s=0.05), Hangs()
+    manager.register(plugin, "hangs")
+    try:
+        with caplog.at_level(logging.ERROR):
+            manager.hook.on_scan_complete(symbols=[], timeframe="1m", now=0.0)
+            for _ in range(3):
+                manager.hook.before_scan(symbols=[], timeframe="1m", now=0.0)
+                manager.hook.on_signal(signal=None)
+                assert manager.metrics() == {}
+    finally:
+        plugin.release.set()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "skipped until that call returns" in errors[0].getMessage()
+    assert manager.faults() == {
+        "hangs.before_scan": 3,
+        "hangs.on_scan_complete": 1,
+        "hangs.on_signal": 3,
+        "hangs.report_metrics": 3,
+    }
+
+
+def hook_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sltrader-hooks-")]
+
+
+def test_metrics_after_shutdown_leave_no_hook_thread_behind():
+    before = len(hook_threads())
+    manager = PluginManager()
+    manager.register(Hangs(), "reports")
+    manager.shutdown()
+    for _ in range(5):
+        assert manager.metrics() == {"reports.x": 1.0}
+    deadline = time.monotonic() + 5
+    while len(hook_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(hook_threads()) == before

@@ -222,9 +222,9 @@ class Host:
     def _universe(self) -> list[str]:
         """The symbols to scan: the exchange's top ones now, or the last scan's when the
         exchange fails (skipped with its reason: the loop goes on)."""
-        self.plugins.exchange_request()
         try:
-            self.symbols = self.exchange.top_symbols(self.workload.universe)
+            with self.plugins.exchange_request():
+                self.symbols = self.exchange.top_symbols(self.workload.universe)
         except ExchangeError as exc:
             self.skips.record("universe", "top symbols", str(exc))
         return self.symbols

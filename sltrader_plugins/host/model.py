@@ -32,6 +32,9 @@ class OnlineModel:
     Until the first update every prediction is 0.5 (no opinion).
     """
 
+    #: A probability: a plugin's prediction outside it is the plugin's fault.
+    prediction_range = (0.0, 1.0)
+
     def __init__(self, seed: int = 0, alpha: float = 0.1) -> None:
         self._scaler = StandardScaler()
         self._clf = SGDClassifier(

@@ -26,7 +26,7 @@ MAIN_LOOP_HOOKS = sorted(
     for name in dir(hookspecs)
     if hasattr(getattr(hookspecs, name), "sltrader_spec") and name not in hookspecs.WORKER_HOOKS
 )
-CHECKED_RETURNS = {"before_predict", "before_fetch_klines", "on_feature_build", "report_metrics"}
+CHECKED_RETURNS = {"before_predict", "serve_klines", "on_feature_build", "report_metrics"}
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +287,115 @@ def test_hung_fetches_hold_a_bounded_number_of_threads(exchange, clock):
             time.sleep(0.01)
     else:
         raise AssertionError("the slots never came back")
+
+
+# -- wrong answers ------------------------------------------------------------------
+# Every hook whose answer the trader uses, answering every kind of wrong thing in turn:
+# each is the plugin's fault (counted) and the trader's own answer is used.
+
+
+class _Buffers:
+    """Buffers that go wrong in one way."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.last: np.ndarray | None = None
+
+    def empty(self, n, dtype=np.float64):
+        if self.how == "raises":
+            raise RuntimeError("pool broke")
+        if self.how == "float32":
+            return np.empty(n, dtype=np.float32)
+        if self.how == "longer":
+            return np.empty(n + 3, dtype=dtype)
+        if self.how == "a list":
+            return [0.0] * n
+        if self.how == "one array twice" and self.last is not None and self.last.dtype == dtype:
+            return self.last
+        self.last = np.empty(n, dtype=dtype)
+        return self.last
+
+    def release(self):
+        if self.how == "release raises":
+            raise RuntimeError("release broke")
+
+
+def _series(fetch, shift: float = 0.0, symbol: str | None = None, n: int | None = None):
+    """A series for ``fetch`` whose newest candle closes ``shift`` s after it should."""
+    from sltrader_plugins import timeframe_seconds
+
+    step = timeframe_seconds(fetch.timeframe)
+    n = fetch.limit if n is None else n
+    opens = fetch.close_time + shift - step * np.arange(n, 0, -1, dtype=np.float64)
+    ones = np.ones(n)
+    return Klines(symbol or fetch.symbol, fetch.timeframe, opens, ones, ones, ones, ones, ones)
+
+
+WRONG_ANSWERS = {
+    "before_predict": [
+        lambda **_: 2.5,
+        lambda **_: -0.1,
+        lambda **_: 1.0000001,
+        lambda **_: float("nan"),
+        lambda **_: float("inf"),
+        lambda **_: -float("inf"),
+        lambda **_: "0.5",
+        lambda **_: True,
+        lambda **_: np.float64(7.0),
+        lambda **_: 10**400,
+        lambda **_: object(),
+    ],
+    "on_feature_build": [
+        *(
+            (lambda how: lambda **_: _Buffers(how))(how)
+            for how in ("raises", "float32", "longer", "a list", "one array twice")
+        ),
+        lambda **_: _Buffers("release raises"),
+        lambda **_: object(),
+    ],
+    "serve_klines": [
+        lambda fetch: _series(fetch, shift=60.0),  # a candle not closed yet
+        lambda fetch: _series(fetch, shift=-60.0),  # stale
+        lambda fetch: _series(fetch, symbol="NOT_IT"),
+        lambda fetch: _series(fetch, n=fetch.limit + 1),
+        lambda fetch: "klines",
+    ],
+    "report_metrics": [
+        lambda **_: {"x": float("nan")},
+        lambda **_: {1: 2.0},
+        lambda **_: ["not", "a", "mapping"],
+        lambda **_: {"x": "1"},
+    ],
+}
+
+
+def wrong_answerer(hook: str, answer) -> object:
+    """A plugin answering ``hook`` with ``answer(**kwargs)`` every time."""
+    if hook == "serve_klines":
+
+        @hookimpl(specname=hook)
+        def implementation(self, fetch):
+            return answer(fetch=fetch)
+
+    else:
+
+        @hookimpl(specname=hook)
+        def implementation(self):
+            return answer()
+
+    return type("Wrong", (), {"implementation": implementation})()
+
+
+WRONG_CASES = [
+    (hook, i) for hook, answers in sorted(WRONG_ANSWERS.items()) for i in range(len(answers))
+]
+
+
+@pytest.mark.parametrize("hook, i", WRONG_CASES, ids=[f"{h}-{i}" for h, i in WRONG_CASES])
+def test_no_wrong_answer_changes_a_decision(tiny_module, baseline, hook, i, caplog):
+    report, manager = run_with(tiny_module, wrong_answerer(hook, WRONG_ANSWERS[hook][i]))
+    assert report.cycles == tiny_module.cycles
+    assert report.decisions_digest == baseline.decisions_digest
+    assert manager.faults().get(f"faulty.{hook}", 0) >= 1
+    logged = [r for r in caplog.records if f"in hook {hook!r}" in r.getMessage()]
+    assert len(logged) == 1  # logged once, counted every time

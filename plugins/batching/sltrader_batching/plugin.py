@@ -58,15 +58,15 @@ class BatchingPlugin:
 
     @hookimpl
     def before_exchange_request(self) -> None:
-        # The worker waits on the exchange for milliseconds: batches must not wait for it.
+        # The worker waits on the exchange (pacing included) for milliseconds: batches
+        # must not wait for it.
         batcher = self._batcher
         if batcher is not None:
             batcher.away()
 
     @hookimpl
-    def after_fetch_klines(self) -> None:
-        # Its kline request returned: it builds its features and predicts next. (Other
-        # requests have no such hook; their worker counts again at its next prediction.)
+    def after_exchange_request(self) -> None:
+        # Its request returned: it builds its features and predicts next.
         batcher = self._batcher
         if batcher is not None:
             batcher.back()

@@ -23,7 +23,7 @@ from batching_support import (
 )
 
 from sltrader_batching.plugin import BatchingPlugin
-from sltrader_plugins import Config, ConfigError, HostServices
+from sltrader_plugins import Config, ConfigError, ExchangeRequest, HostServices, KlineFetch
 from sltrader_plugins.manager import PluginManager
 
 FOREVER_MS = 60_000.0
@@ -94,7 +94,7 @@ def test_loaded_through_the_entry_point():
     assert manager.active_names() == ["batching"]
     hooks = set(manager.hooks_of("batching"))
     assert {"before_predict", "before_analyze_symbol", "after_analyze_symbol"} <= hooks
-    assert {"before_exchange_request", "after_fetch_klines"} <= hooks
+    assert {"before_exchange_request", "after_exchange_request"} <= hooks
     assert {"on_start", "on_shutdown", "on_scan_complete", "report_metrics"} <= hooks
 
 
@@ -152,16 +152,15 @@ def worker_at_exchange(
     manager: PluginManager, model: LinearModel, *, fetch_returns: bool
 ) -> tuple[threading.Thread, threading.Event]:
     """Start worker "B": it goes to the exchange (``before_exchange_request``) and, with
-    ``fetch_returns``, is back from its kline fetch (``after_fetch_klines``); then it holds
+    ``fetch_returns``, is back from its request (``after_exchange_request``); then it holds
     there, before predicting, until the returned event is set."""
     reached, release = threading.Event(), threading.Event()
 
     def during() -> None:
-        manager.hook.before_exchange_request(weight=1)
+        request = ExchangeRequest(1, KlineFetch("B", "1m", 10, 0.0))
+        manager.hook.before_exchange_request(request=request)
         if fetch_returns:
-            manager.hook.after_fetch_klines(
-                symbol="B", timeframe="1m", limit=10, close_time=0.0, klines=None
-            )
+            manager.hook.after_exchange_request(request=request)
         reached.set()
         release.wait(LONG_MS / 1000.0)
 
@@ -193,7 +192,7 @@ def test_a_worker_in_an_exchange_request_is_not_waited_for():
 
 
 def test_a_worker_whose_kline_fetch_returned_is_waited_for_again():
-    """``after_fetch_klines`` ends the wait on the exchange: the worker is building its
+    """``after_exchange_request`` ends the wait on the exchange: the worker is building its
     features, and the other's batch waits for it."""
     model = LinearModel()
     manager, plugin = started(model, 2, {"max_wait_ms": FOREVER_MS, "timeout_ms": LONG_MS})

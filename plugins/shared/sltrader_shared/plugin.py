@@ -12,7 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from sltrader_plugins import HostServices, Klines, PluginSettings, hookimpl
+from sltrader_plugins import (
+    ExchangeRequest,
+    HostServices,
+    KlineFetch,
+    Klines,
+    PluginSettings,
+    hookimpl,
+)
 from sltrader_shared.config import SharedConfig
 from sltrader_shared.link import RedisLink
 from sltrader_shared.shared import Shared
@@ -49,24 +56,20 @@ class SharedPlugin:
         self.shared = Shared(config, RedisLink(config, settings.name))
 
     @hookimpl
-    def before_fetch_klines(
-        self, symbol: str, timeframe: str, limit: int, close_time: float
-    ) -> Klines | None:
+    def serve_klines(self, fetch: KlineFetch) -> Klines | None:
         if self.shared is None:
             return None
-        return self.shared.serve(symbol, timeframe, limit, close_time)
+        return self.shared.serve(fetch)
 
     @hookimpl
-    def after_fetch_klines(
-        self, symbol: str, timeframe: str, limit: int, close_time: float, klines: Klines | None
-    ) -> None:
+    def after_fetch_klines(self, fetch: KlineFetch, klines: Klines | None) -> None:
         if self.shared is not None:
-            self.shared.fetched(symbol, timeframe, limit, close_time, klines)
+            self.shared.fetched(fetch, klines)
 
     @hookimpl
-    def before_exchange_request(self, weight: int) -> None:
+    def pace_exchange_request(self, request: ExchangeRequest) -> None:
         if self.shared is not None:
-            self.shared.pace(weight)
+            self.shared.pace(request.weight, request.fetch)
 
     @hookimpl
     def report_metrics(self) -> Mapping[str, float] | None:

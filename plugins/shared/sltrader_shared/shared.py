@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import attrs
 
-from sltrader_plugins import Klines, timeframe_seconds
+from sltrader_plugins import KlineFetch, Klines, timeframe_seconds
 from sltrader_shared import codec
 from sltrader_shared.config import SharedConfig
 from sltrader_shared.link import RedisLink, Unavailable
@@ -48,8 +48,9 @@ SeriesKey = tuple[str, str, int, float]  # symbol, timeframe, limit, close time
 
 @attrs.define
 class _Pending:
-    """What one thread's ``before_fetch_klines`` left for its ``after_fetch_klines``."""
+    """What one fetch's ``serve_klines`` left for its ``after_fetch_klines``."""
 
+    key: SeriesKey
     token: str | None  # the lease it holds, if any
     replace: bool = False  # the stored series for this close is garbage: overwrite it
 
@@ -103,7 +104,7 @@ class Shared:
         self._budget_key = f"{config.namespace}:budget"
         self._lock = threading.Lock()
         # Guarded by _lock:
-        self._pending: OrderedDict[tuple[int, SeriesKey], _Pending] = OrderedDict()
+        self._pending: OrderedDict[KlineFetch, _Pending] = OrderedDict()
         self._counts = dict.fromkeys(
             (
                 "served",
@@ -127,16 +128,17 @@ class Shared:
     def lease_key(self, symbol: str, timeframe: str, limit: int, close_time: float) -> str:
         return f"{self.config.namespace}:lease:{symbol}:{timeframe}:{limit}:{close_time!r}"
 
-    # -- before_fetch_klines ----------------------------------------------------------
+    # -- serve_klines -----------------------------------------------------------------
 
-    def serve(self, symbol: str, timeframe: str, limit: int, close_time: float) -> Klines | None:
+    def serve(self, fetch: KlineFetch) -> Klines | None:
         """The series another trader published for exactly this close, or ``None`` (fetch).
 
         Returns ``None`` at once holding the lease when nobody else fetches it; else
         polls for the holder's series at most ``wait_ms``, taking the lease over if it
         goes without a series (its holder failed, or died and the lease expired).
         """
-        close_time = float(close_time)
+        symbol, timeframe, limit = fetch.symbol, fetch.timeframe, fetch.limit
+        close_time = float(fetch.close_time)
         key: SeriesKey = (symbol, timeframe, limit, close_time)
         keys = [self.series_key(*key[:3]), self.lease_key(*key)]
         token = secrets.token_hex(8)
@@ -148,7 +150,7 @@ class Shared:
             try:
                 kind, value = self.link.run(lambda _, s: s.claim(keys=keys, args=args))
             except Unavailable:
-                self._remember(key, _Pending(None))
+                self._remember(fetch, _Pending(key, None))
                 return None
             if kind == 1:
                 try:
@@ -156,13 +158,13 @@ class Shared:
                 except ValueError:
                     # Garbage where a series should be: fetch, and overwrite it.
                     self._count("bad_series")
-                    self._remember(key, _Pending(None, replace=True))
+                    self._remember(fetch, _Pending(key, None, replace=True))
                     return None
                 self._count("served")
                 return klines
             if kind == 2:
                 self._count("leases")
-                self._remember(key, _Pending(token))
+                self._remember(fetch, _Pending(key, token))
                 return None
             if not waited:
                 waited = True
@@ -170,7 +172,7 @@ class Shared:
             remaining = deadline - self._monotonic()
             if remaining <= 0:
                 self._count("lease_timeouts")
-                self._remember(key, _Pending(None))
+                self._remember(fetch, _Pending(key, None))
                 return None
             # Jittered, so waiters of one series do not poll in step.
             self._sleep(min(pause * random.uniform(0.5, 1.5), remaining))
@@ -178,13 +180,12 @@ class Shared:
 
     # -- after_fetch_klines -----------------------------------------------------------
 
-    def fetched(
-        self, symbol: str, timeframe: str, limit: int, close_time: float, klines: Klines | None
-    ) -> None:
+    def fetched(self, fetch: KlineFetch, klines: Klines | None) -> None:
         """Publish what the exchange answered (if it can be served) and free the lease."""
-        key: SeriesKey = (symbol, timeframe, limit, float(close_time))
+        symbol, timeframe, limit = fetch.symbol, fetch.timeframe, fetch.limit
+        key: SeriesKey = (symbol, timeframe, limit, float(fetch.close_time))
         with self._lock:
-            pending = self._pending.pop((threading.get_ident(), key), None)
+            pending = self._pending.pop(fetch, None)
         token = pending.token if pending is not None else None
         value, stored_close = b"", 0.0
         if klines is not None and self._publishable(klines, symbol, timeframe, limit):
@@ -214,10 +215,13 @@ class Shared:
             and 0 < klines.n <= limit
         )
 
-    # -- before_exchange_request -------------------------------------------------------
+    # -- pace_exchange_request ---------------------------------------------------------
 
-    def pace(self, weight: int) -> None:
-        """Return when the budget grants ``weight``, or after ``max_pace_wait_ms`` anyway."""
+    def pace(self, weight: int, fetch: KlineFetch | None = None) -> None:
+        """Return when the budget grants ``weight``, or after ``max_pace_wait_ms`` anyway.
+
+        :param fetch: the kline fetch the request is for: its lease is kept alive.
+        """
         if self._local is None or weight <= 0:
             return
         start = self._monotonic()
@@ -236,7 +240,7 @@ class Shared:
                 self._count("pace_timeouts")
                 continue
             if held is None:
-                held = self._held_leases()
+                held = self._held_leases(fetch)
             pause = min(wait_ms / 1000 * random.uniform(1.0, 1.25), remaining)
             if held:
                 # A fetch paced after it took its lease: keep the lease alive through the
@@ -259,11 +263,11 @@ class Shared:
         except Unavailable:
             return self._local.take(weight, force)
 
-    def _held_leases(self) -> list[tuple[SeriesKey, str]]:
-        """The leases this thread holds (its fetch in flight, if it took the lease)."""
-        ident = threading.get_ident()
+    def _held_leases(self, fetch: KlineFetch | None) -> list[tuple[SeriesKey, str]]:
+        """The lease ``fetch`` holds, if it took one."""
         with self._lock:
-            return [(k, p.token) for (i, k), p in self._pending.items() if i == ident and p.token]
+            pending = self._pending.get(fetch) if fetch is not None else None
+        return [(pending.key, pending.token)] if pending and pending.token else []
 
     def _renew(self, held: list[tuple[SeriesKey, str]]) -> None:
         for key, token in held:
@@ -275,9 +279,9 @@ class Shared:
 
     # -- bookkeeping --------------------------------------------------------------------
 
-    def _remember(self, key: SeriesKey, pending: _Pending) -> None:
+    def _remember(self, fetch: KlineFetch, pending: _Pending) -> None:
         with self._lock:
-            self._pending[(threading.get_ident(), key)] = pending
+            self._pending[fetch] = pending
             while len(self._pending) > MAX_PENDING:
                 self._pending.popitem(last=False)
 
@@ -294,7 +298,7 @@ class Shared:
     def close(self) -> None:
         """Frees the leases still held (their fetches will not publish), then disconnects."""
         with self._lock:
-            held = [(key, p.token) for (_, key), p in self._pending.items() if p.token]
+            held = [(p.key, p.token) for p in self._pending.values() if p.token]
             self._pending.clear()
         for key, token in held:
             keys = [self.series_key(*key[:3]), self.lease_key(*key)]

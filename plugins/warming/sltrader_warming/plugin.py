@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sltrader_plugins import HostServices, Klines, PluginSettings, Signal, hookimpl
+from sltrader_plugins import HostServices, KlineFetch, PluginSettings, Signal, hookimpl
 from sltrader_warming.config import WarmingConfig
 from sltrader_warming.warmer import Warmer
 
@@ -53,21 +53,20 @@ class WarmingPlugin:
             self.warmer.record_scan(symbols, timeframe, now)
 
     @hookimpl
-    def on_signal(self, symbol: str, signal: Signal, timeframe: str) -> None:
+    def on_signal(self, signal: Signal) -> None:
         if self.warmer is not None:
-            self.warmer.record_signal(symbol, timeframe)
+            self.warmer.record_signal(signal.symbol, signal.timeframe)
 
     @hookimpl
     def on_candle_close(self, timeframe: str, close_time: float, next_scan_time: float) -> None:
         if self.warmer is not None:
             self.warmer.refresh(timeframe, close_time, next_scan_time)
 
-    # First, so a plugin that serves the series (and stops the call) cannot hide the fetch.
-    @hookimpl(tryfirst=True)
-    def before_fetch_klines(self, symbol: str, timeframe: str) -> Klines | None:
+    @hookimpl
+    def before_fetch_klines(self, fetch: KlineFetch) -> None:
+        # The warmer only learns that a candidate is read; it never serves.
         if self.warmer is not None:
-            self.warmer.follow(symbol, timeframe)
-        return None  # never serves: the warmer only learns that a candidate is read
+            self.warmer.follow(fetch.symbol, fetch.timeframe)
 
     @hookimpl
     def report_metrics(self) -> Mapping[str, float] | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sltrader_plugins import Plugins, SingleFlightCache
+from sltrader_plugins import KlineFetch, Plugins, SingleFlightCache
 from sltrader_plugins.manager import PluginManager
 from sltrader_warming.config import WarmingConfig
 from sltrader_warming.plugin import WarmingPlugin
@@ -192,9 +192,9 @@ def test_through_the_manager_and_the_fetch_call_site(
         confirm_timeframes=HIGHER,
     )
     try:
-        # The hook never serves a series: it only learns a candidate is being read.
+        # An observer: it only learns a candidate is being read, and never answers.
         hook = manager.hook.before_fetch_klines
-        assert hook(symbol="X_USDT", timeframe="1m", limit=3, close_time=0.0) is None
+        assert hook(fetch=KlineFetch("X_USDT", "1m", 3, 0.0)) == []
         confirm(cache, "BNB/USDT")
         assert plugin.warmer is not None and plugin.warmer.wait_idle(IDLE_S)
         assert exchange.total == 3

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sltrader_plugins import ConfigError, Signal
+from sltrader_plugins import ConfigError, KlineFetch, Signal
 from sltrader_plugins.manager import PluginManager
 from sltrader_warming.plugin import WarmingPlugin
 
@@ -56,7 +56,7 @@ def test_scan_close_signal_cycle_through_the_manager(
     signal = Signal(
         symbol="ETH/USDT", timeframe="1m", side="buy", probability=0.7, time=clock.now()
     )
-    hook.on_signal(symbol="ETH/USDT", signal=signal, timeframe="1m")
+    hook.on_signal(signal=signal)
     assert exchange.total == 3 + 3  # just read: nothing to warm yet
     clock.advance(60)
     hook.on_candle_close(timeframe="1m", close_time=clock.now(), next_scan_time=clock.now() + 10)
@@ -89,7 +89,7 @@ def test_higher_timeframes_from_config(start: Start, cache: Any, clock: Any, exc
     signal = Signal(
         symbol="SOL-USD", timeframe="1m", side="sell", probability=0.2, time=clock.now()
     )
-    manager.hook.on_signal(symbol="SOL-USD", signal=signal, timeframe="1m")
+    manager.hook.on_signal(signal=signal)
     assert exchange.requests == {("SOL-USD", "1h"): 1, ("SOL-USD", "4h"): 2}
 
 
@@ -136,9 +136,9 @@ def test_every_hook_is_a_no_op_before_on_start(clock: Any, exchange: Any) -> Non
     signal = Signal(symbol="BTC_USDT", timeframe="1m", side="buy", probability=0.7, time=0.0)
     plugin.before_scan(SYMBOLS, "1m", clock.now())
     plugin.on_scan_complete(SYMBOLS, "1m", clock.now())
-    plugin.on_signal("BTC_USDT", signal, "1m")
+    plugin.on_signal(signal)
     plugin.on_candle_close("1m", clock.now(), clock.now() + 10)
-    assert plugin.before_fetch_klines("BTC_USDT", "5m") is None
+    plugin.before_fetch_klines(KlineFetch("BTC_USDT", "5m", 10, clock.now()))
     assert plugin.report_metrics() is None
     plugin.on_shutdown()
     assert exchange.total == 0
