@@ -346,10 +346,11 @@ WRONG_ANSWERS = {
         lambda **_: object(),
     ],
     "on_feature_build": [
-        *(
-            (lambda how: lambda **_: _Buffers(how))(how)
-            for how in ("raises", "float32", "longer", "a list", "one array twice")
-        ),
+        lambda **_: _Buffers("raises"),
+        lambda **_: _Buffers("float32"),
+        lambda **_: _Buffers("longer"),
+        lambda **_: _Buffers("a list"),
+        lambda **_: _Buffers("one array twice"),
         lambda **_: _Buffers("release raises"),
         lambda **_: object(),
     ],
