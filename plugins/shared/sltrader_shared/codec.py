@@ -10,6 +10,7 @@ bit-identical to the one fetched, or a trader's decisions could change. The Lua 
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -48,6 +49,9 @@ def decode(value: bytes, symbol: str, timeframe: str, limit: int, close_time: fl
     magic, stored_close, n = HEADER.unpack_from(value)
     if magic != MAGIC:
         raise ValueError(f"magic {magic!r}, not {MAGIC!r}")
+    if not math.isfinite(stored_close):
+        # No candle closes at NaN or infinity, whatever close was asked for.
+        raise ValueError(f"header says {stored_close!r}, not a close time")
     if len(value) != HEADER.size + len(FIELDS) * ITEM * n:
         raise ValueError(f"{len(value)} bytes for {n} candles")
     arrays = np.frombuffer(value, dtype="<f8", offset=HEADER.size).reshape(len(FIELDS), n)

@@ -10,6 +10,10 @@ answers, sharing resumes.
 
 The client is made at the first call (not at start-up), so a trader whose Redis is not
 there starts as fast as without the plugin. No lock is held during a Redis call.
+
+The scripts also repair what another client left under the plugin's keys (a series
+header no trader could have written, garbage in the budget): :class:`Scripts` counts each
+repair here (``bad_headers``, ``budget_resets``) and the first of each kind is logged.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -40,22 +44,91 @@ class Unavailable(Exception):
 def redacted(url: str) -> str:
     """``url`` without its password, for a log line."""
     parts = urlsplit(url)
-    if parts.password is None:
+    # redis-py also takes it as ?password=...
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(key == "password" for key, _ in query):
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port is not None else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    head = url.partition("?")[0]  # as written: urlunsplit would make unix:///p unix:/p
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{_host_port(parts.netloc)}"
+        head = urlunsplit(parts._replace(netloc=netloc, query=""))
+    if not query:
+        return head
+    masked = [(key, "***" if key == "password" else value) for key, value in query]
+    return f"{head}?{urlencode(masked, safe='*')}"
+
+
+def _host_port(netloc: str) -> str:
+    # as written, IPv6 brackets included (urlsplit's hostname drops them)
+    return netloc.rpartition("@")[2]
+
+
+# What Redis answers a client that did not authenticate, or with a wrong password, when
+# redis-py does not raise its AuthenticationError for it (in a command's reply).
+_AUTH_SIGNS = ("NOAUTH", "WRONGPASS", "HELLO must be called with the client already authenticated")
+
+
+def refusal(url: str, exc: BaseException) -> str | None:
+    """What Redis refusing to authenticate means for the operator; ``None`` for any other
+    fault. Never the password: the hint shows where it goes, not what it is."""
+    detail = str(exc)
+    if not isinstance(
+        exc, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError
+    ) and not any(sign in detail for sign in _AUTH_SIGNS):
+        return None
+    if redacted(url) != url:  # it has a password
+        return "refused the connection: the user or password in the url is wrong"
+    parts = urlsplit(url)
+    netloc = f"{parts.username or ''}:PASSWORD@{_host_port(parts.netloc)}"
+    hint = urlunsplit(parts._replace(netloc=netloc))
+    return f"refused the connection: it needs a password (put it in the url, {hint})"
+
+
+def _text(value: bytes | str) -> str:
+    # bytes, unless the url asked redis-py to decode replies (decode_responses=true)
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
 
 
 class Scripts:
-    """The Lua scripts, registered with one client (redis-py loads them on first use)."""
+    """The Lua scripts, registered with one client (redis-py loads them on first use).
 
-    def __init__(self, client: redis.Redis) -> None:
+    ``publish`` and ``take`` are called as redis-py's scripts are, and answer as they
+    used to (stored 0 or 1; the wait in ms, 0 for a grant); the repairs the scripts
+    report go to ``repaired(counter, what)``.
+    """
+
+    def __init__(
+        self, client: redis.Redis, repaired: Callable[[str, str], None], max_wait_ms: int
+    ) -> None:
         self.claim = client.register_script(scripts.CLAIM)
-        self.publish = client.register_script(scripts.PUBLISH)
         self.renew = client.register_script(scripts.RENEW)
-        self.take = client.register_script(scripts.TAKE)
+        self._publish = client.register_script(scripts.PUBLISH)
+        self._take = client.register_script(scripts.TAKE)
+        self._repaired = repaired
+        # 0 means a grant (already debited): a wait is never below 1 ms.
+        self._max_wait_ms = max(1, max_wait_ms)
+
+    def publish(self, keys: list[str], args: list[Any]) -> int:
+        """1 if the series was stored (over garbage too), 0 if a newer one is there."""
+        stored, garbage = self._publish(keys=keys, args=args)
+        if garbage:
+            self._repaired(
+                "bad_headers",
+                f"{keys[0]} held a series header closing at {_text(garbage)}, which no "
+                "trader could have written; replaced it",
+            )
+        return int(stored)
+
+    def take(self, keys: list[str], args: list[Any]) -> int:
+        """0 if the budget granted (and debited) the weight, else ms to wait, at most
+        ``max_pace_wait_ms``: after that ``pace`` goes anyway."""
+        wait, reset = self._take(keys=keys, args=args)
+        if reset:
+            self._repaired(
+                "budget_resets", f"{keys[0]} held garbage, not a token bucket; reset it to empty"
+            )
+        wait = int(wait)
+        return 0 if wait == 0 else min(max(wait, 1), self._max_wait_ms)
 
 
 class RedisLink:
@@ -85,6 +158,7 @@ class RedisLink:
         self._closed = False
         self.errors = 0
         self.outages = 0
+        self._repairs = dict.fromkeys(("bad_headers", "budget_resets"), 0)
 
     @property
     def down(self) -> bool:
@@ -147,7 +221,7 @@ class RedisLink:
             health_check_interval=0,
             client_name=f"sltrader-{self.name}",
         )
-        made = Scripts(client)
+        made = Scripts(client, self.repaired, self.config.max_pace_wait_ms)
         with self._lock:
             if self._client is None and not self._closed:
                 self._client, self._scripts = client, made
@@ -172,16 +246,28 @@ class RedisLink:
         # after retry_s connects afresh. (In-use ones are their threads' to drop.)
         if client is not None:
             client.connection_pool.disconnect(inuse_connections=False)
+        if not first:
+            return
+        # redis-py's words for a missing password ("HELLO must be called with the client
+        # already authenticated") do not tell an operator what to do: say it plainly.
+        detail = " ".join(str(exc).split()) or "no detail"  # one line
+        why = refusal(self.url, exc) or f"failed ({type(exc).__name__}: {detail})"
+        log.warning(
+            "%s: Redis at %s %s; each trader fetches and paces on its own, retrying every %g s",
+            self.name,
+            redacted(self.url),
+            why,
+            self.config.retry_s,
+        )
+
+    def repaired(self, counter: str, what: str) -> None:
+        """Counts a repair a script made; logs the first of each kind (the others would
+        repeat it for every key another client spoils)."""
+        with self._lock:
+            self._repairs[counter] += 1
+            first = self._repairs[counter] == 1
         if first:
-            log.warning(
-                "%s: Redis at %s failed (%s: %s); each trader fetches and paces on its own, "
-                "retrying every %g s",
-                self.name,
-                redacted(self.url),
-                type(exc).__name__,
-                " ".join(str(exc).split()) or "no detail",  # one line
-                self.config.retry_s,
-            )
+            log.warning("%s: %s (counted as %s, logged once)", self.name, what, counter)
 
     def _recovered(self) -> None:
         with self._lock:
@@ -198,6 +284,7 @@ class RedisLink:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {
+                **self._repairs,
                 "redis_errors": self.errors,
                 "outages": self.outages,
                 "fallback": int(self._down_since is not None),

@@ -34,9 +34,12 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """One ``redis-server`` process: started, stopped, killed, restarted on its port."""
+    """One ``redis-server`` process: started, stopped, killed, restarted on its port.
 
-    def __init__(self, directory: Path) -> None:
+    :param password: the server requires it (``--requirepass``); its ``url`` has none.
+    """
+
+    def __init__(self, directory: Path, password: str | None = None) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             pytest.fail(
@@ -48,6 +51,7 @@ class RedisServer:
         self.directory = directory
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -67,6 +71,7 @@ class RedisServer:
                 "no",
                 "--daemonize",
                 "no",
+                *(["--requirepass", self.password] if self.password is not None else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -105,12 +110,25 @@ class RedisServer:
         self.start()
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=5)
+        return redis.Redis(
+            port=self.port, password=self.password, socket_timeout=5, socket_connect_timeout=5
+        )
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server_with_password(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server that requires a password (``server.password``), as a shared one should."""
+    server = RedisServer(tmp_path, password=f"pw-{uuid.uuid4().hex}")
     server.start()
     try:
         yield server

@@ -218,7 +218,8 @@ def pacer_process(
 
         def ask() -> None:
             while time.time() < end:
-                trader.plugins.exchange_request()
+                with trader.plugins.exchange_request():
+                    pass
                 granted = time.time()
                 with lock:
                     grants.append(granted)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from shared_testkit import LIMIT, SYMBOLS, T0, Trader, digest, series
 
+from sltrader_plugins import KlineFetch
 from sltrader_shared.config import SharedConfig
 from sltrader_shared.link import RedisLink, Unavailable, redacted
 from sltrader_shared.shared import Shared
@@ -89,7 +90,8 @@ def test_a_stuck_redis_costs_a_bounded_wait_then_the_trader_goes_alone(
         assert not reader.is_alive(), "a hook waited for a stuck Redis"
         # Redis is still stuck, and every read was answered, from the exchange.
         assert done == [expected(T0 + 60)]
-        a.plugins.exchange_request()  # paced locally meanwhile
+        with a.plugins.exchange_request():  # paced locally meanwhile
+            pass
     finally:
         redis_server.thaw()
     assert len(warnings(caplog)) == 1 and "TimeoutError" in warnings(caplog)[0]
@@ -157,7 +159,8 @@ def test_garbage_in_the_budget_key_is_replaced(redis_server, traders) -> None:
     a = traders(redis_server.url, requests_per_minute=60_000, burst=5)
     with redis_server.client() as client:
         client.set(f"{a.plugin.shared.config.namespace}:budget", "garbage")
-        a.plugins.exchange_request()
+        with a.plugins.exchange_request():
+            pass
         assert client.type(f"{a.plugin.shared.config.namespace}:budget") == b"hash"
     assert a.metrics()["redis_errors"] == 0
 
@@ -166,10 +169,11 @@ def test_a_paced_fetch_keeps_its_lease(redis_server, traders) -> None:
     # 60 a minute, burst 1: the second request waits about a second, longer than the
     # 300 ms lease the fetch took before it was paced.
     a = traders(redis_server.url, requests_per_minute=60, burst=1, lease_ms=300)
-    a.plugins.exchange_request()
     shared = a.plugin.shared
-    assert shared.serve("X", "1m", LIMIT, T0) is None
-    a.plugins.exchange_request()
+    shared.pace(1)
+    fetch = KlineFetch("X", "1m", LIMIT, T0)
+    assert shared.serve(fetch) is None
+    shared.pace(1, fetch)  # the request of that fetch: it renews the fetch's lease
     with redis_server.client() as client:
         assert client.pttl(shared.lease_key("X", "1m", LIMIT, T0)) > 0
     assert a.metrics()["pace_waits"] == 1 and a.metrics()["pace_wait_s"] > 0
@@ -266,5 +270,6 @@ def test_a_budget_stamped_in_the_future_refills_from_now(redis_server, traders) 
     with redis_server.client() as client:
         key = f"{a.plugin.shared.config.namespace}:budget"
         client.hset(key, mapping={"tokens": 0, "updated": 9e15})
-    a.plugins.exchange_request()
+    with a.plugins.exchange_request():
+        pass
     assert a.metrics()["pace_timeouts"] == 0 and a.metrics()["pace_waits"] == 1

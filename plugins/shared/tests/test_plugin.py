@@ -7,7 +7,7 @@ import importlib.metadata
 import pytest
 from shared_testkit import T0, ConstantModel, FakeClock
 
-from sltrader_plugins import Config, ConfigError, HostServices
+from sltrader_plugins import Config, ConfigError, ExchangeRequest, HostServices, KlineFetch
 from sltrader_plugins.manager import PluginManager
 from sltrader_shared.config import SharedConfig
 from sltrader_shared.link import RedisLink
@@ -25,9 +25,9 @@ def test_registers_only_known_hooks() -> None:
     manager.register(SharedPlugin(), "shared")
     assert set(manager.hooks_of("shared")) == {
         "on_start",
-        "before_fetch_klines",
+        "serve_klines",
         "after_fetch_klines",
-        "before_exchange_request",
+        "pace_exchange_request",
         "report_metrics",
         "on_shutdown",
     }
@@ -35,9 +35,10 @@ def test_registers_only_known_hooks() -> None:
 
 def test_every_hook_is_a_no_op_before_start() -> None:
     plugin = SharedPlugin()
-    assert plugin.before_fetch_klines("X", "1m", 10, T0) is None
-    plugin.after_fetch_klines("X", "1m", 10, T0, None)
-    plugin.before_exchange_request(1)
+    fetch = KlineFetch("X", "1m", 10, T0)
+    assert plugin.serve_klines(fetch) is None
+    plugin.after_fetch_klines(fetch, None)
+    plugin.pace_exchange_request(ExchangeRequest(1, fetch))
     assert plugin.report_metrics() is None
     plugin.on_shutdown()
 
@@ -81,7 +82,7 @@ def test_without_a_url_it_does_not_share_and_says_so_once(caplog) -> None:
     with caplog.at_level("INFO", logger="sltrader_shared"):
         manager.start(services)
     assert plugin.shared is None
-    assert plugin.before_fetch_klines("X", "1m", 10, T0) is None
+    assert plugin.serve_klines(KlineFetch("X", "1m", 10, T0)) is None
     assert [r.getMessage() for r in caplog.records] == [
         "plugin 'shared': no url in [plugins.shared]: not sharing, this trader fetches alone"
     ]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from shared_testkit import LIMIT, PATIENT, SYMBOLS, T0, Exchange, FakeClock, Trader, digest, series
 
-from sltrader_plugins import Klines
+from sltrader_plugins import KlineFetch, Klines
 from sltrader_shared import codec
 
 
@@ -197,11 +197,12 @@ def test_what_cannot_be_served_is_not_published(traders, redis_server) -> None:
     a = traders()
     shared = a.plugin.shared
     empty = series("X", "1m", 0, T0)
-    shared.serve("X", "1m", LIMIT, T0)
-    shared.fetched("X", "1m", LIMIT, T0, empty)  # no candles: nothing to serve
-    shared.serve("Y", "1m", 10, T0)
-    shared.fetched("Y", "1m", 10, T0, series("Z", "1m", 10, T0))  # another symbol
-    shared.fetched("W", "1m", 10, T0, None)  # nothing held, nothing fetched: no call
+    x, y = KlineFetch("X", "1m", LIMIT, T0), KlineFetch("Y", "1m", 10, T0)
+    shared.serve(x)
+    shared.fetched(x, empty)  # no candles: nothing to serve
+    shared.serve(y)
+    shared.fetched(y, series("Z", "1m", 10, T0))  # another symbol
+    shared.fetched(KlineFetch("W", "1m", 10, T0), None)  # nothing held, nothing fetched
     with redis_server.client() as client:
         assert client.keys(f"{shared.config.namespace}:*") == []
     assert a.metrics()["published"] == 0
@@ -209,24 +210,24 @@ def test_what_cannot_be_served_is_not_published(traders, redis_server) -> None:
 
 def test_limit_is_part_of_the_series(traders) -> None:
     a, b = traders(), traders()
-    assert a.plugin.shared.serve("X", "1m", 10, T0) is None
-    a.plugin.shared.fetched("X", "1m", 10, T0, series("X", "1m", 10, T0))
-    assert b.plugin.shared.serve("X", "1m", 20, T0) is None  # a longer series was asked
-    served = b.plugin.shared.serve("X", "1m", 10, T0)
+    fetch = KlineFetch("X", "1m", 10, T0)
+    assert a.plugin.shared.serve(fetch) is None
+    a.plugin.shared.fetched(fetch, series("X", "1m", 10, T0))
+    assert b.plugin.shared.serve(KlineFetch("X", "1m", 20, T0)) is None  # a longer one
+    served = b.plugin.shared.serve(KlineFetch("X", "1m", 10, T0))
     assert isinstance(served, Klines) and digest(served) == digest(series("X", "1m", 10, T0))
 
 
 def test_shutdown_frees_the_leases_still_held(traders, redis_server) -> None:
     a = traders()
-    assert a.plugin.shared.serve("X", "1m", LIMIT, T0) is None  # holds the lease
+    assert a.plugin.shared.serve(KlineFetch("X", "1m", LIMIT, T0)) is None  # holds the lease
     lease = a.plugin.shared.lease_key("X", "1m", LIMIT, T0)
     with redis_server.client() as client:
         assert client.exists(lease) == 1
         a.close()
         assert client.exists(lease) == 0
     assert a.plugin.shared is None
-    asked = {"symbol": "X", "timeframe": "1m", "limit": LIMIT, "close_time": T0}
-    assert a.plugins.hook.before_fetch_klines(**asked) is None
+    assert a.plugins.hook.serve_klines(fetch=KlineFetch("X", "1m", LIMIT, T0)) is None
 
 
 def test_metrics_put_what_was_saved_first(traders) -> None:
@@ -246,9 +247,10 @@ def test_an_exchange_that_lags_publishes_under_its_own_close(traders) -> None:
     lagging = Exchange(FakeClock(T0))
     a = traders(fetch=lagging.fetch)
     a.clock.set(clock.now())
-    assert a.plugin.shared.serve("X", "1m", LIMIT, T0 + 60) is None
-    a.plugin.shared.fetched("X", "1m", LIMIT, T0 + 60, lagging.fetch("X", "1m", LIMIT))
+    fetch = KlineFetch("X", "1m", LIMIT, T0 + 60)
+    assert a.plugin.shared.serve(fetch) is None
+    a.plugin.shared.fetched(fetch, lagging.fetch("X", "1m", LIMIT))
     b = traders()
-    assert b.plugin.shared.serve("X", "1m", LIMIT, T0) is not None
+    assert b.plugin.shared.serve(KlineFetch("X", "1m", LIMIT, T0)) is not None
     c = traders(wait_ms=0)
-    assert c.plugin.shared.serve("X", "1m", LIMIT, T0 + 60) is None
+    assert c.plugin.shared.serve(KlineFetch("X", "1m", LIMIT, T0 + 60)) is None
