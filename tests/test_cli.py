@@ -16,7 +16,7 @@ from sltrader_plugins import hookimpl
 
 class Plugin:
     @hookimpl
-    def on_signal(self, symbol):
+    def on_signal(self, signal):
         pass
 
     @hookimpl

@@ -91,8 +91,8 @@ class Recorder:
         self.calls.append("scan_complete")
 
     @hookimpl
-    def on_signal(self, symbol, signal, timeframe):
-        assert signal.symbol == symbol and timeframe == "1m"
+    def on_signal(self, signal):
+        assert signal.timeframe == "1m"
         self.calls.append("signal")
 
     @hookimpl
