@@ -23,6 +23,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parent))  # shared_testkit, also in spawned children
 
+from shared_testkit import PATIENT, Trader
+
 #: How long a server may take to answer PING after it started (a loaded machine).
 START_BOUND_S = 20.0
 
@@ -115,25 +117,37 @@ class RedisServer:
         )
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
+def _running(server: RedisServer) -> Iterator[RedisServer]:
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from _running(RedisServer(tmp_path))
 
 
 @pytest.fixture
 def redis_server_with_password(tmp_path: Path) -> Iterator[RedisServer]:
     """A server that requires a password (``server.password``), as a shared one should."""
-    server = RedisServer(tmp_path, password=f"pw-{uuid.uuid4().hex}")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(RedisServer(tmp_path, password=f"pw-{uuid.uuid4().hex}"))
+
+
+@pytest.fixture
+def traders(redis_server, namespace) -> Iterator[Callable[..., Trader]]:
+    made: list[Trader] = []
+
+    def make(**settings: object) -> Trader:
+        trader = Trader(redis_server.url, namespace, **{**PATIENT, **settings})
+        made.append(trader)
+        return trader
+
+    yield make
+    for trader in made:
+        trader.close()
 
 
 @pytest.fixture

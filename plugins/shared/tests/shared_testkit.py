@@ -7,6 +7,7 @@ functions run by ``multiprocessing``'s spawned processes can be found in the chi
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -47,6 +48,14 @@ class FakeClock:
 
     def set(self, now: float) -> None:
         self.t = now
+
+
+def warnings(caplog: Any) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "sltrader_shared" and r.levelno == logging.WARNING
+    ]
 
 
 def series(symbol: str, timeframe: str, limit: int, close: float) -> Klines:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from shared_testkit import LIMIT, SYMBOLS, T0, Trader, digest, series
+from shared_testkit import LIMIT, SYMBOLS, T0, Trader, digest, series, warnings
 
 from sltrader_plugins import KlineFetch
 from sltrader_shared.config import SharedConfig
@@ -24,14 +24,6 @@ GENEROUS_S = 30.0
 
 def expected(close: float, symbols=SYMBOLS) -> dict[str, str]:
     return {s: digest(series(s, "1m", LIMIT, close)) for s in symbols}
-
-
-def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "sltrader_shared" and r.levelno == logging.WARNING
-    ]
 
 
 @pytest.fixture

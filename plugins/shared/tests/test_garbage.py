@@ -7,15 +7,13 @@ sharing or pacing for good.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 import redis
-from shared_testkit import LIMIT, PATIENT, SYMBOLS, T0, Trader, digest, series
+from shared_testkit import LIMIT, PATIENT, SYMBOLS, T0, Trader, digest, series, warnings
 
 from sltrader_plugins import Klines
 from sltrader_shared import codec
@@ -23,28 +21,6 @@ from sltrader_shared import link as redis_link
 from sltrader_shared.config import SharedConfig
 from sltrader_shared.link import RedisLink, Unavailable
 from sltrader_shared.shared import Shared
-
-
-def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "sltrader_shared" and r.levelno == logging.WARNING
-    ]
-
-
-@pytest.fixture
-def traders(redis_server, namespace) -> Iterator[Callable[..., Trader]]:
-    made: list[Trader] = []
-
-    def make(**settings: object) -> Trader:
-        trader = Trader(redis_server.url, namespace, **{**PATIENT, **settings})
-        made.append(trader)
-        return trader
-
-    yield make
-    for trader in made:
-        trader.close()
 
 
 def header(close: float) -> bytes:

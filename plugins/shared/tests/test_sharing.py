@@ -7,27 +7,12 @@ exchange), so two of them in one process share only through Redis, as two proces
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
 
 import pytest
-from shared_testkit import LIMIT, PATIENT, SYMBOLS, T0, Exchange, FakeClock, Trader, digest, series
+from shared_testkit import LIMIT, SYMBOLS, T0, Exchange, FakeClock, Trader, digest, series
 
 from sltrader_plugins import KlineFetch, Klines
 from sltrader_shared import codec
-
-
-@pytest.fixture
-def traders(redis_server, namespace) -> Iterator[Callable[..., Trader]]:
-    made: list[Trader] = []
-
-    def make(**settings: object) -> Trader:
-        trader = Trader(redis_server.url, namespace, **{**PATIENT, **settings})
-        made.append(trader)
-        return trader
-
-    yield make
-    for trader in made:
-        trader.close()
 
 
 def test_a_series_fetched_by_one_trader_is_served_to_another(traders) -> None:
