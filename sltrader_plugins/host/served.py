@@ -23,22 +23,35 @@ Binance's public one, so the client would talk to a real exchange with little ch
   (the bench measures each trader's own peak).
 
 Errors are Binance's: ``{"code": -1121, "msg": "Invalid symbol."}`` with 400, ``-1003``
-with 429, and so on. Symbols contain ``/``: clients URL-encode them.
+with 429, and so on; the HTTP-level ones too (405 ``-1020`` with ``Allow`` for a method a
+path does not serve, 400 ``-1100`` for a malformed request, 408, 413, 414, 431, 501, 503,
+505), always with a status line, never an HTML page. HEAD is GET without the body.
+Symbols contain ``/``: clients URL-encode them.
+
+One poller thread owns the sockets and never blocks on one, so idle and slow clients cost
+no thread; workers serve complete requests (:class:`ExchangeServer` has the bounds).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import errno
 import http.client
+import io
 import json
 import math
 import random
 import re
+import selectors
+import socket
+import socketserver
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import attrs
@@ -60,14 +73,31 @@ from sltrader_plugins.timeframes import timeframe_seconds
 
 #: Binance's most candles per klines request is 1000; the replay serves longer series.
 MAX_LIMIT = 100_000
-#: How many connections the server serves at once (a thread each); more wait to be accepted.
+#: How many connections the server holds at once, idle ones included (they cost a socket,
+#: no thread). When full, a newcomer takes the place of a parked one, or is answered 503.
 MAX_CONNECTIONS = 256
+#: How many requests are served at once: worker threads, started as needed. A worker
+#: serves a complete request (and sleeps its latency); it never waits on a client.
+MAX_WORKERS = 64
 #: The kline intervals served: Binance's, but for those shorter than the replay's minute.
 INTERVALS = frozenset(
     ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
 )
+#: A new connection must have sent its whole request head (line and headers) this long
+#: after it was accepted, a kept-alive one this long after it began its next request
+#: (seconds); else it is answered 408 and closed (closed without a word if it sent nothing).
+HEADER_TIMEOUT_S = 2.0
 #: An idle keep-alive connection is closed after this long (seconds).
 IDLE_TIMEOUT_S = 5.0
+#: A client has this long to read an answer (seconds); then its connection is dropped.
+WRITE_TIMEOUT_S = 30.0
+#: After its last answer, a connection is read (and what comes dropped) for at most this
+#: long (seconds) before it is closed, so that closing does not reset the answer away.
+LINGER_S = 1.0
+#: The longest request head (bytes): a longer one is answered 414 or 431.
+MAX_HEAD_BYTES = 16 * 1024
+#: The API reads no request body; one of at most this many bytes is skipped, longer is 413.
+MAX_BODY_BYTES = 64 * 1024
 #: How many accepted requests the rolling window remembers when no limit is set
 #: (for ``peak_window_requests``); the count saturates there.
 MAX_WINDOW_LOG = 1_000_000
@@ -285,14 +315,161 @@ def _integer(query: Mapping[str, str], name: str, default: int | None, low: int,
     return value
 
 
+#: The routes and the methods each serves (HEAD: GET's answer without its body).
+ROUTES: dict[str, tuple[str, ...]] = {
+    "/api/v3/klines": ("GET", "HEAD"),
+    "/api/v3/ticker/24hr": ("GET", "HEAD"),
+    "/sltrader/v1/market": ("GET", "HEAD"),
+    "/sltrader/v1/stats": ("GET", "HEAD"),
+    "/sltrader/v1/window/restart": ("POST",),
+}
+#: A request head ends at its first empty line (CRLF, or a bare LF as the stdlib reads).
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _protocol_code(status: int) -> int:
+    """Binance's code for an HTTP-level error (the request, not its parameters)."""
+    special = {408: -1007, 503: -1008, 405: -1020, 501: -1020, 505: -1020}
+    return special.get(status, -1100 if status < 500 else -1000)
+
+
+def _error_answer(status: int, msg: str) -> bytes:
+    """A whole answer, sent by the poller itself: Binance's body, then the connection
+    closes."""
+    body = json.dumps({"code": _protocol_code(status), "msg": msg}).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+_Chunks = Sequence[bytes | memoryview]
+
+
+class _Collector:
+    """A handler's ``wfile``: the answer is kept, to be sent without waiting (what the
+    socket does not take at once, the poller writes)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.chunks.append(data if isinstance(data, bytes) else bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 class _Handler(BaseHTTPRequestHandler):
+    """One complete request, in a worker: its head is read already (by the poller), its
+    answer is collected (:class:`_Collector`). Nothing here waits on the network."""
+
     protocol_version = "HTTP/1.1"  # keep-alive, as clients of a real API use it
-    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stall
-    timeout = IDLE_TIMEOUT_S
+    # A request line without a version ("GARBAGE", or HTTP/0.9's "GET /") is answered
+    # in HTTP/1.1, with a status line: the stdlib answers HTTP/0.9 with a bare body.
+    default_request_version = "HTTP/1.1"
     server: ExchangeServer
 
-    def do_GET(self) -> None:
-        url = urllib.parse.urlsplit(self.path)
+    def __init__(self, request: Any, client_address: Any, server: Any, head: bytes) -> None:
+        self.head = head
+        self.body_length = 0
+        self._expects_100 = False
+        super().__init__(request, client_address, server)
+
+    def setup(self) -> None:
+        self.connection = self.request
+        self.rfile = io.BytesIO(self.head)
+        self.answer = _Collector()
+        self.wfile = self.answer  # type: ignore[assignment]
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.command = None  # type: ignore[assignment]
+        self.requestline, self.request_version = "", self.default_request_version
+        self.raw_requestline = self.rfile.readline()
+        if not self.raw_requestline.strip():
+            self.send_error(HTTPStatus.BAD_REQUEST, "Empty request line.")
+        elif self.parse_request():
+            self._dispatch()
+
+    def finish(self) -> None:
+        pass
+
+    def parse_request(self) -> bool:
+        """The stdlib's parsing (its errors answered by :meth:`send_error`), then what it
+        lets through that this server does not: HTTP/0.9 and request bodies."""
+        if not super().parse_request():
+            return False
+        if len(self.requestline.split()) != 3:  # "GET /": HTTP/0.9
+            self.send_error(
+                HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not served: send 'METHOD /path HTTP/1.1'."
+            )
+            return False
+        if "Transfer-Encoding" in self.headers:
+            self.send_error(
+                HTTPStatus.NOT_IMPLEMENTED, "Transfer-Encoding is not supported: no body is read."
+            )
+            return False
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1 or (lengths and not re.fullmatch(r"[0-9]{1,18}", lengths[0].strip())):
+            self.send_error(HTTPStatus.BAD_REQUEST, "Malformed Content-Length.")
+            return False
+        self.body_length = int(lengths[0]) if lengths else 0
+        if self.body_length > MAX_BODY_BYTES:
+            self.send_error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"No body is read; one of at most {MAX_BODY_BYTES} bytes is skipped.",
+            )
+            return False
+        if self._expects_100 and self.body_length:  # the body comes (and is skipped)
+            return super().handle_expect_100()
+        return True
+
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue``: answered once the body's length is checked (a body
+        refused gets no 100 first)."""
+        self._expects_100 = True
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Every HTTP-level error in Binance's shape (never the stdlib's HTML page); the
+        connection closes after it (where the next request starts is unknown)."""
+        status = HTTPStatus(code)
+        msg = (message or status.phrase).replace("\r", " ").replace("\n", " ")[:200]
+        self.close_connection = True
+        self._error(_ApiError(status, _protocol_code(status), msg))
+
+    def _dispatch(self) -> None:
+        try:
+            url = urllib.parse.urlsplit(self.path)
+        except ValueError:  # such as an absolute URL with a broken host
+            self._error(_ApiError(400, -1100, "Malformed request target."))
+            return
+        methods = ROUTES.get(url.path)
+        if methods is None:
+            self._error(_ApiError(404, -1000, f"Unknown path {url.path}."))
+        elif self.command not in methods:
+            allowed = ", ".join(methods)
+            self._error(
+                _ApiError(
+                    405,
+                    -1020,
+                    f"This operation is not supported: {self.command} {url.path} "
+                    f"(allowed: {allowed}).",
+                ),
+                {"Allow": allowed},
+            )
+        elif url.path == "/sltrader/v1/window/restart":
+            self.server.market.limiter.restart_window()
+            self._send(200, json.dumps(self.server.market.limiter.stats()).encode())
+        else:
+            self._get(url)
+
+    def _get(self, url: urllib.parse.SplitResult) -> None:
         try:
             pairs = urllib.parse.parse_qsl(url.query, keep_blank_values=True, strict_parsing=False)
         except ValueError:
@@ -305,11 +482,7 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/sltrader/v1/market":
             self._send(200, json.dumps(market.info()).encode())
             return
-        routes = {"/api/v3/klines": market.klines, "/api/v3/ticker/24hr": market.ticker}
-        route = routes.get(url.path)
-        if route is None:
-            self._error(_ApiError(404, -1000, f"Unknown path {url.path}."))
-            return
+        route = market.klines if url.path == "/api/v3/klines" else market.ticker
         wait = market.limiter.admit()
         market.sleep()  # a refusal takes its round trip too
         if wait is not None:
@@ -331,13 +504,6 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, body)
 
-    def do_POST(self) -> None:
-        if urllib.parse.urlsplit(self.path).path != "/sltrader/v1/window/restart":
-            self._error(_ApiError(404, -1000, f"Unknown path {self.path}."))
-            return
-        self.server.market.limiter.restart_window()
-        self._send(200, json.dumps(self.server.market.limiter.stats()).encode())
-
     def _error(self, exc: _ApiError, headers: Mapping[str, str] | None = None) -> None:
         self._send(exc.status, json.dumps({"code": exc.code, "msg": exc.msg}).encode(), headers)
 
@@ -347,53 +513,472 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per request
         pass
 
 
-class ExchangeServer(ThreadingHTTPServer):
-    """A threaded HTTP server over a :class:`ServedMarket`, at most ``MAX_CONNECTIONS``
-    connections served at once (a thread each); further ones wait to be accepted."""
+class _Connection:
+    """A client connection. The poller owns it while it is parked (waiting for a request
+    head, idle between requests, being written to, or closing); a worker, while its
+    request is served."""
 
-    daemon_threads = True
-    block_on_close = False
+    __slots__ = ("address", "buffer", "deadline", "events", "keep", "out", "scanned", "skip")
+    __slots__ += ("sock", "where")
+
+    def __init__(self, sock: socket.socket, address: Any) -> None:
+        self.sock = sock
+        self.address = address
+        self.buffer = bytearray()  # received, not yet served
+        self.scanned = 0  # how much of the buffer holds no head end
+        self.skip = 0  # body bytes still to drop (the API reads no body)
+        self.out: collections.deque[memoryview] = collections.deque()  # the answer's rest
+        self.keep = False  # after the answer: the next request (else close)
+        self.deadline = 0.0
+        self.events = 0  # what the poller's selector watches
+        self.where: collections.OrderedDict[_Connection, None] | None = None
+
+
+class ExchangeServer(socketserver.TCPServer):
+    """The HTTP server of a :class:`ServedMarket`.
+
+    One poller thread (``serve_forever``) owns the sockets: it accepts, reads request
+    heads, writes answers and closes, all without blocking, so an idle or slow connection
+    costs a socket and no thread. A complete request goes to a worker (at most
+    ``max_workers`` threads, started as needed), which computes the answer and sleeps the
+    latency; nothing in a worker waits on a client.
+
+    Bounds: at most ``max_connections`` connections. A new one has ``header_timeout_s``
+    to send its request head (else 408, or closed if it sent nothing); a kept-alive one,
+    ``idle_timeout_s`` to begin its next request; an answer ``write_timeout_s`` to be
+    read. When full, a newcomer takes the place of the parked connection that would be
+    closed first anyway (closing, then never served, then idle, longest first); when
+    every connection is being served, it is answered 503 and closed.
+    """
+
+    allow_reuse_address = True
     request_queue_size = 128
 
     def __init__(
-        self, address: tuple[str, int], market: ServedMarket, max_connections: int = MAX_CONNECTIONS
+        self,
+        address: tuple[str, int],
+        market: ServedMarket,
+        max_connections: int = MAX_CONNECTIONS,
+        max_workers: int = MAX_WORKERS,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
     ) -> None:
-        super().__init__(address, _Handler)
+        if max_connections < 1 or max_workers < 1:
+            raise ValueError("max_connections and max_workers must be at least 1")
         self.market = market
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        self.max_workers = max_workers
+        self.header_timeout_s = header_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.write_timeout_s = write_timeout_s
+        # The poller's: parked connections by state, each ordered by its deadline.
+        self._heads: collections.OrderedDict[_Connection, None] = collections.OrderedDict()
+        self._idle: collections.OrderedDict[_Connection, None] = collections.OrderedDict()
+        self._writing: collections.OrderedDict[_Connection, None] = collections.OrderedDict()
+        self._closing: collections.OrderedDict[_Connection, None] = collections.OrderedDict()
+        self._busy = 0  # with a worker, or waiting for one
+        self._selector: selectors.BaseSelector | None = None
+        # Between the poller and the workers.
+        self._lock = threading.Condition()
+        self._jobs: collections.deque[tuple[_Connection, bytes]] = collections.deque()
+        self._free = 0  # workers not serving a request
+        self._workers = 0
+        self._results: collections.deque[tuple[_Connection, _Chunks, bool, int]] = (
+            collections.deque()
+        )
+        self._running = False
+        self._closed = False
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        super().__init__(address, _Handler)  # last: a failed bind calls server_close()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        self._slots.acquire()
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+    @property
+    def busy(self) -> int:
+        """Requests with a worker or waiting for one (the poller's count)."""
+        return self._busy
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    @property
+    def connections(self) -> int:
+        """Connections held now (the poller's count: read it from its thread or idle)."""
+        parked = len(self._heads) + len(self._idle) + len(self._writing) + len(self._closing)
+        return parked + self._busy
+
+    # -- the poller ----------------------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until :meth:`shutdown` (or an exception, such as ``KeyboardInterrupt``)."""
+        self._stopped.clear()
         try:
-            super().process_request_thread(request, client_address)
+            self.socket.setblocking(False)
+            with selectors.DefaultSelector() as selector:
+                self._selector = selector
+                try:
+                    selector.register(self.socket, selectors.EVENT_READ)
+                    selector.register(self._wake_r, selectors.EVENT_READ)
+                    with self._lock:
+                        self._running = True
+                    while not self._stop.is_set():
+                        self._poll(selector, poll_interval)
+                finally:
+                    self._drop_all()
+                    self._selector = None
         finally:
-            self._slots.release()
+            self._stop.clear()
+            self._stopped.set()
+
+    def _poll(self, selector: selectors.BaseSelector, poll_interval: float) -> None:
+        for key, events in selector.select(self._timeout(poll_interval)):
+            if key.fileobj is self.socket:
+                self._accept()
+            elif key.fileobj is self._wake_r:
+                self._take_results()
+            elif key.data.sock.fileno() < 0:
+                continue  # closed earlier in this round (to make room)
+            elif events & selectors.EVENT_WRITE:
+                self._flush(key.data)
+            else:
+                self._receive(key.data)
+        self._expire(time.monotonic())
+
+    def _drop_all(self) -> None:
+        """Stopped: close every connection (a worker closes its own when done)."""
+        with self._lock:
+            self._running = False
+            left = [conn for conn, *_ in self._results] + [conn for conn, _ in self._jobs]
+            self._results.clear()
+            self._jobs.clear()
+        for conn in left:
+            conn.sock.close()
+        for parked in (self._heads, self._idle, self._writing, self._closing):
+            while parked:
+                self._close(next(iter(parked)))
+        self._busy = 0
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` and wait until it has returned."""
+        self._stop.set()
+        self._wake()
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._lock.notify_all()  # idle workers end; busy ones after their request
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _timeout(self, poll_interval: float) -> float:
+        deadlines = [
+            next(iter(parked)).deadline
+            for parked in (self._heads, self._idle, self._writing, self._closing)
+            if parked
+        ]
+        if not deadlines:
+            return poll_interval
+        return min(poll_interval, max(0.0, min(deadlines) - time.monotonic()))
+
+    def _accept(self) -> None:
+        for _ in range(64):  # then let the others have their turn
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # the client gave up already, or out of descriptors
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._make_room()  # frees one for the next round
+                return
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.connections >= self.max_connections and not self._make_room():
+                self._refuse(sock)
+                continue
+            conn = _Connection(sock, address)
+            self._park(conn, self._heads, self.header_timeout_s, selectors.EVENT_READ)
+
+    def _make_room(self) -> bool:
+        """Close the parked connection that would be closed first anyway."""
+        for parked in (self._closing, self._heads, self._idle):
+            if parked:
+                self._close(next(iter(parked)))
+                return True
+        return False
+
+    def _refuse(self, sock: socket.socket) -> None:
+        """Every connection is being served: 503, best effort, and closed."""
+        with contextlib.suppress(OSError):
+            for _ in range(16):  # what the client sent, so that closing does not reset
+                if not sock.recv(65536):
+                    break
+        with contextlib.suppress(OSError):
+            sock.send(
+                _error_answer(
+                    503,
+                    f"Server is currently overloaded: {self.max_connections} connections "
+                    "are being served. Retry shortly.",
+                )
+            )
+            sock.shutdown(socket.SHUT_WR)
+        sock.close()
+
+    def _receive(self, conn: _Connection) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client is gone (or done, for a closing connection)
+            self._close(conn)
+            return
+        if conn.where is self._closing:
+            return  # read and dropped, so that closing does not reset the answer
+        conn.buffer += data
+        self._advance(conn)
+
+    def _advance(self, conn: _Connection) -> None:
+        """Drop what is to be skipped; a whole head goes to a worker."""
+        buffer = conn.buffer
+        if conn.skip:
+            dropped = min(conn.skip, len(buffer))
+            del buffer[:dropped]
+            conn.skip -= dropped
+        if buffer[:1] in (b"\r", b"\n"):  # empty lines before a request are ignored
+            del buffer[: len(buffer) - len(buffer.lstrip(b"\r\n"))]
+            conn.scanned = 0
+        if not buffer:
+            return
+        if conn.where is self._idle:  # the next request has begun: it has a head's time
+            self._unpark(conn)
+            self._park(conn, self._heads, self.header_timeout_s, selectors.EVENT_READ)
+        end = _HEAD_END.search(buffer, max(0, conn.scanned - 3))
+        if end is None:
+            conn.scanned = len(buffer)
+            if len(buffer) > MAX_HEAD_BYTES:
+                too_long = b"\n" not in buffer  # the request line, or the headers
+                status = 414 if too_long else 431
+                what = "request line" if too_long else "request head"
+                self._answer(
+                    conn,
+                    [_error_answer(status, f"The {what} is over {MAX_HEAD_BYTES} bytes.")],
+                    False,
+                    0,
+                )
+            return
+        head = bytes(buffer[: end.end()])
+        del buffer[: end.end()]
+        conn.scanned = 0
+        self._unpark(conn)
+        self._watch(conn, 0)
+        self._busy += 1
+        self._dispatch(conn, head)
+
+    def _take_results(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+        with self._lock:
+            results = list(self._results)
+            self._results.clear()
+        for conn, chunks, keep, skip in results:
+            self._busy -= 1
+            self._answer(conn, chunks, keep, skip)
+
+    def _answer(self, conn: _Connection, chunks: _Chunks, keep: bool, skip: int) -> None:
+        """Write ``chunks``; then the next request (``keep``), or close."""
+        self._unpark(conn)
+        conn.out.extend(memoryview(chunk) for chunk in chunks if chunk)
+        conn.keep, conn.skip = keep, conn.skip + skip
+        self._park(conn, self._writing, self.write_timeout_s, selectors.EVENT_WRITE)
+        self._flush(conn)
+
+    def _flush(self, conn: _Connection) -> None:
+        out = conn.out
+        try:
+            while out:
+                sent = conn.sock.send(out[0])
+                if sent < len(out[0]):
+                    out[0] = out[0][sent:]
+                    return  # the rest when the client has read some
+                out.popleft()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        self._unpark(conn)
+        if not conn.keep:
+            self._linger(conn)
+            return
+        self._park(conn, self._idle, self.idle_timeout_s, selectors.EVENT_READ)
+        if conn.buffer:  # the next request may be in already
+            self._advance(conn)
+
+    def _linger(self, conn: _Connection) -> None:
+        """Close after an answer: stop writing, and read (and drop) what the client still
+        sends for a moment, so that the close does not reset the answer away."""
+        conn.buffer.clear()
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        self._park(conn, self._closing, LINGER_S, selectors.EVENT_READ)
+
+    def _expire(self, now: float) -> None:
+        for parked in (self._heads, self._idle, self._writing, self._closing):
+            while parked:
+                conn = next(iter(parked))
+                if conn.deadline > now:
+                    break
+                if parked is self._heads and conn.buffer:  # a request begun, not ended
+                    msg = f"The request did not arrive within {self.header_timeout_s:g} s."
+                    self._answer(conn, [_error_answer(408, msg)], False, 0)
+                else:  # asked nothing (idle, or never served), or not reading its answer
+                    self._close(conn)
+
+    def _park(
+        self,
+        conn: _Connection,
+        where: collections.OrderedDict[_Connection, None],
+        timeout: float,
+        events: int,
+    ) -> None:
+        conn.deadline = time.monotonic() + timeout  # each state's order is its deadlines'
+        conn.where = where
+        where[conn] = None
+        self._watch(conn, events)
+
+    def _unpark(self, conn: _Connection) -> None:
+        if conn.where is not None:
+            del conn.where[conn]
+            conn.where = None
+
+    def _watch(self, conn: _Connection, events: int) -> None:
+        selector = self._selector
+        assert selector is not None
+        if events == conn.events:
+            return
+        if not conn.events:
+            selector.register(conn.sock, events, conn)
+        elif not events:
+            selector.unregister(conn.sock)
+        else:
+            selector.modify(conn.sock, events, conn)
+        conn.events = events
+
+    def _close(self, conn: _Connection) -> None:
+        self._unpark(conn)
+        if conn.events:
+            self._watch(conn, 0)
+        conn.sock.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full: the poller is waking anyway; closed: stopped
+            self._wake_w.send(b"\0")
+
+    # -- the workers ---------------------------------------------------------------------
+
+    def _dispatch(self, conn: _Connection, head: bytes) -> None:
+        with self._lock:
+            self._jobs.append((conn, head))
+            start = len(self._jobs) > self._free and self._workers < self.max_workers
+            if start:
+                self._workers += 1
+                self._free += 1
+            self._lock.notify()
+        if start:
+            worker = threading.Thread(target=self._work, name="sltrader-exchange-worker")
+            worker.daemon = True
+            try:
+                worker.start()
+            except RuntimeError:  # no thread to be had: the workers there serve it
+                with self._lock:
+                    self._workers -= 1
+                    self._free -= 1
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._jobs and not self._closed:
+                    self._lock.wait()
+                if not self._jobs:
+                    self._free -= 1
+                    self._workers -= 1
+                    return
+                conn, head = self._jobs.popleft()
+                self._free -= 1
+            chunks, keep, skip = self._serve(conn, head)
+            try:  # what the socket takes now (most answers): the poller writes the rest
+                chunks = _send_now(conn.sock, chunks)
+            except OSError:  # the client is gone
+                chunks, keep = [], False
+            with self._lock:
+                self._free += 1
+                running = self._running
+                if running:
+                    self._results.append((conn, chunks, keep, skip))
+            if running:
+                self._wake()
+            else:
+                conn.sock.close()
+
+    def _serve(self, conn: _Connection, head: bytes) -> tuple[list[bytes], bool, int]:
+        """The answer to one request head, whether to keep the connection, and how many
+        body bytes to skip."""
+        try:
+            handler = _Handler(conn.sock, conn.address, self, head)
+        except Exception:  # a bug: the traceback on stderr, and a 500 in Binance's shape
+            self.handle_error(conn.sock, conn.address)
+            return [_error_answer(500, "An unknown error occurred.")], False, 0
+        keep = not handler.close_connection
+        return handler.answer.chunks, keep, handler.body_length if keep else 0
+
+
+def _send_now(sock: socket.socket, chunks: list[bytes]) -> list[bytes | memoryview]:
+    """Send what a non-blocking ``sock`` takes without waiting; the rest."""
+    if len(chunks) > 1 and sum(map(len, chunks)) <= 65536:
+        chunks = [b"".join(chunks)]  # a small answer in one segment: headers and body
+    for i, chunk in enumerate(chunks):
+        try:
+            sent = sock.send(chunk)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(chunk):
+            return [memoryview(chunk)[sent:], *chunks[i + 1 :]]
+    return []
 
 
 def start_server(
-    market: ServedMarket, host: str = "127.0.0.1", port: int = 0
+    market: ServedMarket, host: str = "127.0.0.1", port: int = 0, **options: Any
 ) -> tuple[ExchangeServer, threading.Thread]:
-    """Serve ``market`` on a daemon thread; stop with ``server.shutdown()``."""
-    server = ExchangeServer((host, port), market)
+    """Serve ``market`` on a daemon thread; stop with ``server.shutdown()``.
+
+    ``options``: :class:`ExchangeServer`'s bounds (``max_connections``, ...).
+    """
+    server = ExchangeServer((host, port), market, **options)
     thread = threading.Thread(target=server.serve_forever, name="sltrader-exchange", daemon=True)
     thread.start()
     return server, thread
