@@ -11,17 +11,30 @@ window's oldest series then competes with the main part's least recent one. Conc
 misses of one key, and a demand read racing a prefetch of that key, make one exchange
 request ("single flight"); the others wait for it.
 
+A bounded fetch (``fetch_timeout_s`` = T) has one deadline, its start plus T, and every
+reader of its key, the one that started it included, waits for it until that deadline and
+no longer: however many parts of the trader (a warming hook, then the scan) read a key
+whose fetch hangs, together they wait T once. A fetch still running after its deadline is
+*hung*: it keeps its key, and a read of that key then fails at once with the same
+``TimeoutError`` instead of starting a second request to an exchange that does not
+answer. The key is fetched again as soon as the hung fetch returns (what it brings is
+cached as usual), a newer candle of its timeframe is wanted (the scans after the next
+close), or ``retry_hung_after_s`` have passed since the deadline, whichever comes first.
+
 Lock discipline: one lock, ``_lock``, guards every field below it in ``__init__``. It is
 never held during an exchange request or while waiting for one.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_for_future
+from typing import NoReturn
 
 import attrs
 
@@ -47,8 +60,13 @@ class _Entry:
 
 @attrs.define(eq=False)
 class _Flight:
+    """One request for a key, from its start until its fetch returns (or raises)."""
+
     target: float  # the close time the fetch brings the key up to
     prefetch: bool
+    #: ``time.monotonic()`` after which nobody waits for it (``inf``: unbounded fetches).
+    #: Fixed at the start, so that a later reader joining it waits only what is left.
+    deadline: float
     future: Future = attrs.field(factory=Future)
     demand_waiters: int = 0
 
@@ -68,11 +86,18 @@ class SingleFlightCache:
     :param base_timeframe: misses on other timeframes are counted as ``higher_timeframe``
         (``None``: every timeframe is counted alike).
     :param limits: candles fetched per timeframe (``default_limit`` for the others).
-    :param fetch_timeout_s: wait for one fetch at most this long, then raise
-        ``TimeoutError`` to the reader (and every reader waiting on that fetch); ``None``:
-        no bound, ``fetch`` runs in the reader's thread. With a bound each fetch runs on a
-        daemon thread, and one that never returns keeps its thread: at most
-        ``max_hung_fetches`` may, then every fetch fails at once until one returns.
+    :param fetch_timeout_s: a fetch's deadline is its start plus this: every reader of
+        its key waits for it until then, not longer, then gets ``TimeoutError``; and a
+        read of the key while the fetch still hangs past its deadline fails at once with
+        it (see the module's doc). ``None``: no bound, ``fetch`` runs in the reader's
+        thread. With a bound each fetch runs on a daemon thread, and one that never
+        returns keeps its thread: at most ``max_hung_fetches`` may, then every fetch fails
+        at once until one returns.
+    :param retry_hung_after_s: with a bound, how long after its deadline a fetch that
+        still hangs stops holding its key: the next read fetches it again (sooner when a
+        newer candle is wanted, or the hung fetch returns). Long enough that one scan
+        never waits twice for one key, short enough that a key of a long timeframe whose
+        request was lost is retried well before its next candle.
     """
 
     def __init__(
@@ -86,6 +111,7 @@ class SingleFlightCache:
         fetch_timeout_s: float | None = None,
         max_hung_fetches: int = 64,
         window: int | None = None,
+        retry_hung_after_s: float = 30.0,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
@@ -94,8 +120,13 @@ class SingleFlightCache:
             raise ValueError(f"window must be in [0, capacity), got {window}")
         if fetch_timeout_s is not None and not 0 < fetch_timeout_s < float("inf"):
             raise ValueError(f"fetch_timeout_s must be a positive number, got {fetch_timeout_s}")
+        if not 0 < retry_hung_after_s < float("inf"):
+            raise ValueError(
+                f"retry_hung_after_s must be a positive number, got {retry_hung_after_s}"
+            )
         self._fetch_klines = fetch
         self._fetch_timeout_s = fetch_timeout_s
+        self._retry_hung_after_s = retry_hung_after_s
         # Fetches running on their own threads (bounded fetches only): hung ones keep a slot.
         self._fetch_slots = threading.BoundedSemaphore(max(1, max_hung_fetches))
         self._clock = clock
@@ -150,9 +181,20 @@ class SingleFlightCache:
                     self._prefetches_used += 1
                 return entry.klines
             flight = self._inflight.get(key)
-            owner = flight is None or flight.target < target
-            if not owner:
-                assert flight is not None
+            mono = time.monotonic()
+            owner = flight is None or not self._joinable_locked(flight, target, mono)
+            if owner:
+                self._misses += 1
+                self._count_miss(key, entry)
+                flight = self._start_locked(key, target, prefetch=False, mono=mono)
+            elif mono >= flight.deadline:
+                # Hung: this read fails at once (in _await, below), as a miss that made
+                # no request. Not a waiter: if the series still lands, it stays a
+                # prefetch's until a read finds it.
+                self._misses += 1
+                self._coalesced += 1
+                self._count_miss(key, entry)
+            else:
                 flight.demand_waiters += 1
                 if flight.prefetch:
                     # A prefetch serves this read: it did not have to go to the exchange.
@@ -163,13 +205,8 @@ class SingleFlightCache:
                     self._misses += 1
                     self._coalesced += 1
                     self._count_miss(key, entry)
-            else:
-                self._misses += 1
-                self._count_miss(key, entry)
-                flight = _Flight(target, prefetch=False)
-                self._inflight[key] = flight
         if not owner:
-            return flight.future.result()
+            return self._await(key, flight)
         return self._fetch(key, flight)
 
     # -- prefetch (the KlineCache protocol) -----------------------------------------
@@ -181,21 +218,27 @@ class SingleFlightCache:
             entry, _ = self._find_locked(key)
             if entry is not None and entry.last_close >= target:
                 return False
+            mono = time.monotonic()
             flight = self._inflight.get(key)
-            if flight is not None and flight.target >= target:
-                return False  # someone is already fetching it
+            if flight is not None and self._joinable_locked(flight, target, mono):
+                # Someone is already fetching it, or a hung fetch holds it: no second
+                # request, and no wait either (a prefetch's caller wants none).
+                return False
             # A prefetch is a prediction of a read: it counts toward admission.
             self._count_access(key)
             self._prefetches += 1
-            flight = _Flight(target, prefetch=True)
-            self._inflight[key] = flight
+            flight = self._start_locked(key, target, prefetch=True, mono=mono)
         self._fetch(key, flight)
         return True
 
     def latest_close_time(self, symbol: str, timeframe: str) -> float | None:
         with self._lock:
             entry, _ = self._find_locked((symbol, timeframe))
-            return entry.last_close if entry is not None else None
+            if entry is None or not math.isfinite(entry.last_close):
+                # An empty series has no close time (-inf inside, so that it is never
+                # fresh): to a reader it is as good as absent.
+                return None
+            return entry.last_close
 
     # -- counters -------------------------------------------------------------------
 
@@ -248,20 +291,68 @@ class SingleFlightCache:
 
     # -- internals (the ``_locked`` suffix: caller holds ``_lock``) --------------------
 
+    def _joinable_locked(self, flight: _Flight, target: float, mono: float) -> bool:
+        """Whether a read wanting ``target`` shares ``flight`` instead of fetching again.
+
+        Not when it brings an older candle, nor when it has hung past its deadline for
+        ``retry_hung_after_s``: then the exchange gets another chance (its thread stays
+        until it returns, counted by the fetch slots, so retries stay bounded too).
+        """
+        return flight.target >= target and mono < flight.deadline + self._retry_hung_after_s
+
+    def _start_locked(self, key: Key, target: float, prefetch: bool, mono: float) -> _Flight:
+        bound = self._fetch_timeout_s
+        deadline = float("inf") if bound is None else mono + bound
+        flight = _Flight(target, prefetch, deadline)
+        # It replaces an older or long-hung flight of the key, which lands unseen.
+        self._inflight[key] = flight
+        return flight
+
     def _fetch(self, key: Key, flight: _Flight) -> Klines:
+        """Make the request of ``flight``, which this thread started; wait for it."""
+        if self._fetch_timeout_s is None:
+            return self._complete(key, flight)
+        symbol, timeframe = key
+        if not self._fetch_slots.acquire(blocking=False):
+            self._fail(
+                key,
+                flight,
+                TimeoutError(
+                    f"fetch of ({symbol!r}, {timeframe!r}) not started: every fetch slot is "
+                    "held by a fetch that has not returned (the exchange does not answer)"
+                ),
+            )
+        try:
+            threading.Thread(
+                target=self._run, args=(key, flight), name="sltrader-fetch", daemon=True
+            ).start()
+        except BaseException as exc:  # no thread: nothing will release the slot or land it
+            self._fetch_slots.release()
+            self._fail(key, flight, exc)
+        return self._await(key, flight)
+
+    def _run(self, key: Key, flight: _Flight) -> None:
+        """A bounded fetch's own thread: the request, then its landing, however late."""
+        try:
+            self._complete(key, flight)
+        except BaseException:
+            pass  # already in the flight's future, for its readers (if any still wait)
+        finally:
+            self._fetch_slots.release()
+
+    def _complete(self, key: Key, flight: _Flight) -> Klines:
+        """Call ``fetch`` for ``flight``, cache what it returns, hand it to the readers.
+
+        Lands the flight in every case (it is in ``_inflight`` until then) and raises what
+        ``fetch`` raised, after handing it to the readers.
+        """
         symbol, timeframe = key
         try:
-            if self._fetch_timeout_s is None:
-                klines = self._fetch_klines(symbol, timeframe, self.limit(timeframe))
-            else:
-                klines = self._bounded_fetch(symbol, timeframe, self._fetch_timeout_s)
+            klines = self._fetch_klines(symbol, timeframe, self.limit(timeframe))
             if not isinstance(klines, Klines):
                 raise TypeError(f"fetch returned a {type(klines).__name__} for {key}, not Klines")
         except BaseException as exc:
-            with self._lock:
-                self._land_locked(key, flight)
-            flight.future.set_exception(exc)
-            raise
+            self._fail(key, flight, exc)
         try:
             with self._lock:
                 self._land_locked(key, flight)
@@ -271,34 +362,35 @@ class SingleFlightCache:
             flight.future.set_result(klines)  # whatever happens, nobody waits forever
         return klines
 
-    def _bounded_fetch(self, symbol: str, timeframe: str, bound: float) -> Klines:
-        """``fetch`` on a daemon thread, waited for at most ``bound`` seconds."""
-        if not self._fetch_slots.acquire(blocking=False):
+    def _fail(self, key: Key, flight: _Flight, exc: BaseException) -> NoReturn:
+        """``flight`` is over without a series: its readers, and this thread, get ``exc``."""
+        with self._lock:
+            self._land_locked(key, flight)
+        flight.future.set_exception(exc)
+        raise exc
+
+    def _await(self, key: Key, flight: _Flight) -> Klines:
+        """The series of ``flight``, waited for until its deadline (at once if past it).
+
+        :raises TimeoutError: the fetch has not returned by its deadline.
+        """
+        if flight.deadline == float("inf"):
+            return flight.future.result()
+        # wait() rather than result(timeout): a TimeoutError the exchange itself raised
+        # must reach the reader as is, not be taken for the deadline passing.
+        wait_for_future([flight.future], timeout=max(0.0, flight.deadline - time.monotonic()))
+        if not flight.future.done():
+            symbol, timeframe = key
             raise TimeoutError(
-                f"fetch of ({symbol!r}, {timeframe!r}) not started: every fetch slot is "
-                "held by a fetch that has not returned (the exchange does not answer)"
+                f"fetch of ({symbol!r}, {timeframe!r}) did not return within "
+                f"{self._fetch_timeout_s:g} s"
             )
-        result: Future = Future()
-
-        def run() -> None:
-            try:
-                result.set_result(self._fetch_klines(symbol, timeframe, self.limit(timeframe)))
-            except BaseException as exc:  # handed to the reader, if it still waits
-                result.set_exception(exc)
-            finally:
-                self._fetch_slots.release()
-
-        threading.Thread(target=run, name="sltrader-fetch", daemon=True).start()
-        try:
-            return result.result(timeout=bound)
-        except FutureTimeout:
-            raise TimeoutError(
-                f"fetch of ({symbol!r}, {timeframe!r}) did not return within {bound:g} s"
-            ) from None
+        return flight.future.result()
 
     def _land_locked(self, key: Key, flight: _Flight) -> None:
-        # A candle may have closed while this fetch ran, and a newer flight for the same
-        # key taken its slot: that one is not ours to remove.
+        # A candle may have closed while this fetch ran, or it hung long enough to be
+        # retried, and a newer flight for the same key taken its slot: that one is not
+        # ours to remove.
         if self._inflight.get(key) is flight:
             del self._inflight[key]
 

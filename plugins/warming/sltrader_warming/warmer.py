@@ -332,6 +332,13 @@ class Warmer:
         exit, as a ThreadPoolExecutor's would), at most ``max_parallel`` at once counting
         every batch's, the abandoned ones included. Returns the prefetch calls started,
         or, with ``wait=False``, scheduled (the threads start them without a waiter).
+
+        ``PREFETCH_WAIT_S`` only ever cuts a wait short; it never adds one on top of the
+        cache's own bound: the wait ends as soon as the batch's last call returns, and a
+        cache that bounds its fetches (``SingleFlightCache(fetch_timeout_s=T)``) returns a
+        prefetch at that fetch's deadline at the latest, or at once when another fetch
+        holds the key. The scan that reads a hung key next shares the same deadline, so
+        warming it costs the scan nothing beyond the one bound it would wait anyway.
         """
         chosen = self._admit(keys, now, cooldown)
         if not chosen:

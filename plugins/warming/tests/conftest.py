@@ -160,16 +160,29 @@ def make_warmer(cache: SingleFlightCache, clock: FakeClock) -> Iterator[Callable
         warmer.close()
 
 
-@pytest.fixture
-def services(cache: SingleFlightCache, clock: FakeClock) -> HostServices:
+def services_over(cache: Any, clock: Any, workers: int = 8) -> HostServices:
+    """The services a host of base 1m, confirming on 5m, 15m and 1h, gives the plugin."""
     return HostServices(
         model=ConstantModel(),
         cache=cache,
         clock=clock,
         base_timeframe="1m",
         confirm_timeframes=("5m", "15m", "1h"),
-        workers=8,
+        workers=workers,
     )
+
+
+@pytest.fixture
+def services(cache: SingleFlightCache, clock: FakeClock) -> HostServices:
+    return services_over(cache, clock)
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    """What a hung call waits for: opened when the test ends (or by the test)."""
+    gate = threading.Event()
+    yield gate
+    gate.set()
 
 
 @pytest.fixture

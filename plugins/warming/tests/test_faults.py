@@ -24,7 +24,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -140,14 +140,6 @@ class Host:
 
     def shutdown(self) -> None:
         self.call("on_shutdown")
-
-
-@pytest.fixture
-def gate() -> Iterator[threading.Event]:
-    """What a hung prefetch waits for: opened when the test ends (or by a slow one)."""
-    gate = threading.Event()
-    yield gate
-    gate.set()
 
 
 @pytest.fixture
