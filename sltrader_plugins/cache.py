@@ -27,6 +27,7 @@ never held during an exchange request or while waiting for one.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -41,6 +42,8 @@ import attrs
 from sltrader_plugins.klines import Klines
 from sltrader_plugins.protocols import CacheStats, Clock
 from sltrader_plugins.timeframes import last_close_time
+
+log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 
@@ -153,6 +156,7 @@ class SingleFlightCache:
         self._evictions = 0
         self._refused = 0
         self._coalesced = 0
+        self._unclosed = 0  # fetches that returned a candle not closed yet (trimmed)
         self._causes: Counter[str] = Counter()
         self._higher_causes: Counter[str] = Counter()  # higher_timeframe misses, split
 
@@ -258,6 +262,7 @@ class SingleFlightCache:
                 prefetches_used=self._prefetches_used,
                 prefetches_wasted=self._prefetches_wasted + pending_waste,
                 evictions=self._evictions,
+                unclosed=self._unclosed,
             )
 
     def miss_causes(self) -> dict[str, int]:
@@ -351,6 +356,7 @@ class SingleFlightCache:
             klines = self._fetch_klines(symbol, timeframe, self.limit(timeframe))
             if not isinstance(klines, Klines):
                 raise TypeError(f"fetch returned a {type(klines).__name__} for {key}, not Klines")
+            klines = self._closed(klines)
         except BaseException as exc:
             self._fail(key, flight, exc)
         try:
@@ -361,6 +367,24 @@ class SingleFlightCache:
         finally:
             flight.future.set_result(klines)  # whatever happens, nobody waits forever
         return klines
+
+    def _closed(self, klines: Klines) -> Klines:
+        """``klines`` without the candles that have not closed by the clock: an exchange
+        answers with the forming one, and a trader must never see it (a look-ahead that
+        would also pass for fresh until the next close)."""
+        closed = klines.closed_at(self._clock.now())
+        if closed is not klines:
+            with self._lock:
+                self._unclosed += 1
+                first = self._unclosed == 1
+            if first:
+                log.warning(
+                    "the fetch of %s %s returned a candle that has not closed yet; it is "
+                    "dropped, as in every such fetch (Klines.from_ohlcv drops it at the source)",
+                    klines.symbol,
+                    klines.timeframe,
+                )
+        return closed
 
     def _fail(self, key: Key, flight: _Flight, exc: BaseException) -> NoReturn:
         """``flight`` is over without a series: its readers, and this thread, get ``exc``."""

@@ -1,17 +1,19 @@
 """``Klines``: the closed candles of one ``(symbol, timeframe)``, the series every part passes.
 
-Times are epoch seconds. A candle of ``timeframe`` opens at ``open_time`` and closes at
-``open_time + timeframe_seconds(timeframe)``, on the epoch-aligned boundary; exchanges that
-state a close time of ``open + interval - 1 ms`` describe the same candle (see
-:func:`sltrader_plugins.close_boundary`).
+Times are epoch seconds. A candle of ``timeframe`` opens at ``open_time`` on a boundary and
+closes on the next one (:mod:`sltrader_plugins.timeframes`: weeks open on Monday, months on
+the 1st); exchanges that state a close time of ``open + interval - 1 ms`` describe the same
+candle (see :func:`sltrader_plugins.close_boundary`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import attrs
 import numpy as np
 
-from sltrader_plugins.timeframes import timeframe_seconds
+from sltrader_plugins.timeframes import candle_close, last_close_time, timeframe_seconds
 
 
 def readonly(array: np.ndarray) -> np.ndarray:
@@ -91,16 +93,50 @@ class Klines:
         """Close time of the newest candle (its boundary), ``None`` for an empty series."""
         if not self.n:
             return None
-        return float(self.open_time[-1]) + timeframe_seconds(self.timeframe)
+        return candle_close(self.timeframe, float(self.open_time[-1]))
 
+    def closed_at(self, now: float) -> Klines:
+        """This series without its candles that have not closed at ``now`` (``self`` when
+        every candle has): what an exchange that also sends the forming candle meant."""
+        last = self.last_close_time
+        if last is None or last <= now:
+            return self
+        # Candles open in order: those opening at or after the last close by now are open.
+        keep = int(np.searchsorted(self.open_time, last_close_time(self.timeframe, now)))
+        if keep and candle_close(self.timeframe, float(self.open_time[keep - 1])) > now:
+            keep -= 1  # an unaligned open time: judged by its own close
+        arrays = (self.open_time, self.open, self.high, self.low, self.close, self.volume)
+        return Klines(self.symbol, self.timeframe, *(a[:keep] for a in arrays))
 
-@attrs.frozen
-class Served:
-    """What a plugin answered to ``before_fetch_klines``, with its name (the manager's
-    guard tags it, so a series the host refuses is blamed on the plugin that served it)."""
+    @classmethod
+    def from_ohlcv(
+        cls, rows: Iterable[Sequence[float]], timeframe: str, now: float, symbol: str
+    ) -> Klines:
+        """The closed candles of exchange rows in ccxt's shape, ``[[ms, open, high, low,
+        close, volume], ...]`` oldest first, as ``fetch_ohlcv`` returns them.
 
-    klines: object
-    plugin: str
+        The candle still forming (an exchange returns it as the newest row) and any other
+        that has not closed at ``now`` (epoch seconds) is dropped: never a look-ahead.
+
+        :raises ValueError: a row that is not six numbers, or an open time that is not a
+            candle boundary of ``timeframe`` (weeks open on Monday, months on the 1st).
+        """
+        table = np.asarray(list(rows), dtype=np.float64)
+        if table.size == 0:
+            table = table.reshape(0, 6)
+        if table.ndim != 2 or table.shape[1] != 6:
+            raise ValueError(
+                f"{symbol} {timeframe}: expected rows of [ms, open, high, low, close, volume], "
+                f"got shape {table.shape}"
+            )
+        opens = table[:, 0] / 1000.0
+        for t in opens:
+            if last_close_time(timeframe, t) != t:
+                raise ValueError(
+                    f"{symbol} {timeframe}: open time {t:.3f} is not a candle boundary"
+                )
+        series = cls(symbol, timeframe, opens, *(table[:, i] for i in range(1, 6)))
+        return series.closed_at(now)
 
 
 def served_fault(
@@ -122,4 +158,7 @@ def served_fault(
     if last != close_time:
         newest = "no candle" if last is None else f"its newest candle closing at {last:.0f}"
         return f"served {symbol!r} {timeframe!r} with {newest}, not at {close_time:.0f}"
+    opened = float(klines.open_time[-1])
+    if last_close_time(timeframe, opened) != opened:
+        return f"served {symbol!r} {timeframe!r} with its newest candle opening off a boundary"
     return None

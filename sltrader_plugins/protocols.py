@@ -62,6 +62,7 @@ class CacheStats:
     prefetches_used: int = 0  #: prefetched series read on demand before going stale
     prefetches_wasted: int = 0  #: prefetched series stale or evicted without a demand read
     evictions: int = 0
+    unclosed: int = 0  #: fetches that answered a candle not closed yet (dropped)
 
     @property
     def hit_rate(self) -> float:

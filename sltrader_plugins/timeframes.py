@@ -1,40 +1,90 @@
-"""Timeframes (``"1m"``, ``"5m"``, ``"15m"``, ``"1h"``, ...) and candle boundaries."""
+"""Timeframes (``"1m"``, ``"15m"``, ``"1h"``, ``"1d"``, ``"1w"``, ``"1M"``) and their candle
+boundaries, cut as exchanges cut them.
+
+A candle opens on a boundary and closes on the next one. Boundaries, in UTC:
+
+======  =====================================================================
+unit    boundaries
+======  =====================================================================
+``s``   multiples of the length since the epoch (1970-01-01 00:00)
+``m``   multiples of the length since the epoch: ``15m`` at :00, :15, :30, :45
+``h``   multiples of the length since the epoch: ``4h`` at 00:00, 04:00, ...
+``d``   multiples of the length since the epoch: ``1d`` at 00:00
+``w``   Mondays 00:00: multiples of the length since Monday 1970-01-05
+``M``   the 1st of a month 00:00: ``1M`` every month, ``3M`` January, April, ...
+======  =====================================================================
+
+as Binance and ccxt do. A month has no fixed length: every boundary comes from
+:func:`last_close_time` and :func:`next_close_time`, never from a length.
+"""
 
 from __future__ import annotations
 
 import functools
 import math
 import re
+import time
+from calendar import timegm
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_TIMEFRAME = re.compile(r"^([1-9][0-9]*)([smhdw])$")
+_TIMEFRAME = re.compile(r"^([1-9][0-9]*)([smhdwM])$")
+#: Weeks open on Monday: the first Monday after the epoch (a Thursday) is four days on.
+_MONDAY_S = 4 * 86400
+#: The longest month, the length :func:`timeframe_seconds` gives a month.
+_MONTH_S = 31 * 86400
 
 
-# Called on hot paths (every cache read, every fetch) with a handful of distinct values.
 @functools.lru_cache(maxsize=64)
-def timeframe_seconds(timeframe: str) -> int:
-    """Length of one candle of ``timeframe`` in seconds.
-
-    :raises ValueError: if ``timeframe`` is not a count followed by one of ``s m h d w``.
-    """
-    match = _TIMEFRAME.match(timeframe)
+def _parse(timeframe: str) -> tuple[int, int, int]:
+    """``(seconds, offset, months)``: a fixed length and the offset of its boundaries, or
+    (``seconds`` 0) a number of calendar months."""
+    match = _TIMEFRAME.match(timeframe) if isinstance(timeframe, str) else None
     if match is None:
-        raise ValueError(f"invalid timeframe {timeframe!r}: expected e.g. '1m', '15m', '1h'")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        raise ValueError(
+            f"invalid timeframe {timeframe!r}: expected a count and one of s m h d w M, "
+            "e.g. '1m', '15m', '1h', '1d', '1w', '1M'"
+        )
+    count, unit = int(match.group(1)), match.group(2)
+    if unit == "M":
+        if 12 % count:
+            raise ValueError(f"invalid timeframe {timeframe!r}: months must divide a year")
+        return 0, 0, count
+    return count * _UNIT_SECONDS[unit], _MONDAY_S if unit == "w" else 0, 0
+
+
+def timeframe_seconds(timeframe: str) -> int:
+    """Length of one candle of ``timeframe`` in seconds; for months the longest (31 days
+    a month), a nominal length for sizes and lifetimes, never for a boundary.
+
+    :raises ValueError: ``timeframe`` is not a count followed by one of ``s m h d w M``.
+    """
+    seconds, _, months = _parse(timeframe)
+    return seconds or months * _MONTH_S
 
 
 def last_close_time(timeframe: str, now: float) -> float:
-    """Close time of the newest candle of ``timeframe`` that has closed at ``now``.
-
-    Candles are aligned to the epoch; a candle that closes exactly at ``now`` has closed.
+    """Close time of the newest candle of ``timeframe`` that has closed at ``now``: the
+    latest boundary at or before ``now`` (a candle closing exactly at ``now`` has closed).
     """
-    step = timeframe_seconds(timeframe)
-    return float(math.floor(now / step) * step)
+    seconds, offset, months = _parse(timeframe)
+    if not math.isfinite(now):
+        return float(now)  # no boundary: a garbage time stays garbage, for its reader to see
+    if months:
+        year, month = time.gmtime(math.floor(now))[:2]
+        index = (year * 12 + month - 1) // months * months
+        return float(timegm((index // 12, index % 12 + 1, 1, 0, 0, 0)))
+    return float(math.floor((now - offset) / seconds) * seconds + offset)
 
 
 def next_close_time(timeframe: str, now: float) -> float:
     """Close time of the first candle of ``timeframe`` that closes strictly after ``now``."""
-    return last_close_time(timeframe, now) + timeframe_seconds(timeframe)
+    seconds, _, months = _parse(timeframe)
+    last = last_close_time(timeframe, now)
+    if months:
+        year, month = time.gmtime(last)[:2]
+        index = year * 12 + month - 1 + months
+        return float(timegm((index // 12, index % 12 + 1, 1, 0, 0, 0)))
+    return last + seconds
 
 
 def closes_between(timeframe: str, after: float, until: float) -> list[float]:
@@ -43,12 +93,11 @@ def closes_between(timeframe: str, after: float, until: float) -> list[float]:
     What a loop that last looked at ``after`` and now sees ``until`` has to announce
     (``on_candle_close``): a close exactly at ``after`` was the previous look's.
     """
-    step = timeframe_seconds(timeframe)
     closes = []
-    close = last_close_time(timeframe, after) + step
+    close = next_close_time(timeframe, after)
     while close <= until:
         closes.append(close)
-        close += step
+        close = next_close_time(timeframe, close)
     return closes
 
 
@@ -65,5 +114,14 @@ def close_boundary(timeframe: str, close_time: float) -> float:
     :data:`CLOSE_TOLERANCE_S` past a boundary is not a close time; it rounds up to the
     next one, as a candle still open at that time closes there.
     """
-    step = timeframe_seconds(timeframe)
-    return float(math.ceil((close_time - CLOSE_TOLERANCE_S) / step) * step)
+    earliest = close_time - CLOSE_TOLERANCE_S
+    boundary = last_close_time(timeframe, earliest)
+    return boundary if boundary == earliest else next_close_time(timeframe, earliest)
+
+
+def candle_close(timeframe: str, open_time: float) -> float:
+    """Close time of the candle of ``timeframe`` that opens at ``open_time``: one length
+    on, or for months the next month's 1st. Not rounded to a boundary: a candle that opens
+    off one closes off one, and whoever checks a close against a boundary sees it."""
+    seconds, _, _ = _parse(timeframe)
+    return open_time + seconds if seconds else next_close_time(timeframe, open_time)

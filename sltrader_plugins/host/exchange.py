@@ -25,6 +25,7 @@ from sltrader_plugins.protocols import Clock
 from sltrader_plugins.timeframes import last_close_time, timeframe_seconds
 
 BASE_SECONDS = 60  # the market model ticks in 1m candles; larger timeframes aggregate them
+DAY_SECONDS = 86400
 
 
 class ExchangeError(Exception):
@@ -299,6 +300,10 @@ class ReplayExchange:
         step = timeframe_seconds(timeframe)
         if step % BASE_SECONDS:
             raise ExchangeError(f"timeframe {timeframe!r} is not a whole number of minutes")
+        if step > DAY_SECONDS:
+            # Candles here are runs of minutes from the epoch; weeks open on Monday and
+            # months on the 1st, which such runs do not cut (and a replay spans hours).
+            raise ExchangeError(f"timeframe {timeframe!r}: the replay serves up to days")
         if limit <= 0:
             raise ExchangeError(f"limit must be positive, got {limit}")
         series = self._aggregate(symbol, timeframe)
