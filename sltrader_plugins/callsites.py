@@ -66,7 +66,7 @@ class Plugins:
         :raises PluginError: an enable list names a plugin that is not installed.
         """
         if not isinstance(config, Config):
-            config = load_config(config)
+            config = load_config(config, environ=environ)
         manager = PluginManager()
         manager.load(config, cli=plugins, environ=environ)
         return cls(manager)

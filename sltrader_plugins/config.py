@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import os
 import sys
 import types
 import typing
@@ -352,15 +353,93 @@ class PluginSettings:
         return section_from(cls, self.section, f"plugins.{self.name}")
 
 
-def load_config(path: Path | None = None, cwd: Path | None = None) -> Config:
-    """Read the configuration.
+#: An environment variable ``SLTRADER__<KEY>``, or ``SLTRADER__<SECTION>__<KEY>`` at any
+#: depth, sets that key of the configuration (``SLTRADER__PLUGINS__SHARED__URL``:
+#: ``[plugins.shared] url``) over the file's.
+ENV_PREFIX = "SLTRADER__"
+
+
+def settings_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The configuration keys set by ``SLTRADER__...`` variables, as a nested mapping.
+
+    Names are lower-cased and split at each ``__``. A value is read as a TOML value
+    (``8``, ``2.5``, ``true``, ``["batching", "warming"]``, ``"quoted"``), and as a plain
+    string where it is none (``redis://cache:6379/0``).
+
+    :raises ConfigError: a name with an empty part, or a key set both as a value and as a
+        table.
+    """
+    settings: dict[str, Any] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if not all(path):
+            raise ConfigError(f"{name}: expected SLTRADER__<KEY> or SLTRADER__<SECTION>__<KEY>")
+        table = settings
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{name}: '{part}' is set as a value and as a table")
+        if isinstance(table.get(path[-1]), dict):
+            raise ConfigError(f"{name}: '{path[-1]}' is set as a value and as a table")
+        table[path[-1]] = _environment_value(environ[name])
+    return settings
+
+
+def _environment_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s keys in it, tables merged key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        if isinstance(value, dict) and isinstance(below, Mapping):
+            merged[key] = _merged(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: Path | None = None,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the configuration: the file, then the environment's ``SLTRADER__`` variables
+    over it (:func:`settings_from_environment`), validated together.
 
     With ``path``, that file (``sltrader.toml`` layout, or a ``pyproject.toml``). Without,
     ``sltrader.toml`` in ``cwd``, else ``[tool.sltrader]`` of ``cwd/pyproject.toml``, else
     the defaults.
 
+    :param environ: the environment (default ``os.environ``).
     :raises ConfigError: the file cannot be read, is not UTF-8 TOML, or a value is invalid.
     """
+    overrides = settings_from_environment(os.environ if environ is None else environ)
+    document, path = _read_file(path, cwd)
+    try:
+        return Config.from_mapping(_merged(document, overrides), source=path)
+    except ConfigError as exc:
+        where = ", ".join([*([str(path)] if path else []), *_names(overrides)])
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _names(overrides: Mapping[str, Any], prefix: str = ENV_PREFIX) -> list[str]:
+    names = []
+    for key, value in overrides.items():
+        name = f"{prefix}{key.upper()}"
+        names.extend(_names(value, name + "__") if isinstance(value, dict) else [name])
+    return names
+
+
+def _read_file(path: Path | None, cwd: Path | None) -> tuple[Mapping[str, Any], Path | None]:
+    """The file's settings (empty without a file), and the file."""
     if path is None:
         base = cwd or Path.cwd()
         for candidate in (base / CONFIG_FILE, base / PYPROJECT_FILE):
@@ -368,7 +447,7 @@ def load_config(path: Path | None = None, cwd: Path | None = None) -> Config:
                 path = candidate
                 break
         else:
-            return Config()
+            return {}, None
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -385,11 +464,11 @@ def load_config(path: Path | None = None, cwd: Path | None = None) -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {_one_line(str(exc))}") from None
+    if path.name != PYPROJECT_FILE:
+        return document, path
     try:
-        if path.name == PYPROJECT_FILE:
-            tool = _table(document.get("tool", {}), "tool", "")
-            document = _table(tool.get("sltrader", {}), "sltrader", "tool")
-        return Config.from_mapping(document, source=path)
+        tool = _table(document.get("tool", {}), "tool", "")
+        return _table(tool.get("sltrader", {}), "sltrader", "tool"), path
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 

@@ -9,6 +9,7 @@ import pytest
 
 from sltrader_plugins import (
     Check,
+    Plugins,
     SettingError,
     finite,
     integer,
@@ -339,3 +340,57 @@ def test_the_host_bounds_are_the_traders_own():
     assert TradingConfig().trend_candles == TREND_CANDLES
     assert TradingConfig().confirm_needed == CONFIRM_NEEDED
     assert attrs.fields(Workload).min_candles.validator.min == MIN_CANDLES
+
+
+# -- settings from the environment ---------------------------------------------------
+
+
+def test_every_key_can_come_from_the_environment_over_the_file(tmp_path):
+    (tmp_path / "sltrader.toml").write_text(
+        'hook_timeout_s = 3.0\n[plugins.shared]\nurl = "redis://file:6379/0"\nwait_ms = 50\n'
+        "[host]\nworkers = 8\n"
+    )
+    environ = {
+        "SLTRADER__PLUGINS__SHARED__URL": "redis://cache:6379/0",  # a string, unquoted
+        "SLTRADER__HOST__WORKERS": "4",  # a TOML value: an integer
+        "SLTRADER__ENABLE": '["batching", "shared"]',
+        "SLTRADER__STRICT": "true",
+        "SLTRADER_PLUGINS": "warming",  # the enable list's own variable: not a key
+        "SLTRADER_EXPECT_PLUGINS": "x",  # one underscore: not ours
+    }
+    config = load_config(cwd=tmp_path, environ=environ)
+    assert config.plugins["shared"] == {"url": "redis://cache:6379/0", "wait_ms": 50}
+    assert config.host["workers"] == 4 and config.hook_timeout_s == 3.0
+    assert config.enable == ("batching", "shared") and config.strict is True
+    assert load_config(cwd=tmp_path, environ={}).plugins["shared"]["url"] == "redis://file:6379/0"
+
+
+def test_settings_from_the_environment_alone():
+    config = load_config(cwd=Path("/nonexistent"), environ={"SLTRADER__HOOK_TIMEOUT_S": "2.5"})
+    assert config.hook_timeout_s == 2.5
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"SLTRADER__HOOK_TIMEOUT_S": "nan"}, r"SLTRADER__HOOK_TIMEOUT_S: 'hook_timeout_s'"),
+        ({"SLTRADER__HOOK_TIMEOUT_S": "-1"}, r"'hook_timeout_s'"),
+        ({"SLTRADER__STRICT": "yes"}, r"SLTRADER__STRICT: 'strict': expected true or false"),
+        ({"SLTRADER__NOSUCH": "1"}, r"'nosuch'"),
+        ({"SLTRADER__PLUGINS__SHARED": "1"}, r"'plugins.shared': expected a table"),
+        ({"SLTRADER__PLUGINS____URL": "x"}, r"SLTRADER__PLUGINS____URL: expected SLTRADER__<KEY>"),
+        (
+            {"SLTRADER__HOST": "1", "SLTRADER__HOST__WORKERS": "2"},
+            r"'host' is set as a value and as a table",
+        ),
+    ],
+)
+def test_a_wrong_setting_from_the_environment_names_the_variable(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(cwd=Path("/nonexistent"), environ=environ)
+
+
+def test_plugins_load_reads_the_environment_it_is_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plugins = Plugins.load(environ={"SLTRADER__HOOK_TIMEOUT_S": "1.5", "SLTRADER_PLUGINS": ""})
+    assert plugins.config.hook_timeout_s == 1.5 and plugins.active() == []
