@@ -68,11 +68,19 @@ class ModelAdapter:
       class of a binary classifier) of ``predict_proba`` over the stacked rows;
     - it has ``predict``: its ``predict`` over the stacked rows (a regressor).
 
-    In the last two cases ``predict(f)`` is ``predict_batch([f])[0]``, so both agree.
+    In the last two cases ``predict(f)`` is ``predict_batch([f])[0]``, so both agree, and
+    an estimator fitted on a pandas DataFrame (it has ``feature_names_in_``, as
+    scikit-learn's and LightGBM's do) gets the rows as a DataFrame with those column names,
+    so it does not warn "X does not have valid feature names" on every call (pandas is
+    imported only then: it is installed wherever such a model was fitted).
     ``prediction_range`` is ``(0.0, 1.0)`` over ``predict_proba``, the estimator's own
     ``prediction_range`` if it declares one, else ``None`` (no range is known).
-    The counters are guarded by a lock; the estimator is called outside it and must be
-    safe to call from many threads at once, as scikit-learn's fitted estimators are.
+    What it times: the wall-clock time (``time.perf_counter``) of each call, from the
+    rows as given to the answers as floats: stacking the rows (and building the
+    DataFrame) included, the wait for a lock the estimator takes included; CPU time is not
+    measured. The counters are guarded by a lock; the estimator is called outside it and
+    must be safe to call from many threads at once, as scikit-learn's fitted estimators
+    are.
 
     :raises TypeError: the estimator has none of those methods.
     """
@@ -93,12 +101,12 @@ class ModelAdapter:
             self._one, self._many = estimator.predict, estimator.predict_batch
         elif callable(getattr(estimator, "predict_proba", None)):
             self.prediction_range = self.prediction_range or (0.0, 1.0)
-            proba = estimator.predict_proba
-            self._many = lambda rows: proba(_stack(rows))[:, proba_column]
+            proba, table = estimator.predict_proba, _table_for(estimator)
+            self._many = lambda rows: proba(table(rows))[:, proba_column]
             self._one = lambda features: self._many([features])[0]
         elif callable(getattr(estimator, "predict", None)):
-            predict = estimator.predict
-            self._many = lambda rows: np.ravel(predict(_stack(rows)))
+            predict, table = estimator.predict, _table_for(estimator)
+            self._many = lambda rows: np.ravel(predict(table(rows)))
             self._one = lambda features: self._many([features])[0]
         else:
             raise TypeError(
@@ -150,6 +158,18 @@ def _declared_range(estimator: Any) -> tuple[float, float] | None:
     if low is None or high is None or low > high:
         raise ValueError(f"prediction_range must be (low, high), finite, got {declared!r}")
     return low, high
+
+
+def _table_for(estimator: Any) -> Callable[[Sequence[np.ndarray]], Any]:
+    """How rows reach ``estimator``: stacked, and as a DataFrame of the names it was
+    fitted with, if it was fitted with names."""
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        return _stack
+    import pandas  # only for a model fitted on a DataFrame, which needed pandas itself
+
+    columns = pandas.Index(names)
+    return lambda rows: pandas.DataFrame(_stack(rows), columns=columns, copy=False)
 
 
 def _stack(rows: Sequence[np.ndarray]) -> np.ndarray:
