@@ -38,6 +38,7 @@ class SharedPlugin:
     def __init__(self) -> None:
         self.config: SharedConfig | None = None
         self.shared: Shared | None = None
+        self._final: dict[str, float] | None = None  # the counters at shutdown, for a report
 
     @hookimpl
     def on_start(self, services: HostServices, settings: PluginSettings) -> None:
@@ -74,7 +75,7 @@ class SharedPlugin:
     @hookimpl
     def report_metrics(self) -> Mapping[str, float] | None:
         if self.shared is None:
-            return None
+            return self._final
         return self.shared.metrics()
 
     @hookimpl
@@ -82,3 +83,4 @@ class SharedPlugin:
         shared, self.shared = self.shared, None
         if shared is not None:
             shared.close()
+            self._final = shared.metrics()

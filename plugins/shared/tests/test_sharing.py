@@ -215,6 +215,15 @@ def test_shutdown_frees_the_leases_still_held(traders, redis_server) -> None:
     assert a.plugins.hook.serve_klines(fetch=KlineFetch("X", "1m", LIMIT, T0)) is None
 
 
+def test_the_counters_are_still_readable_after_close(traders) -> None:
+    a, b = traders(), traders()
+    a.read_all(SYMBOLS[:2])
+    b.read_all(SYMBOLS[:2])
+    before = b.plugins.metrics()
+    b.close()  # a trader writes its report after shutdown
+    assert b.plugins.metrics() == before and before["shared.served"] == 2
+
+
 def test_metrics_put_what_was_saved_first(traders) -> None:
     a, b = traders(), traders()
     a.read_all(SYMBOLS[:1])
