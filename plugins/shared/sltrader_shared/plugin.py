@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from sltrader_plugins import (
     ExchangeRequest,
@@ -21,8 +22,9 @@ from sltrader_plugins import (
     hookimpl,
 )
 from sltrader_shared.config import SharedConfig
-from sltrader_shared.link import RedisLink
-from sltrader_shared.shared import Shared
+
+if TYPE_CHECKING:
+    from sltrader_shared.shared import Shared
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,11 @@ class SharedPlugin:
                 settings.name,
             )
             return
+        # Imported only now: redis-py takes longer to import than the rest of the plugins
+        # together, and a trader that does not share should not pay for it at start-up.
+        from sltrader_shared.link import RedisLink
+        from sltrader_shared.shared import Shared
+
         # No connection yet: the first fetch connects (a trader without Redis starts as
         # fast as one without the plugin).
         self.shared = Shared(config, RedisLink(config, settings.name))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
+import sys
 
 import pytest
 from shared_testkit import T0, ConstantModel, FakeClock
@@ -92,3 +94,20 @@ def test_without_a_url_it_does_not_share_and_says_so_once(caplog) -> None:
 def test_a_link_needs_a_url() -> None:
     with pytest.raises(ValueError, match="url"):
         RedisLink(SharedConfig(), "shared")
+
+
+def test_a_trader_that_does_not_share_never_imports_redis() -> None:
+    # In a fresh interpreter: this one's tests have imported redis long ago.
+    code = (
+        "import sys\n"
+        "from sltrader_plugins import Plugins\n"
+        "from sltrader_plugins import WallClock\n"
+        "with Plugins.load(plugins='shared') as plugins:\n"
+        "    plugins.start(model=None, cache=None, clock=WallClock(), base_timeframe='1m', "
+        "workers=1)\n"
+        "    assert plugins.active() == ['shared'] and plugins.faults() == {}\n"
+        "print('redis' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
