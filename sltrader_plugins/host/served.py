@@ -76,6 +76,13 @@ MAX_LIMIT = 100_000
 #: How many connections the server holds at once, idle ones included (they cost a socket,
 #: no thread). When full, a newcomer takes the place of a parked one, or is answered 503.
 MAX_CONNECTIONS = 256
+#: When full, only a connection parked this long (seconds) with nothing waiting to be read
+#: makes room: a younger one may have its request on the way, and closing a socket that
+#: has unread data resets the client (503 tells a newcomer to retry, cleanly).
+EVICT_AFTER_S = 0.5
+#: Out of descriptors with none to free, the listening socket is not watched for this
+#: long (seconds), or until a connection closes: it stays readable, and would be spun on.
+ACCEPT_BACKOFF_S = 0.05
 #: How many requests are served at once: worker threads, started as needed. A worker
 #: serves a complete request (and sleeps its latency); it never waits on a client.
 MAX_WORKERS = 64
@@ -557,8 +564,9 @@ class ExchangeServer(socketserver.TCPServer):
     to send its request head (else 408, or closed if it sent nothing); a kept-alive one,
     ``idle_timeout_s`` to begin its next request; an answer ``write_timeout_s`` to be
     read. When full, a newcomer takes the place of the parked connection that would be
-    closed first anyway (closing, then never served, then idle, longest first); when
-    every connection is being served, it is answered 503 and closed.
+    closed first anyway (closing; else, of those parked ``EVICT_AFTER_S`` or longer with
+    nothing unread, one waiting for its request head, then idle, longest first); when
+    none is, it is answered 503 and closed.
     """
 
     allow_reuse_address = True
@@ -589,6 +597,7 @@ class ExchangeServer(socketserver.TCPServer):
         self._closing: collections.OrderedDict[_Connection, None] = collections.OrderedDict()
         self._busy = 0  # with a worker, or waiting for one
         self._selector: selectors.BaseSelector | None = None
+        self._accept_again: float | None = None  # the listener rests until then
         # Between the poller and the workers.
         self._lock = threading.Condition()
         self._jobs: collections.deque[tuple[_Connection, bytes]] = collections.deque()
@@ -627,6 +636,7 @@ class ExchangeServer(socketserver.TCPServer):
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Serve until :meth:`shutdown` (or an exception, such as ``KeyboardInterrupt``)."""
         self._stopped.clear()
+        self._accept_again = None
         try:
             self.socket.setblocking(False)
             with selectors.DefaultSelector() as selector:
@@ -658,6 +668,9 @@ class ExchangeServer(socketserver.TCPServer):
             else:
                 self._receive(key.data)
         self._expire(time.monotonic())
+        if self._accept_again is not None and time.monotonic() >= self._accept_again:
+            self._accept_again = None
+            selector.register(self.socket, selectors.EVENT_READ)
 
     def _drop_all(self) -> None:
         """Stopped: close every connection (a worker closes its own when done)."""
@@ -695,6 +708,8 @@ class ExchangeServer(socketserver.TCPServer):
             for parked in (self._heads, self._idle, self._writing, self._closing)
             if parked
         ]
+        if self._accept_again is not None:
+            deadlines.append(self._accept_again)
         if not deadlines:
             return poll_interval
         return min(poll_interval, max(0.0, min(deadlines) - time.monotonic()))
@@ -706,8 +721,9 @@ class ExchangeServer(socketserver.TCPServer):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # the client gave up already, or out of descriptors
-                if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    self._make_room()  # frees one for the next round
+                out = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+                if exc.errno in out and not self._make_room():  # else one is free next round
+                    self._rest_listener()
                 return
             sock.setblocking(False)
             with contextlib.suppress(OSError):
@@ -719,12 +735,30 @@ class ExchangeServer(socketserver.TCPServer):
             self._park(conn, self._heads, self.header_timeout_s, selectors.EVENT_READ)
 
     def _make_room(self) -> bool:
-        """Close the parked connection that would be closed first anyway."""
-        for parked in (self._closing, self._heads, self._idle):
-            if parked:
-                self._close(next(iter(parked)))
-                return True
+        """Close the parked connection that would be closed first anyway: one closing, else
+        the oldest of those waiting for a request (never served, then idle) that has waited
+        :data:`EVICT_AFTER_S` and has nothing unread (:func:`_unread`)."""
+        if self._closing:
+            self._close(next(iter(self._closing)))
+            return True
+        parked_by = time.monotonic() - EVICT_AFTER_S
+        for parked, timeout in (
+            (self._heads, self.header_timeout_s),
+            (self._idle, self.idle_timeout_s),
+        ):
+            for conn in parked:
+                if conn.deadline - timeout > parked_by:
+                    break  # the rest were parked later still (each in deadline order)
+                if not _unread(conn.sock):
+                    self._close(conn)
+                    return True
         return False
+
+    def _rest_listener(self) -> None:
+        """Stop watching the listening socket for a while (:data:`ACCEPT_BACKOFF_S`)."""
+        if self._accept_again is None and self._selector is not None:
+            self._selector.unregister(self.socket)
+        self._accept_again = time.monotonic() + ACCEPT_BACKOFF_S
 
     def _refuse(self, sock: socket.socket) -> None:
         """Every connection is being served: 503, best effort, and closed."""
@@ -776,16 +810,20 @@ class ExchangeServer(socketserver.TCPServer):
         end = _HEAD_END.search(buffer, max(0, conn.scanned - 3))
         if end is None:
             conn.scanned = len(buffer)
-            if len(buffer) > MAX_HEAD_BYTES:
-                too_long = b"\n" not in buffer  # the request line, or the headers
-                status = 414 if too_long else 431
-                what = "request line" if too_long else "request head"
-                self._answer(
-                    conn,
-                    [_error_answer(status, f"The {what} is over {MAX_HEAD_BYTES} bytes.")],
-                    False,
-                    0,
-                )
+        # Over the bound whether its end has come yet or not (it comes in the same read
+        # when the client sends the whole head at once).
+        if (len(buffer) if end is None else end.end()) > MAX_HEAD_BYTES:
+            too_long = buffer.find(b"\n", 0, MAX_HEAD_BYTES) < 0  # the line, or the headers
+            status = 414 if too_long else 431
+            what = "request line" if too_long else "request head"
+            self._answer(
+                conn,
+                [_error_answer(status, f"The {what} is over {MAX_HEAD_BYTES} bytes.")],
+                False,
+                0,
+            )
+            return
+        if end is None:
             return
         head = bytes(buffer[: end.end()])
         del buffer[: end.end()]
@@ -894,6 +932,8 @@ class ExchangeServer(socketserver.TCPServer):
         if conn.events:
             self._watch(conn, 0)
         conn.sock.close()
+        if self._accept_again is not None:
+            self._accept_again = 0.0  # a descriptor is free: accept at the round's end
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # full: the poller is waking anyway; closed: stopped
@@ -918,6 +958,16 @@ class ExchangeServer(socketserver.TCPServer):
                 with self._lock:
                     self._workers -= 1
                     self._free -= 1
+                    # With no worker at all, nothing would ever take the job: its
+                    # client would wait forever and its connection never be freed.
+                    stranded = [] if self._workers else [job for job, _ in self._jobs]
+                    if stranded:
+                        self._jobs.clear()
+                        msg = "Server is currently overloaded: no worker. Retry shortly."
+                        answer = [_error_answer(503, msg)]
+                        self._results.extend((job, answer, False, 0) for job in stranded)
+                if stranded:
+                    self._wake()  # answered as a worker's answer is
 
     def _work(self) -> None:
         while True:
@@ -955,6 +1005,15 @@ class ExchangeServer(socketserver.TCPServer):
             return [_error_answer(500, "An unknown error occurred.")], False, 0
         keep = not handler.close_connection
         return handler.answer.chunks, keep, handler.body_length if keep else 0
+
+
+def _unread(sock: socket.socket) -> bool:
+    """Whether a non-blocking ``sock`` has received data not read yet (closing it now
+    would reset its client)."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))  # b"": the client closed, nothing unread
+    except OSError:  # nothing yet (BlockingIOError), or reset: the client is gone
+        return False
 
 
 def _send_now(sock: socket.socket, chunks: list[bytes]) -> list[bytes | memoryview]:

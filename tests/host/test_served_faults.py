@@ -7,6 +7,7 @@ Traffic goes to 127.0.0.1 only; every loop is bounded, every socket closed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import re
@@ -36,6 +37,8 @@ from sltrader_plugins.host.workload import CLOCK_START
 CROWD = 300
 #: Generous for a request that takes a few ms on an idle server: machines are shared.
 PROMPT_S = 1.0
+#: Long enough for a silent connection to make room for a newcomer.
+EVICTABLE_S = served.EVICT_AFTER_S + 0.1
 
 
 @pytest.fixture
@@ -200,6 +203,7 @@ def test_idle_connections_do_not_delay_a_client(serve):
     server = serve()
     assert _request(server)[0] == 200  # the rows are encoded once: time the serving only
     with _crowd(server, CROWD) as idle:
+        time.sleep(EVICTABLE_S)  # full: the newcomer takes the place of the oldest
         started = time.monotonic()
         status, _, body = _request(server)
         elapsed = time.monotonic() - started
@@ -212,6 +216,7 @@ def test_requests_that_never_end_do_not_occupy_the_workers(serve):
     server = serve()
     assert CROWD > served.MAX_WORKERS
     with _crowd(server, CROWD, b"GET /api/v3/klines?symbol=BTC") as slow:
+        time.sleep(EVICTABLE_S)
         started = time.monotonic()
         status, _, _ = _request(server)
         elapsed = time.monotonic() - started
@@ -222,7 +227,7 @@ def test_requests_that_never_end_do_not_occupy_the_workers(serve):
 def test_beyond_the_bound_the_longest_idle_connection_makes_room(serve):
     server = serve(max_connections=4)
     with _crowd(server, 4) as idle:
-        time.sleep(0.05)  # all accepted, in order
+        time.sleep(EVICTABLE_S)  # all accepted, in order, and silent long enough
         status, _, _ = _request(server)
         assert status == 200
         assert _until_closed(idle[0]) == b""  # closed without a word: it asked nothing
@@ -236,6 +241,7 @@ def test_an_idle_keep_alive_connection_goes_before_a_new_one(serve):
         stream = _Stream(kept)
         assert stream.response()[0] == 200
         stream.close()
+        time.sleep(EVICTABLE_S)
         # full (kept, parked between requests, and new): the newcomer evicts `new`, the
         # connection that has never asked anything, and not the client between requests
         assert _request(server)[0] == 200
@@ -440,3 +446,144 @@ def test_a_client_that_stops_reading_is_dropped(serve):
             while chunk := slow.recv(1 << 20):
                 received += len(chunk)
         assert 0 < received < 30 * 600_000  # some answers, then the connection closed
+
+
+# -- full, out of descriptors, out of threads, heads over the bound -----------------------
+
+
+def test_a_full_server_answers_each_complete_request_200_or_503_and_resets_none(serve):
+    # Many clients at once, each with a whole request: whoever finds the server full is
+    # told 503 (it can retry), none is closed on with its request unread (a reset).
+    server = serve(max_connections=8)
+    request = f"GET {_klines_target()} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    clients = 40
+    start = threading.Barrier(clients)
+    outcomes: list[Any] = [None] * clients
+
+    def client(i: int) -> None:
+        try:
+            start.wait(10)
+            with _connect(server) as sock:
+                sock.sendall(request.encode())
+                stream = _Stream(sock)
+                status, headers, body = stream.response()
+                stream.close()
+            if status == 503:
+                assert _binance_error(headers, body)["code"] == -1008
+            outcomes[i] = status
+        except Exception as exc:  # reported below, with every outcome
+            outcomes[i] = repr(exc)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert all(outcome in (200, 503) for outcome in outcomes), outcomes
+    assert 200 in outcomes
+
+
+def test_a_connection_whose_request_is_unread_is_not_the_one_to_make_room(serve, monkeypatch):
+    # The poller held between rounds while a newcomer connects and then an old silent
+    # connection sends its request: the next round accepts first, with that request
+    # unread. Closing it would reset its client; the newcomer is told 503 instead.
+    server = serve(max_connections=1)
+    hold, held, release = threading.Event(), threading.Event(), threading.Event()
+    expire = server._expire
+
+    def expire_or_hold(now: float) -> None:
+        expire(now)
+        if hold.is_set():
+            hold.clear()
+            held.set()
+            release.wait(10)
+
+    monkeypatch.setattr(server, "_expire", expire_or_hold)
+    request = f"GET {_klines_target()} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    with _connect(server) as old:
+        time.sleep(EVICTABLE_S)  # old enough to make room, were it silent
+        hold.set()
+        server._wake()
+        assert held.wait(5)
+        try:
+            with _connect(server) as new:  # in the backlog: accepted when released
+                new.sendall(request)
+                old.sendall(request)
+                time.sleep(0.1)  # both arrived
+                release.set()
+                status_line, headers, body = _parse(_until_closed(new) or b"")
+                assert status_line.startswith("HTTP/1.1 503 ")
+                assert _binance_error(headers, body)["code"] == -1008
+        finally:
+            release.set()
+        stream = _Stream(old)
+        assert stream.response()[0] == 200
+        stream.close()
+
+
+def test_out_of_descriptors_the_poller_rests_instead_of_spinning(serve, monkeypatch):
+    server = serve()
+    accept = socket.socket.accept
+    calls = 0
+    failing = threading.Event()
+    failing.set()
+
+    def accept_or_emfile(sock: socket.socket) -> Any:
+        nonlocal calls
+        if sock is server.socket:
+            calls += 1
+            if failing.is_set():
+                raise OSError(errno.EMFILE, "Too many open files")
+        return accept(sock)
+
+    monkeypatch.setattr(socket.socket, "accept", accept_or_emfile)
+    with _connect(server) as sock:  # waits in the backlog: the listener stays readable
+        sock.sendall(f"GET {_klines_target()} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.5)
+        tried = calls
+        failing.clear()  # descriptors again: the waiting client is served
+        stream = _Stream(sock)
+        assert stream.response()[0] == 200
+        stream.close()
+    assert tried < 50, f"{tried} accepts in 0.5 s with nothing to free: a spin"
+
+
+def test_a_request_no_worker_can_take_is_503_and_frees_its_connection(serve, monkeypatch):
+    server = serve()
+    start = threading.Thread.start
+
+    def no_worker(thread: threading.Thread) -> None:
+        if thread.name == "sltrader-exchange-worker":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(served.threading.Thread, "start", no_worker)
+    request = f"GET {_klines_target()} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    status_line, headers, body = _parse(_raw(server, request))
+    assert status_line.startswith("HTTP/1.1 503 ")
+    assert _binance_error(headers, body)["code"] == -1008
+    for _ in range(300):
+        if server.connections == 0:
+            break
+        time.sleep(0.01)
+    assert server.connections == 0 and server.busy == 0
+    monkeypatch.undo()  # threads again: served
+    assert _request(server)[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("request_line", "headers", "status"),
+    [
+        (f"GET {_klines_target()} HTTP/1.1", "X-Long: " + "b" * 60_000 + "\r\n", 431),
+        ("GET /" + "a" * 30_000 + " HTTP/1.1", "", 414),
+    ],
+)
+def test_a_head_over_the_bound_in_one_piece_is_refused(serve, request_line, headers, status):
+    # The whole head, its end included, in one send: the bound holds all the same.
+    server = serve()
+    request = f"{request_line}\r\nHost: x\r\n{headers}\r\n".encode()
+    assert served.MAX_HEAD_BYTES < len(request) < 65536  # one read of the server's
+    status_line, answer_headers, body = _parse(_raw(server, request))
+    assert status_line.startswith(f"HTTP/1.1 {status} ")
+    assert _binance_error(answer_headers, body)["code"] == -1100
+    assert _request(server)[0] == 200
