@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from sltrader_plugins.trader_bench import bench_trader
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "integration.md"
 PLUGIN_SETS = ["batching", "pooling", "warming", "batching,pooling,warming"]
@@ -166,3 +168,12 @@ def test_the_exchange_step_wraps_the_caches_fetch_and_says_how_many_lines():
     added, removed = changed_lines(exchange)
     assert removed <= added
     assert f"({added} changed lines" in DOC.read_text()
+
+
+def test_sltrader_bench_runs_the_example_and_every_set_decides_as_none(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the bench's processes import examples.trader from here
+    monkeypatch.syspath_prepend(str(ROOT))
+    result = bench_trader("examples.trader.bench:cycles", "none,all", repeats=1, cycles=24)
+    assert list(result["sets"]) == ["none", "all"]
+    assert all(s["same_decisions"] for s in result["sets"].values())
+    assert result["sets"]["none"]["decisions"] > 0  # it signalled: there was a decision to keep

@@ -21,7 +21,7 @@ from typing import Any
 from sltrader_plugins.host.arguments import workload_for
 from sltrader_plugins.host.figures import Figure, figures
 from sltrader_plugins.host.terminal import Table, Terminal
-from sltrader_plugins.manager import installed_entry_points
+from sltrader_plugins.trader_bench import DEFAULT_SETS, installed_names, resolve_sets
 
 #: Figures of the bench itself, beyond a run's (sltrader_plugins.host.figures).
 BENCH_FIGURES = {
@@ -36,34 +36,10 @@ BENCH_FIGURES = {
 }
 
 
-#: The plugin sets ``sltrader bench`` compares unless ``--sets`` names others.
-DEFAULT_SETS = "none,batching,pooling,warming,all"
-
-
 def table_figures() -> dict[str, Figure]:
     """The rows of the bench's table, in report order."""
     every = {**figures(), **BENCH_FIGURES}
     return {name: fig for name, fig in every.items() if fig.table}
-
-
-def resolve_sets(text: str, installed: list[str]) -> list[tuple[str, str | None]]:
-    """``(set name, --plugins value)``; the value is ``None`` when the set cannot run."""
-    out: list[tuple[str, str | None]] = []
-    for name in (s.strip() for s in text.split(",") if s.strip()):
-        if name == "none":
-            out.append((name, ""))
-        elif name == "all":
-            out.append((name, ",".join(installed) if installed else None))
-        else:
-            wanted = name.split("+")
-            missing = [p for p in wanted if p not in installed]
-            out.append((name, None if missing else ",".join(wanted)))
-    return out
-
-
-def installed_names() -> list[str]:
-    """The entry-point names of the installed plugins."""
-    return sorted({ep.name for ep in installed_entry_points()})
 
 
 def worker(plugins: str, out: Path, *options: str) -> tuple[list[str], dict[str, str]]:

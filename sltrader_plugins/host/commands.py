@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from sltrader_plugins.host.served import (
 )
 from sltrader_plugins.host.terminal import Terminal
 from sltrader_plugins.options import add_plugin_options, load_manager
+from sltrader_plugins.trader_bench import TraderBenchError, bench_trader
+from sltrader_plugins.trader_bench import format_table as format_trader_table
 
 INTERRUPTED = 130  #: the shell's exit status for a run ended by Ctrl-C (128 + SIGINT)
 
@@ -93,6 +96,14 @@ def add_commands(commands: Any) -> None:
     )
     bench.add_argument("--json", metavar="PATH", type=Path, default=None, help="write results")
     bench.add_argument("--plot", metavar="PNG", type=Path, default=None, help="draw the results")
+    bench.add_argument(
+        "--trader",
+        metavar="MODULE:FUNCTION",
+        default=None,
+        help="your own trader instead of the reference workload: FUNCTION(cycles) runs it, "
+        "loading its plugins with Plugins.load(), and returns its decisions "
+        "(default 10 cycles)",
+    )
     bench.add_argument(
         "--traders",
         type=at_least(1),
@@ -190,6 +201,8 @@ def cmd_run(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
 
 def cmd_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
     """:param terminal: where and how to write (default: this process's streams)."""
+    if args.trader is not None:
+        return cmd_bench_trader(args)
     if (missing := host_missing()) is not None:
         print(f"sltrader: error: {missing}", file=sys.stderr)
         return 2
@@ -217,6 +230,29 @@ def cmd_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> int
     if args.plot is not None:
         plot_bench(result, args.plot)
         print(f"sltrader bench: wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench_trader(args: argparse.Namespace) -> int:
+    """``sltrader bench --trader``: the plugin sets on the user's own trader (no host)."""
+    for option in ("traders", "plot", "rate_limit", "speed"):
+        if getattr(args, option) is not None:
+            name = option.replace("_", "-")
+            print(f"sltrader: error: --{name} does not apply with --trader", file=sys.stderr)
+            return 2
+    # MODULE imports from the working directory, as with python -m (each run is one)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        result = bench_trader(
+            args.trader, args.sets or DEFAULT_SETS, args.repeats, args.cycles or 10
+        )
+    except TraderBenchError as exc:
+        print(f"sltrader bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_trader_table(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2, sort_keys=True), encoding="utf-8")
     return 0
 
 
