@@ -221,6 +221,11 @@ class Plugins:
                     klines = fetch(symbol, timeframe, limit)
                 return klines
             finally:
+                # Plugins see closed candles only: an exchange answers with the forming
+                # one (the cache drops and counts it), and a plugin that shared it would
+                # hand it to other traders as closed at the next close.
+                if isinstance(klines, Klines):
+                    klines = klines.closed_at(self.services.clock.now())
                 self.hook.after_fetch_klines(fetch=asked, klines=klines)
 
         return fetch_klines

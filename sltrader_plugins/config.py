@@ -388,10 +388,13 @@ def settings_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _environment_value(text: str) -> Any:
+    if "\n" in text or "\r" in text:
+        return text  # one value, never a document of several keys
     try:
-        return tomllib.loads(f"value = {text}")["value"]
+        parsed = tomllib.loads(f"value = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    return parsed["value"] if list(parsed) == ["value"] else text
 
 
 def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ answer hook is about, implement it with ``@hookimpl(tryfirst=True)`` and return 
 it is then called before any plugin can answer.
 
 Order: within one hook the manager calls the plugins by their entry-point names in
-alphabetical order, ``tryfirst`` implementations before the others and ``trylast`` ones
-after (pytest's rule); the order of the hooks themselves is the call sites' and stated
+alphabetical order, ``tryfirst`` implementations before the others (``trylast`` and hook
+wrappers are refused); the order of the hooks themselves is the call sites' and stated
 with each hook (the exchange's below). Neither depends on the order of installation.
 
 Threading: ``before_analyze_symbol``, ``after_analyze_symbol``, ``before_predict`` and
@@ -249,10 +249,13 @@ def after_fetch_klines(fetch: KlineFetch, klines: Klines | None) -> None:
 
     Called once for every fetch that no plugin served, in the same thread, after
     ``after_exchange_request``, also when the request raised. A plugin publishes the
-    series here, or releases what it reserved in ``serve_klines`` for this ``fetch``.
+    series here, or releases what it reserved in ``serve_klines`` for this ``fetch``
+    (when a plugin called after it serves the fetch, this never comes: bound in time what
+    ``serve_klines`` reserves).
 
     :param fetch: the object ``before_fetch_klines`` and ``serve_klines`` were given.
-    :param klines: what the exchange answered (read-only arrays), ``None`` on failure.
+    :param klines: what the exchange answered (read-only arrays), without a candle that
+        has not closed by the trader's clock; ``None`` on failure.
     """
 
 

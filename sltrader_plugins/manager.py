@@ -162,6 +162,7 @@ class PluginManager:
         self.hook_timeout_s = hook_timeout_s
         self._hook_threads: dict[str, HookThread] = {}
         self._registered: dict[str, object] = {}  #: by name, what ``register`` accepted
+        self._started = False  #: after ``start`` the plugins are fixed (hooks run in threads)
 
     # -- loading --------------------------------------------------------------------
 
@@ -243,9 +244,13 @@ class PluginManager:
     def register(self, plugin: object, name: str) -> None:
         """Register ``plugin`` under ``name`` after validating its hook implementations.
 
-        :raises PluginError: a hook implementation names no known hook, or takes an
-            argument its hook does not have; the plugin is then not registered.
+        :raises PluginError: a hook implementation names no known hook, takes an argument
+            its hook does not have, is a hook wrapper or ``trylast``; or the manager has
+            started (hooks may be running in other threads). The plugin is then not
+            registered.
         """
+        if self._started:
+            raise PluginError(f"cannot register {name!r}: the plugins have been started")
         try:
             self._pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
@@ -261,17 +266,22 @@ class PluginManager:
             self._pm.unregister(plugin)
             known = ", ".join(sorted(self.hook_names()))
             raise PluginError(f"unknown hook(s) {', '.join(unknown)}; known hooks: {known}")
-        wrappers = sorted(
-            caller.name
-            for caller in self._pm.get_hookcallers(plugin) or []
-            for impl in caller.get_hookimpls()
-            if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper)
-        )
-        if wrappers:
+        for refused, why in (
             # A wrapper sees and may replace every plugin's answer unchecked: the one way
             # round the guard, so not part of the contract (observe with tryfirst).
-            self._pm.unregister(plugin)
-            raise PluginError(f"hook wrapper(s) {', '.join(wrappers)} are not supported")
+            (lambda impl: impl.hookwrapper or impl.wrapper, "hook wrapper(s)"),
+            # pluggy calls trylast ones last registered first, against the name order.
+            (lambda impl: impl.trylast, "trylast implementation(s)"),
+        ):
+            hooks = sorted(
+                caller.name
+                for caller in self._pm.get_hookcallers(plugin) or []
+                for impl in caller.get_hookimpls()
+                if impl.plugin is plugin and refused(impl)
+            )
+            if hooks:
+                self._pm.unregister(plugin)
+                raise PluginError(f"{why} {', '.join(hooks)} are not supported")
         self._registered[name] = plugin
         self._call_in_name_order()
         if name not in self._infos:
@@ -283,6 +293,12 @@ class PluginManager:
         """Register every plugin again, last name first: pluggy calls the last registered
         first, so each hook then calls the plugins in name order (the contract's order),
         whatever order they were registered in. Each registration is guarded anew."""
+        # A name blocked since (load's enable list) was unregistered by pluggy: forget it.
+        self._registered = {
+            name: plugin
+            for name, plugin in self._registered.items()
+            if self._pm.get_plugin(name) is plugin
+        }
         for plugin in self._registered.values():
             self._pm.unregister(plugin)
         for name, plugin in sorted(self._registered.items(), reverse=True):
@@ -396,6 +412,7 @@ class PluginManager:
 
         :raises ConfigError: a plugin refused its configuration section.
         """
+        self._started = True
         plugins = [(name, p) for name, p in self._pm.list_name_plugin() if p is not None]
         for name, plugin in reversed(plugins):  # pluggy's order: last registered first
             others = [p for _, p in plugins if p is not plugin]

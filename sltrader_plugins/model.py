@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -68,11 +69,15 @@ class ModelAdapter:
       class of a binary classifier) of ``predict_proba`` over the stacked rows;
     - it has ``predict``: its ``predict`` over the stacked rows (a regressor).
 
-    In the last two cases ``predict(f)`` is ``predict_batch([f])[0]``, so both agree, and
-    an estimator fitted on a pandas DataFrame (it has ``feature_names_in_``, as
-    scikit-learn's and LightGBM's do) gets the rows as a DataFrame with those column names,
-    so it does not warn "X does not have valid feature names" on every call (pandas is
-    imported only then: it is installed wherever such a model was fitted).
+    In the last two cases ``predict(f)`` is ``predict_batch([f])[0]``, so both agree.
+
+    An estimator fitted on a pandas DataFrame (it has ``feature_names_in_``, as
+    scikit-learn's and LightGBM's do) warns "X does not have valid feature names" on
+    every call with plain rows. ``feature_names`` says what to do about it: ``"silence"``
+    (the default) passes the rows as they are, in the order of the names it was fitted
+    with, and ignores exactly that warning, process-wide, from scikit-learn; ``"frame"``
+    passes a DataFrame with those names, which scikit-learn then checks, at several times
+    the cost of a call (pandas imported only then).
     ``prediction_range`` is ``(0.0, 1.0)`` over ``predict_proba``, the estimator's own
     ``prediction_range`` if it declares one, else ``None`` (no range is known).
     What it times: the wall-clock time (``time.perf_counter``) of each call, from the
@@ -85,7 +90,12 @@ class ModelAdapter:
     :raises TypeError: the estimator has none of those methods.
     """
 
-    def __init__(self, estimator: Any, proba_column: int = 1) -> None:
+    def __init__(
+        self,
+        estimator: Any,
+        proba_column: int = 1,
+        feature_names: Literal["silence", "frame"] = "silence",
+    ) -> None:
         self.estimator = estimator
         self._lock = threading.Lock()
         # Plain counters under the lock; ModelTimes is made on demand. A batching plugin
@@ -101,11 +111,11 @@ class ModelAdapter:
             self._one, self._many = estimator.predict, estimator.predict_batch
         elif callable(getattr(estimator, "predict_proba", None)):
             self.prediction_range = self.prediction_range or (0.0, 1.0)
-            proba, table = estimator.predict_proba, _table_for(estimator)
+            proba, table = estimator.predict_proba, _table_for(estimator, feature_names)
             self._many = lambda rows: proba(table(rows))[:, proba_column]
             self._one = lambda features: self._many([features])[0]
         elif callable(getattr(estimator, "predict", None)):
-            predict, table = estimator.predict, _table_for(estimator)
+            predict, table = estimator.predict, _table_for(estimator, feature_names)
             self._many = lambda rows: np.ravel(predict(table(rows)))
             self._one = lambda features: self._many([features])[0]
         else:
@@ -160,11 +170,18 @@ def _declared_range(estimator: Any) -> tuple[float, float] | None:
     return low, high
 
 
-def _table_for(estimator: Any) -> Callable[[Sequence[np.ndarray]], Any]:
-    """How rows reach ``estimator``: stacked, and as a DataFrame of the names it was
-    fitted with, if it was fitted with names."""
+def _table_for(estimator: Any, feature_names: str) -> Callable[[Sequence[np.ndarray]], Any]:
+    """How rows reach ``estimator``: stacked; for a model fitted with feature names, with
+    that warning silenced, or as a DataFrame of those names."""
+    if feature_names not in ("silence", "frame"):
+        raise ValueError(f"feature_names must be 'silence' or 'frame', got {feature_names!r}")
     names = getattr(estimator, "feature_names_in_", None)
     if names is None:
+        return _stack
+    if feature_names == "silence":
+        warnings.filterwarnings(
+            "ignore", message="X does not have valid feature names", module="sklearn"
+        )
         return _stack
     import pandas  # only for a model fitted on a DataFrame, which needed pandas itself
 

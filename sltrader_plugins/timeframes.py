@@ -32,6 +32,8 @@ _TIMEFRAME = re.compile(r"^([1-9][0-9]*)([smhdwM])$")
 _MONDAY_S = 4 * 86400
 #: The longest month, the length :func:`timeframe_seconds` gives a month.
 _MONTH_S = 31 * 86400
+#: Times a calendar (``time.gmtime``) can cut into months: years 1 to 9998.
+_CALENDAR = (-62135596800.0, 253370764800.0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -67,8 +69,8 @@ def last_close_time(timeframe: str, now: float) -> float:
     latest boundary at or before ``now`` (a candle closing exactly at ``now`` has closed).
     """
     seconds, offset, months = _parse(timeframe)
-    if not math.isfinite(now):
-        return float(now)  # no boundary: a garbage time stays garbage, for its reader to see
+    if _no_boundary(now, months):
+        return float(now)
     if months:
         year, month = time.gmtime(math.floor(now))[:2]
         index = (year * 12 + month - 1) // months * months
@@ -76,9 +78,18 @@ def last_close_time(timeframe: str, now: float) -> float:
     return float(math.floor((now - offset) / seconds) * seconds + offset)
 
 
+def _no_boundary(t: float, months: int) -> bool:
+    """A time no boundary can be found for: not finite, or beyond the calendar. Each
+    function then answers it unchanged, so that garbage reaches a reader that refuses it
+    (``served_fault``, ``Klines.closed_at``), never as an exception of its own."""
+    return not math.isfinite(t) or (months > 0 and not _CALENDAR[0] <= t < _CALENDAR[1])
+
+
 def next_close_time(timeframe: str, now: float) -> float:
     """Close time of the first candle of ``timeframe`` that closes strictly after ``now``."""
     seconds, _, months = _parse(timeframe)
+    if _no_boundary(now, months):
+        return float(now)
     last = last_close_time(timeframe, now)
     if months:
         year, month = time.gmtime(last)[:2]
@@ -87,18 +98,32 @@ def next_close_time(timeframe: str, now: float) -> float:
     return last + seconds
 
 
+#: The most closes :func:`closes_between` answers: a clock that jumps further (a replay
+#: started, a machine that slept) gets the newest ones, not a loop over years of candles.
+MAX_CLOSES = 1000
+
+
 def closes_between(timeframe: str, after: float, until: float) -> list[float]:
-    """Close times of the candles of ``timeframe`` that close in ``(after, until]``.
+    """Close times of the candles of ``timeframe`` that close in ``(after, until]``, the
+    newest :data:`MAX_CLOSES` of them.
 
     What a loop that last looked at ``after`` and now sees ``until`` has to announce
     (``on_candle_close``): a close exactly at ``after`` was the previous look's.
     """
-    closes = []
+    closes: list[float] = []
+    if not (math.isfinite(after) and math.isfinite(until)):
+        return closes  # a clock gone wrong: nothing closed that a loop could count
+    seconds, _, _ = _parse(timeframe)
+    if seconds:
+        after = max(after, last_close_time(timeframe, until) - MAX_CLOSES * seconds)
     close = next_close_time(timeframe, after)
     while close <= until:
         closes.append(close)
-        close = next_close_time(timeframe, close)
-    return closes
+        following = next_close_time(timeframe, close)
+        if following <= close:
+            break  # the calendar's end: no further boundary
+        close = following
+    return closes[-MAX_CLOSES:]
 
 
 #: Close times this close below a boundary name that boundary (exchanges state

@@ -484,3 +484,28 @@ def test_a_request_interrupted_while_paced_still_gets_its_after():
     with pytest.raises(KeyboardInterrupt), started(sharing).exchange_request():
         pass
     assert [e[0] for e in sharing.events] == ["away", "back"]
+
+
+class Forming(Exchange):
+    """An exchange that answers with the candle still forming as its newest."""
+
+    def fetch_klines(self, symbol: str, timeframe: str, limit: int) -> Klines:
+        self.fetches.append((symbol, timeframe, limit))
+        return series(symbol, closes_at=DAY + 60.0, n=limit)
+
+
+class Publishing:
+    def __init__(self) -> None:
+        self.published: list[Klines | None] = []
+
+    @hookimpl
+    def after_fetch_klines(self, fetch, klines):
+        self.published.append(klines)
+
+
+def test_plugins_are_never_shown_a_candle_that_has_not_closed():
+    publishing = Publishing()
+    fetch = started(publishing).fetching(Forming().fetch_klines)
+    fetch("BTC_USDT", "1m", 3)
+    (seen,) = publishing.published
+    assert seen is not None and seen.n == 2 and seen.last_close_time == DAY

@@ -17,7 +17,13 @@ from sltrader_plugins import (
     timeframe,
     timeframe_list,
 )
-from sltrader_plugins.config import Config, ConfigError, load_config, section_from
+from sltrader_plugins.config import (
+    Config,
+    ConfigError,
+    load_config,
+    section_from,
+    settings_from_environment,
+)
 from sltrader_plugins.host.workload import (
     CONFIRM_NEEDED,
     MIN_CANDLES,
@@ -394,3 +400,11 @@ def test_plugins_load_reads_the_environment_it_is_given(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     plugins = Plugins.load(environ={"SLTRADER__HOOK_TIMEOUT_S": "1.5", "SLTRADER_PLUGINS": ""})
     assert plugins.config.hook_timeout_s == 1.5 and plugins.active() == []
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("1\nstrict = true", "1\nstrict = true"), ("8 # eight", 8), ("a = 1", "a = 1"), ("", "")],
+)
+def test_an_environment_value_is_one_value_never_a_document(text, value):
+    assert settings_from_environment({"SLTRADER__HOST__X": text}) == {"host": {"x": value}}

@@ -469,12 +469,42 @@ def test_every_hook_calls_the_plugins_by_name_whatever_the_registration_order(re
     assert log == ["a", "b", "c"] * 2
 
 
-def test_tryfirst_and_trylast_come_first_and_last_then_by_name():
+def test_tryfirst_ones_come_first_then_the_others_each_by_name():
     manager, log = PluginManager(), []
-    for name, marks in [("a", {"trylast": True}), ("b", {}), ("c", {"tryfirst": True}), ("d", {})]:
-        manager.register(named(name, log, **marks), name)
+    marks = [("d", {}), ("c", {"tryfirst": True}), ("b", {}), ("a", {"tryfirst": True})]
+    for name, mark in marks:
+        manager.register(named(name, log, **mark), name)
     manager.hook.on_scan_complete(symbols=[], timeframe="1m", now=0.0)
-    assert log == ["c", "b", "d", "a"]
+    assert log == ["a", "c", "b", "d"]
+
+
+def test_trylast_is_refused_pluggy_would_call_those_against_the_name_order():
+    manager = PluginManager()
+    with pytest.raises(PluginError, match=r"trylast implementation\(s\) before_predict"):
+        manager.register(named("late", [], trylast=True), "late")
+    assert manager.active_names() == []
+
+
+def test_no_plugin_is_registered_after_start():
+    manager = PluginManager()
+    manager.register(named("a", []), "a")
+    manager.start(services=None)  # type: ignore[arg-type]
+    with pytest.raises(PluginError, match="have been started"):
+        manager.register(named("b", []), "b")
+    assert manager.active_names() == ["a"]
+
+
+def test_a_plugin_registered_then_blocked_by_the_enable_list_is_forgotten(
+    fake_dist, fake_entry_points
+):
+    fake_dist("alpha", SCAN_PLUGIN)
+    fake_dist("beta", SCAN_PLUGIN)
+    manager, log = PluginManager(), []
+    manager.register(named("beta", log), "beta")  # directly, before load
+    manager.load(Config(), cli="alpha", environ={}, entry_points=fake_entry_points())
+    manager.register(named("gamma", log), "gamma")  # re-registers the others: beta is gone
+    manager.hook.on_scan_complete(symbols=[], timeframe="1m", now=0.0)
+    assert log == ["gamma"]
 
 
 def test_an_observer_of_an_answer_hook_marked_tryfirst_sees_every_call():

@@ -16,6 +16,7 @@ from sltrader_plugins import (
     served_fault,
     timeframe_seconds,
 )
+from sltrader_plugins.timeframes import MAX_CLOSES
 
 
 @pytest.mark.parametrize(
@@ -38,6 +39,12 @@ def test_candle_boundaries():
     assert next_close_time("1m", 120.0) == 180.0
     assert last_close_time("1h", 7199.0) == 3600.0
     assert next_close_time("5m", 301.0) == 600.0
+
+
+def test_a_clock_that_jumps_far_announces_the_newest_closes_only():
+    closes = closes_between("1m", 0.0, 1e9)
+    assert len(closes) == MAX_CLOSES and closes[-1] == last_close_time("1m", 1e9)
+    assert closes == [closes[-1] - 60.0 * k for k in range(MAX_CLOSES - 1, -1, -1)]
 
 
 def test_closes_between_is_open_at_the_start_and_closed_at_the_end():
@@ -191,3 +198,20 @@ def test_a_served_monthly_series_must_open_on_the_first():
     klines = Klines("X", "1M", opens, ones, ones, ones, ones, ones)
     assert klines.last_close_time == close  # the next 1st, but the candle is no month's
     assert "off a boundary" in served_fault(klines, "X", "1M", 10, close)
+
+
+@pytest.mark.parametrize("timeframe", ["1m", "1w", "1M"])
+@pytest.mark.parametrize("garbage", [float("nan"), float("inf"), -float("inf"), 1e18])
+def test_a_time_with_no_boundary_is_answered_unchanged_never_raised(timeframe, garbage):
+    if timeframe != "1M" and garbage == 1e18:
+        return  # a fixed length has boundaries that far out
+    assert last_close_time(timeframe, garbage) == garbage or garbage != garbage
+    assert next_close_time(timeframe, garbage) == garbage or garbage != garbage
+    if garbage == 1e18:  # finite, far: the newest closes, a bounded number of them
+        assert 0 < len(closes_between(timeframe, 0.0, garbage)) <= MAX_CLOSES
+    else:
+        assert closes_between(timeframe, 0.0, garbage) == []
+    opens = [garbage]
+    ones = [1.0]
+    served = Klines("X", timeframe, opens, ones, ones, ones, ones, ones)
+    assert served_fault(served, "X", timeframe, 10, utc("2024-03-01 00:00:00")) is not None

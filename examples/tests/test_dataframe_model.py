@@ -1,7 +1,7 @@
 """A model fitted on a pandas DataFrame, as a pandas trader fits it, through ModelAdapter.
 
 Here because this environment has pandas (the example's data package brings it); the
-core never imports pandas unless such a model is given to it.
+core never imports pandas unless it is asked to pass DataFrames.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sltrader_plugins import ModelAdapter
 pandas = pytest.importorskip("pandas")
 
 NAMES = ["ret_1", "ret_5", "rsi_14", "atr_14"]
+ROWS = [np.array([0.1, -0.2, 0.3, 0.05]), np.array([-1.0, 0.0, -0.5, 0.2])]
 
 
 @pytest.fixture(scope="module")
@@ -27,23 +28,36 @@ def fitted() -> LogisticRegression:
     return LogisticRegression().fit(x, y)
 
 
-def test_a_dataframe_fitted_model_predicts_rows_without_a_warning_per_call(fitted):
-    adapter = ModelAdapter(fitted)
-    rows = [np.array([0.1, -0.2, 0.3, 0.05]), np.array([-1.0, 0.0, -0.5, 0.2])]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # "X does not have valid feature names" would raise
-        one = adapter.predict(rows[0])
-        many = adapter.predict_batch(rows)
-    frame = pandas.DataFrame(np.vstack(rows), columns=NAMES)
-    expected = fitted.predict_proba(frame)[:, 1]
-    assert one == pytest.approx(expected[0], abs=1e-12)
-    assert many == pytest.approx(expected.tolist(), abs=1e-12)
-    assert adapter.prediction_range == (0.0, 1.0)
-    assert adapter.times().predictions == 3
+def expected(fitted: LogisticRegression) -> list[float]:
+    frame = pandas.DataFrame(np.vstack(ROWS), columns=NAMES)
+    return fitted.predict_proba(frame)[:, 1].tolist()
 
 
-def test_the_same_model_fitted_on_arrays_gets_arrays(fitted):
-    plain = LogisticRegression().fit(np.asarray(fitted.coef_.repeat(4, 0)), [0, 1, 0, 1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert 0.0 <= ModelAdapter(plain).predict(np.zeros(len(NAMES))) <= 1.0
+def answers(fitted: LogisticRegression, mode: str) -> tuple[ModelAdapter, list, list[str]]:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", UserWarning)  # every warning, once per call...
+        adapter = ModelAdapter(fitted, feature_names=mode)  # ...but what the adapter ignores
+        one = adapter.predict(ROWS[0])
+        many = adapter.predict_batch(ROWS)
+    return adapter, [one, *many], [str(w.message) for w in seen]
+
+
+@pytest.mark.parametrize("mode", ["silence", "frame"])
+def test_a_dataframe_fitted_model_predicts_rows_without_a_warning_per_call(fitted, mode):
+    adapter, got, messages = answers(fitted, mode)
+    want = expected(fitted)
+    assert got == pytest.approx([want[0], *want], abs=1e-12)
+    assert not [m for m in messages if "feature names" in m]
+    assert adapter.prediction_range == (0.0, 1.0) and adapter.times().predictions == 3
+
+
+def test_without_the_adapter_the_warning_is_there(fitted):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", UserWarning)
+        fitted.predict_proba(np.vstack(ROWS))
+    assert any("feature names" in str(w.message) for w in seen)
+
+
+def test_an_unknown_mode_is_refused(fitted):
+    with pytest.raises(ValueError, match="feature_names"):
+        ModelAdapter(fitted, feature_names="drop")  # type: ignore[arg-type]
