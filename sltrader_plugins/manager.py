@@ -117,15 +117,12 @@ def resolve_enable_list(
 
 
 def installed_entry_points() -> list[importlib.metadata.EntryPoint]:
-    """The ``sltrader`` entry points on ``sys.path``, first occurrence of a name wins."""
-    seen_dists: set[str] = set()
-    found: list[importlib.metadata.EntryPoint] = []
-    for dist in importlib.metadata.distributions():
-        dist_name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if dist_name in seen_dists:
-            continue  # the same distribution twice on sys.path
-        seen_dists.add(dist_name)
-        found.extend(ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP)
+    """The ``sltrader`` entry points on ``sys.path``, by name.
+
+    A distribution found twice on ``sys.path`` counts once, its first (importlib's rule,
+    by the name in its folder's: no distribution's metadata is parsed to find them).
+    """
+    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     return sorted(found, key=lambda ep: ep.name)
 
 
@@ -163,6 +160,7 @@ class PluginManager:
         self._hook_threads: dict[str, HookThread] = {}
         self._registered: dict[str, object] = {}  #: by name, what ``register`` accepted
         self._started = False  #: after ``start`` the plugins are fixed (hooks run in threads)
+        self._ordered = True  #: False while ``load`` registers: it orders them once at its end
 
     # -- loading --------------------------------------------------------------------
 
@@ -204,18 +202,23 @@ class PluginManager:
                     f"unknown plugin(s) {', '.join(unknown)} in the enable list "
                     f"(from {enable.source}); installed plugins: {installed}"
                 )
-        for name, ep in sorted(by_name.items()):
-            dist, version = _dist_of(ep)
-            info = PluginInfo(name, dist, version)
-            if enable.names is not None and name not in enable.names:
-                self._pm.set_blocked(name)
-                reason = f"not in the enable list (from {enable.source})"
-                self._infos[name] = attrs.evolve(info, reason=reason)
-            elif not enable.explicit and not config.plugin_enabled(name):
-                self._pm.set_blocked(name)
-                self._infos[name] = attrs.evolve(info, reason="disabled by config")
-            else:
-                self._load_one(ep, info, config.strict)
+        self._ordered = False  # put in order once, after the last (it re-registers them all)
+        try:
+            for name, ep in sorted(by_name.items()):
+                dist, version = _dist_of(ep)
+                info = PluginInfo(name, dist, version)
+                if enable.names is not None and name not in enable.names:
+                    self._pm.set_blocked(name)
+                    reason = f"not in the enable list (from {enable.source})"
+                    self._infos[name] = attrs.evolve(info, reason=reason)
+                elif not enable.explicit and not config.plugin_enabled(name):
+                    self._pm.set_blocked(name)
+                    self._infos[name] = attrs.evolve(info, reason="disabled by config")
+                else:
+                    self._load_one(ep, info, config.strict)
+        finally:
+            self._ordered = True
+            self._call_in_name_order()
         return self.plugins()
 
     def _load_one(self, ep: importlib.metadata.EntryPoint, info: PluginInfo, strict: bool) -> None:
@@ -283,7 +286,8 @@ class PluginManager:
                 self._pm.unregister(plugin)
                 raise PluginError(f"{why} {', '.join(hooks)} are not supported")
         self._registered[name] = plugin
-        self._call_in_name_order()
+        if self._ordered:
+            self._call_in_name_order()
         if name not in self._infos:
             self._infos[name] = PluginInfo(
                 name, "(registered directly)", "", self.hooks_of(name), active=True
