@@ -67,6 +67,9 @@ class SharedConfig:
         before it tries Redis again.
     :ivar max_pace_wait_ms: the longest one request waits for the budget; then it goes
         anyway (counted as ``pace_timeouts``, and debited from the budget).
+    :ivar share_alone: share while no other trader is present too (publish for traders
+        still to come, pace on the shared budget). Off: a trader alone steps aside and
+        costs no Redis call per fetch (one per scan, to see who is present).
     """
 
     url: str | None = attrs.field(default=None, validator=_url)
@@ -78,3 +81,4 @@ class SharedConfig:
     burst: int = attrs.field(default=10, validator=integer(min=1, max=1_000_000))
     retry_s: float = attrs.field(default=5.0, validator=finite(above=0, max=3600))
     max_pace_wait_ms: int = attrs.field(default=5000, validator=integer(min=0, max=600_000))
+    share_alone: bool = False

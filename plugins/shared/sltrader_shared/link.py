@@ -102,6 +102,8 @@ class Scripts:
     ) -> None:
         self.claim = client.register_script(scripts.CLAIM)
         self.renew = client.register_script(scripts.RENEW)
+        self.presence = client.register_script(scripts.PRESENCE)
+        self.leave = client.register_script(scripts.LEAVE)
         self._publish = client.register_script(scripts.PUBLISH)
         self._take = client.register_script(scripts.TAKE)
         self._repaired = repaired

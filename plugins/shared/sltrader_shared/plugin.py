@@ -59,9 +59,18 @@ class SharedPlugin:
         from sltrader_shared.link import RedisLink
         from sltrader_shared.shared import Shared
 
-        # No connection yet: the first fetch connects (a trader without Redis starts as
-        # fast as one without the plugin).
-        self.shared = Shared(config, RedisLink(config, settings.name))
+        shared = Shared(config, RedisLink(config, settings.name))
+        # Present from the start: traders started together share from their first scan,
+        # and one alone steps aside before it (a Redis that is not there answers at once,
+        # or within timeout_ms).
+        shared.mark_present(scan=False)
+        self.shared = shared
+
+    @hookimpl
+    def before_scan(self) -> None:
+        # One Redis call per scan, on the main loop: whether anyone is there to share with.
+        if self.shared is not None:
+            self.shared.mark_present()
 
     @hookimpl
     def serve_klines(self, fetch: KlineFetch) -> Klines | None:

@@ -150,3 +150,27 @@ redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
 redis.call('PEXPIRE', KEYS[1], math.min(math.ceil(burst / rate), {HORIZON_MS}) + 60000)
 return {{wait, reset}}
 """
+
+#: KEYS: traders. ARGV: this trader's id, how long it counts as present (ms).
+#: Marks the trader present until then, on the server's clock, forgets those whose time
+#: has passed, and answers how many traders are present (this one included). A key of
+#: another type is garbage: replaced. The key lives as long as its longest presence.
+PRESENCE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local until_ms = now + tonumber(ARGV[2])
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'zset' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], until_ms, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('ZCARD', KEYS[1])
+"""
+
+#: KEYS: traders. ARGV: this trader's id. It is gone (it closed).
+LEAVE = """
+if redis.call('TYPE', KEYS[1])['ok'] == 'zset' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+"""

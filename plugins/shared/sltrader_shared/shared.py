@@ -9,15 +9,25 @@ parts after it never hold ``:``, so two series never share a key):
 - ``<ns>:lease:<symbol>:<timeframe>:<limit>:<close_time>``: who fetches the series for
   this close; a random token, ``PX lease_ms``, deleted by its holder when it published.
 - ``<ns>:budget``: the token bucket of all traders' exchange requests.
+- ``<ns>:traders``: the traders present (a sorted set: each one's id, scored by when it
+  stops counting as present), written at each scan: a trader alone steps aside.
 
 A series is served only when its newest candle closes exactly at the close time asked
 for: never a stale one, never one whose candle has not closed by the asking trader's
 clock. Thread safety: hooks run in many threads at once; ``_lock`` guards the counters
 and the leases this trader holds, and is never held during a Redis call or a sleep.
+
+Sharing costs a Redis round trip or two per fetch, which a trader with nobody to share
+with pays for nothing. So at each scan a trader marks itself present and counts the
+traders present; while it is alone it steps aside (:class:`sltrader_plugins.payoff.Payoff`):
+it serves and publishes nothing and paces on its own bucket, at no Redis call per fetch,
+and shares again from the first scan that finds another trader.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 import secrets
 import threading
@@ -28,9 +38,12 @@ from collections.abc import Callable
 import attrs
 
 from sltrader_plugins import KlineFetch, Klines, timeframe_seconds
+from sltrader_plugins.payoff import Payoff
 from sltrader_shared import codec
 from sltrader_shared.config import SharedConfig
 from sltrader_shared.link import RedisLink, Unavailable
+
+log = logging.getLogger("sltrader_shared")
 
 #: Leases this trader remembers at most (each fetch in flight holds one; an entry whose
 #: ``after_fetch_klines`` never came is dropped oldest first, and its lease expires).
@@ -42,6 +55,12 @@ MAX_POLL_S = 0.05
 #: series is served only for its own close time).
 TTL_CANDLES = 2
 MIN_TTL_MS = 60_000
+#: A trader counts as present this many of its intervals between scans after a scan
+#: (a trader that scans hourly is present for three hours), at least a minute, at most a
+#: week: so traders that scan at the same closes, seconds apart, always see each other.
+PRESENT_SCANS = 3
+MIN_PRESENT_MS = 60_000
+MAX_PRESENT_MS = 7 * 86_400_000
 
 SeriesKey = tuple[str, str, int, float]  # symbol, timeframe, limit, close time
 
@@ -97,6 +116,12 @@ class Shared:
     ) -> None:
         self.config = config
         self.link = link
+        # Whether it shares now: it steps aside while alone.
+        self.payoff = Payoff(link.name, log)
+        self.trader_id = secrets.token_hex(8)
+        self._traders_key = f"{config.namespace}:traders"
+        self._last_scan: float | None = None  # monotonic time of the last presence mark
+        self.traders_present = 0  # at the last scan, this one included; 0: not known
         self._sleep = sleep
         self._monotonic = monotonic
         self._per_ms = config.requests_per_minute / 60_000
@@ -116,6 +141,7 @@ class Shared:
                 "pace_wait_s",
                 "pace_timeouts",
                 "bad_series",
+                "alone_scans",
             ),
             0.0,
         )
@@ -130,13 +156,44 @@ class Shared:
 
     # -- serve_klines -----------------------------------------------------------------
 
+    # -- before_scan --------------------------------------------------------------------
+
+    def mark_present(self, scan: bool = True) -> int:
+        """Mark this trader present and step aside while it is alone (or Redis is out);
+        the traders present, this one included (0 when Redis cannot say).
+
+        :param scan: a scan starts (else the trader starts): counted when alone.
+        """
+        now = self._monotonic()
+        interval_ms = 0.0 if self._last_scan is None else (now - self._last_scan) * 1000
+        self._last_scan = now
+        present_ms = round(min(max(PRESENT_SCANS * interval_ms, MIN_PRESENT_MS), MAX_PRESENT_MS))
+        keys, args = [self._traders_key], [self.trader_id, present_ms]
+        try:
+            present = int(self.link.run(lambda _, s: s.presence(keys=keys, args=args)))
+        except Unavailable:
+            present = 0
+        self.traders_present = present
+        if not self.config.share_alone:
+            # Redis out (0): every call falls back anyway, and the link logs the outage.
+            why = f"{present} trader(s) present" if present else "Redis unavailable"
+            self.payoff.judge(present > 1, why)
+        if scan and not self.payoff.active:
+            self._count("alone_scans")
+        return present
+
+    # -- serve_klines -----------------------------------------------------------------
+
     def serve(self, fetch: KlineFetch) -> Klines | None:
         """The series another trader published for exactly this close, or ``None`` (fetch).
 
         Returns ``None`` at once holding the lease when nobody else fetches it; else
         polls for the holder's series at most ``wait_ms``, taking the lease over if it
         goes without a series (its holder failed, or died and the lease expired).
+        Aside (alone), ``None`` at once, without Redis.
         """
+        if not self.payoff.active:
+            return None
         symbol, timeframe, limit = fetch.symbol, fetch.timeframe, fetch.limit
         close_time = float(fetch.close_time)
         key: SeriesKey = (symbol, timeframe, limit, close_time)
@@ -187,6 +244,8 @@ class Shared:
         with self._lock:
             pending = self._pending.pop(fetch, None)
         token = pending.token if pending is not None else None
+        if token is None and not self.payoff.active:
+            return  # alone: nobody to publish for (a lease taken before is still freed)
         value, stored_close = b"", 0.0
         if klines is not None and self._publishable(klines, symbol, timeframe, limit):
             value = codec.encode(klines)
@@ -257,6 +316,8 @@ class Shared:
 
     def _take(self, weight: int, force: bool) -> float:
         assert self._local is not None
+        if not self.payoff.active:
+            return self._local.take(weight, force)  # alone: the budget is this trader's
         args = [repr(self._per_ms), self.config.burst, weight, "1" if force else "0"]
         try:
             return float(self.link.run(lambda _, s: s.take(keys=[self._budget_key], args=args)))
@@ -293,7 +354,15 @@ class Shared:
         """Counters, what sharing saved first (``served``: fetches another trader made)."""
         with self._lock:
             counts = dict(self._counts)
-        return {**counts, **self.link.stats()}
+        step = self.payoff.counters()
+        return {
+            **counts,
+            "traders_present": float(self.traders_present),
+            "stepped_aside": float(step.stepped_aside),
+            "step_asides": float(step.step_asides),
+            "comebacks": float(step.comebacks),
+            **self.link.stats(),
+        }
 
     def close(self) -> None:
         """Frees the leases still held (their fetches will not publish), then disconnects."""
@@ -307,4 +376,8 @@ class Shared:
                 self.link.run(lambda _, s, keys=keys, args=args: s.publish(keys=keys, args=args))
             except Unavailable:
                 break
+        if self._last_scan is not None:  # it marked itself present: it is gone now
+            keys, args = [self._traders_key], [self.trader_id]
+            with contextlib.suppress(Unavailable):
+                self.link.run(lambda _, s: s.leave(keys=keys, args=args))
         self.link.close()

@@ -125,7 +125,9 @@ class Trader:
         self.clock = clock or FakeClock()
         self.exchange = Exchange(self.clock, latency)
         manager = PluginManager()
-        section = {"url": url, "namespace": namespace, **settings}
+        # Sharing alone too, unless a test says otherwise: most tests drive one trader's
+        # Redis calls (test_step_aside.py tests the default).
+        section = {"url": url, "namespace": namespace, "share_alone": True, **settings}
         manager.config = Config.from_mapping({"plugins": {"shared": section}})
         self.plugin = SharedPlugin()
         manager.register(self.plugin, "shared")

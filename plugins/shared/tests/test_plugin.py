@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from shared_testkit import T0, ConstantModel, FakeClock
+from shared_testkit import T0, ConstantModel, FakeClock, warnings
 
 from sltrader_plugins import Config, ConfigError, ExchangeRequest, HostServices, KlineFetch
 from sltrader_plugins.manager import PluginManager
@@ -27,6 +27,7 @@ def test_registers_only_known_hooks() -> None:
     manager.register(SharedPlugin(), "shared")
     assert set(manager.hooks_of("shared")) == {
         "on_start",
+        "before_scan",
         "serve_klines",
         "after_fetch_klines",
         "pace_exchange_request",
@@ -41,6 +42,7 @@ def test_every_hook_is_a_no_op_before_start() -> None:
     assert plugin.serve_klines(fetch) is None
     plugin.after_fetch_klines(fetch, None)
     plugin.pace_exchange_request(ExchangeRequest(1, fetch))
+    plugin.before_scan()
     assert plugin.report_metrics() is None
     plugin.on_shutdown()
 
@@ -56,8 +58,11 @@ def test_a_bad_setting_stops_start_up_with_the_key_named() -> None:
         manager.start(services)
 
 
-def test_start_makes_no_connection(namespace) -> None:
-    # Nothing listens on port 1: a start that connected would fail or log.
+def test_start_without_redis_costs_one_bounded_attempt_then_the_trader_goes_alone(
+    namespace, caplog
+) -> None:
+    # Start marks the trader present (traders started together share from their first
+    # scan); nothing listens on port 1: one refused attempt, one line, and no fault.
     manager = PluginManager()
     manager.config = Config.from_mapping(
         {"plugins": {"shared": {"url": "redis://127.0.0.1:1/0", "namespace": namespace}}}
@@ -69,7 +74,9 @@ def test_start_makes_no_connection(namespace) -> None:
     )
     manager.start(services)
     assert plugin.shared is not None
-    assert plugin.report_metrics()["redis_errors"] == 0
+    metrics = plugin.report_metrics()
+    assert metrics["redis_errors"] == 1 and metrics["stepped_aside"] == 1
+    assert len(warnings(caplog)) == 1 and manager.faults() == {}
     manager.shutdown()
 
 

@@ -189,7 +189,7 @@ def test_what_cannot_be_served_is_not_published(traders, redis_server) -> None:
     shared.fetched(y, series("Z", "1m", 10, T0))  # another symbol
     shared.fetched(KlineFetch("W", "1m", 10, T0), None)  # nothing held, nothing fetched
     with redis_server.client() as client:
-        assert client.keys(f"{shared.config.namespace}:*") == []
+        assert client.keys(f"{shared.config.namespace}:series:*") == []
     assert a.metrics()["published"] == 0
 
 
