@@ -1,10 +1,9 @@
-"""Payoff: a plugin whose work costs more than it saves steps aside, probes now and then,
-and comes back when it pays."""
+"""Payoff: a plugin whose work does not shorten the trader's cycles steps aside, tries
+again ever more rarely, and comes back when it pays."""
 
 from __future__ import annotations
 
 import logging
-import threading
 
 import pytest
 
@@ -13,98 +12,125 @@ from sltrader_plugins.payoff import Payoff
 log = logging.getLogger("test_payoff")
 
 
-def scans(payoff: Payoff, count: int, saved: float = 0.0, cost: float = 0.0) -> list[bool]:
-    """Run ``count`` scans, each adding ``saved`` and ``cost`` while active; whether it
-    worked in each."""
-    worked = []
-    for _ in range(count):
-        worked.append(payoff.active)
-        payoff.add(saved, cost)
-        payoff.end_scan()
-    return worked
+class Cycles:
+    """A trader whose cycles take ``base`` seconds, ``gain`` less when the plugin works."""
+
+    def __init__(self, base: float = 0.125) -> None:  # exact in binary: no rounding ties
+        self.now = 0.0
+        self.base = base
+
+    def clock(self) -> float:
+        return self.now
+
+    def run(self, payoff: Payoff, count: int, gain: float) -> list[bool]:
+        """``count`` cycles; whether the plugin worked in each."""
+        worked = []
+        for _ in range(count):
+            worked.append(payoff.active)
+            self.now += self.base - (gain if payoff.active else 0.0)
+            payoff.end_scan()
+        return worked
 
 
-def test_work_that_pays_goes_on() -> None:
-    payoff = Payoff("p", log, window=3)
-    assert all(scans(payoff, 30, saved=2.0, cost=1.0))
+def make(cycles: Cycles, **options: int) -> Payoff:
+    return Payoff("p", log, clock=cycles.clock, **options)
+
+
+def test_the_first_cycle_works_unmeasured_then_a_trial_alternates_in_pairs() -> None:
+    cycles = Cycles()
+    payoff = make(cycles, pairs=3)
+    worked = cycles.run(payoff, 7, gain=1 / 64)
+    assert worked[0] is True
+    pairs = [worked[i : i + 2] for i in range(1, 7, 2)]
+    assert all(sorted(pair) == [False, True] for pair in pairs)
+    assert payoff.counters().trials == 1 and payoff.active
+
+
+def test_work_that_pays_goes_on_and_is_tried_ever_more_rarely() -> None:
+    cycles = Cycles()
+    payoff = make(cycles, pairs=1, first_wait=4, max_wait=8)
+    worked = cycles.run(payoff, 1 + 2 + 4 + 2 + 8 + 2 + 8, gain=1 / 64)
+    off = [i for i, w in enumerate(worked) if not w]
+    assert len(off) == 3  # one cycle off in each trial of one pair, none in between
     counters = payoff.counters()
-    assert counters.step_asides == 0 and counters.saved_s == 60.0 and counters.cost_s == 30.0
+    assert counters.trials == 3 and counters.step_asides == 0
+    assert counters.gain_ms == pytest.approx(15.625)
 
 
-def test_work_that_costs_steps_aside_after_one_window_and_probes_ever_more_rarely() -> None:
-    payoff = Payoff("p", log, window=2, first_wait=4, max_wait=16)
-    worked = scans(payoff, 2 + 4 + 2 + 8 + 2 + 16 + 2 + 16, saved=1.0, cost=2.0)
-    # window, aside 4, probe 2, aside 8, probe 2, aside 16 (the cap), probe 2, aside 16
-    expected = [True] * 2 + [False] * 4 + [True] * 2 + [False] * 8 + [True] * 2
-    expected += [False] * 16 + [True] * 2 + [False] * 16
-    assert worked == expected
+def test_work_that_costs_steps_aside_and_says_so_once(caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="test_payoff")
+    cycles = Cycles()
+    payoff = make(cycles, pairs=2, first_wait=8)
+    cycles.run(payoff, 5, gain=-1 / 32)
+    assert not payoff.active
+    worked = cycles.run(payoff, 8, gain=-1 / 32)
+    assert not any(worked)
     counters = payoff.counters()
     assert counters.stepped_aside and counters.step_asides == 1
-    assert counters.aside_scans == 4 + 8 + 16 + 16
-    assert counters.cost_s == 2.0 * 8  # only the scans it worked are judged
+    assert counters.gain_ms == pytest.approx(-31.25)
+    cycles.run(payoff, 4 + 16, gain=-1 / 32)  # a trial that still costs: no new line
+    lines = [r for r in caplog.records if r.name == "test_payoff"]
+    assert [r.levelno for r in lines] == [logging.INFO]
+    assert "'p' steps aside" in lines[0].getMessage()
+    assert "156.2 ms working, 125.0 ms not" in lines[0].getMessage()
 
 
-def test_a_probe_that_pays_brings_it_back_and_resets_the_wait() -> None:
-    payoff = Payoff("p", log, window=1, first_wait=2, max_wait=8)
-    scans(payoff, 1, cost=1.0)  # aside
-    scans(payoff, 2)  # waits
-    assert payoff.active  # probing
-    scans(payoff, 1, saved=1.0)
+def test_a_trial_that_pays_brings_it_back(caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="test_payoff")
+    cycles = Cycles()
+    payoff = make(cycles, pairs=1, first_wait=2)
+    cycles.run(payoff, 3, gain=-1 / 64)  # aside
+    cycles.run(payoff, 2 + 2, gain=1 / 64)  # waits, then a trial that pays
     counters = payoff.counters()
     assert payoff.active and counters.comebacks == 1 and not counters.stepped_aside
-    scans(payoff, 1, cost=1.0)  # aside again: the first wait again, not a doubled one
-    assert scans(payoff, 3) == [False, False, True]
+    assert [r.levelno for r in caplog.records] == [logging.INFO, logging.DEBUG]
+    assert "works again" in caplog.records[1].getMessage()
 
 
-def test_it_says_so_once_at_info_then_at_debug(caplog) -> None:
-    caplog.set_level(logging.DEBUG, logger="test_payoff")
-    payoff = Payoff("warming", log, window=1, first_wait=1, max_wait=1)
-    scans(payoff, 1, cost=1.0)  # aside
-    scans(payoff, 1)  # waits
-    scans(payoff, 1, saved=1.0)  # a probe that pays: back
-    scans(payoff, 1, cost=1.0)  # aside again
-    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
-    assert [level for level, _ in lines] == [logging.INFO, logging.DEBUG, logging.DEBUG]
-    assert "'warming' steps aside" in lines[0][1] and "cost 1000.0 ms" in lines[0][1]
-    assert "works again" in lines[1][1]
-
-
-def test_what_arrives_while_aside_is_not_judged() -> None:
-    payoff = Payoff("p", log, window=1, first_wait=1, max_wait=1)
-    scans(payoff, 1, cost=1.0)
-    payoff.add(saved_s=100.0)  # a late answer of work done before
-    payoff.end_scan()  # a probe starts
-    scans(payoff, 1, cost=1.0)
-    assert not payoff.active and payoff.counters().saved_s == 0.0
-
-
-def test_judge_steps_aside_and_back_at_once() -> None:
-    payoff = Payoff("p", log)
+def test_judge_steps_aside_and_back_at_once_and_never_trials() -> None:
+    cycles = Cycles()
+    payoff = make(cycles)
     payoff.judge(False, "alone")
     assert not payoff.active and payoff.metrics()["stepped_aside"] == 1.0
     payoff.judge(False, "alone")
     payoff.judge(True, "2 traders")
     assert payoff.active and payoff.metrics()["comebacks"] == 1.0
-    assert payoff.metrics()["step_asides"] == 1.0
+    assert payoff.metrics()["step_asides"] == 1.0 and payoff.metrics()["trials"] == 0.0
 
 
-@pytest.mark.parametrize("window, first_wait, max_wait", [(0, 1, 1), (2, 1, 4), (1, 4, 2)])
-def test_inconsistent_windows_are_refused(window: int, first_wait: int, max_wait: int) -> None:
-    with pytest.raises(ValueError, match="window"):
-        Payoff("p", log, window=window, first_wait=first_wait, max_wait=max_wait)
+@pytest.mark.parametrize("pairs, first_wait, max_wait", [(0, 1, 1), (1, 0, 4), (1, 4, 2)])
+def test_inconsistent_settings_are_refused(pairs: int, first_wait: int, max_wait: int) -> None:
+    with pytest.raises(ValueError, match="pairs"):
+        Payoff("p", log, pairs=pairs, first_wait=first_wait, max_wait=max_wait)
 
 
-def test_many_threads_adding_lose_nothing() -> None:
-    payoff = Payoff("p", log, window=1000, first_wait=1000, max_wait=1000)
-    threads = [
-        threading.Thread(target=lambda: [payoff.add(0.001, 0.0005) for _ in range(2000)])
-        for _ in range(16)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    payoff.judge(True, "end")
-    counters = payoff.counters()
-    assert counters.saved_s == pytest.approx(16 * 2000 * 0.001)
-    assert counters.cost_s == pytest.approx(16 * 2000 * 0.0005)
+def test_two_plugins_draw_their_trials_apart() -> None:
+    a, b = Cycles(), Cycles()
+    one, two = (
+        Payoff("batching", log, pairs=8, clock=a.clock),
+        Payoff("warming", log, pairs=8, clock=b.clock),
+    )
+    assert a.run(one, 17, gain=1 / 64) != b.run(two, 17, gain=1 / 64)
+
+
+def test_one_trial_at_a_time_in_a_process() -> None:
+    cycles = Cycles()
+    one, two = make(cycles, pairs=2, first_wait=64), make(cycles, pairs=2, first_wait=64)
+    states = []
+    for _ in range(12):
+        states.append((one.active, two.active))
+        cycles.now += 0.125
+        one.end_scan()
+        two.end_scan()
+    # the first plugin's trial (cycles 1-4), then the second's (5-8): never both off
+    first = [s for s, _ in states[1:5]]
+    second = [s for _, s in states[5:9]]
+    assert sorted(first) == sorted(second) == [False, False, True, True]
+    assert all(t for _, t in states[1:5]) and all(o for o, _ in states[5:9])
+
+
+def test_without_trials_it_always_works() -> None:
+    cycles = Cycles()
+    payoff = make(cycles, trials=False)
+    assert all(cycles.run(payoff, 40, gain=-1 / 32))
+    assert payoff.metrics()["trials"] == 0.0

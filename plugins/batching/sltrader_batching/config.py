@@ -16,11 +16,15 @@ class BatchingConfig:
         the batch is dispatched anyway; ``0`` never waits (only size, idle and flush).
     :ivar timeout_ms: how long a caller waits for a model call someone else is running
         before it gives up on the batch and predicts by itself.
+    :ivar step_aside: measure while it runs whether its work pays on this trader, and
+        step aside while it does not (docs/plugins.md, "Pays or steps aside"); false:
+        always work.
     """
 
     max_batch_size: int = attrs.field(default=32, validator=integer(min=1, max=65_536))
     max_wait_ms: float = attrs.field(default=5.0, validator=finite(min=0, max=3_600_000))
     timeout_ms: float = attrs.field(default=1000.0, validator=finite(above=0, max=3_600_000))
+    step_aside: bool = True
 
     @property
     def max_wait_s(self) -> float:

@@ -10,6 +10,7 @@ import numpy as np
 from sltrader_batching.batcher import MicroBatcher
 from sltrader_batching.config import BatchingConfig
 from sltrader_plugins import HostServices, Model, PluginSettings, hookimpl
+from sltrader_plugins.payoff import Payoff
 
 log = logging.getLogger("sltrader_batching")
 
@@ -25,6 +26,9 @@ class BatchingPlugin:
     def __init__(self) -> None:
         self._batcher: MicroBatcher | None = None
         self.config: BatchingConfig | None = None
+        # Whether batching pays on this trader: while it does not, every prediction is
+        # handed back to the host at once.
+        self.payoff: Payoff | None = None
 
     @property
     def batcher(self) -> MicroBatcher | None:
@@ -36,6 +40,7 @@ class BatchingPlugin:
         batcher = MicroBatcher(config, workers=services.workers)
         batcher.check_model(services.model)  # the one log line for an unbatchable model
         self.config = config
+        self.payoff = Payoff(settings.name, log, trials=config.step_aside)
         self._batcher = batcher
 
     @hookimpl
@@ -76,8 +81,8 @@ class BatchingPlugin:
         # None hands the call back to the host: its own model.predict, its own error
         # handling. We never raise a model's exception out of this hook, because the
         # manager's fault guard would swallow it, blame this plugin and predict again.
-        batcher = self._batcher
-        if batcher is None:
+        batcher, payoff = self._batcher, self.payoff
+        if batcher is None or payoff is None or not payoff.active:
             return None
         return batcher.submit(model, features)
 
@@ -86,9 +91,13 @@ class BatchingPlugin:
         batcher = self._batcher
         if batcher is not None:
             batcher.flush()
+        if self.payoff is not None:
+            self.payoff.end_scan()
 
     @hookimpl
     def on_shutdown(self) -> None:
+        if self.payoff is not None:
+            self.payoff.close()
         batcher = self._batcher
         if batcher is None:
             return
@@ -116,4 +125,6 @@ class BatchingPlugin:
             "wait_p99_ms",
             "dispatch_cheap",
         )
+        if self.payoff is not None:
+            metrics.update(self.payoff.metrics())
         return {**{name: metrics[name] for name in first if name in metrics}, **metrics}

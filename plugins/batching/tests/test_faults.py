@@ -74,7 +74,9 @@ BAD_BATCHES: dict[str, Callable[[Sequence[np.ndarray]], Any]] = {
 
 def start(model: object, **section: float) -> Plugins:
     manager = PluginManager()
-    manager.config = Config.from_mapping({"plugins": {"batching": section}})
+    manager.config = Config.from_mapping(
+        {"plugins": {"batching": {"step_aside": False, **section}}}
+    )
     manager.register(BatchingPlugin(), "batching")
     plugins = Plugins(manager)
     plugins.start(

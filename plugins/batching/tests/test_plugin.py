@@ -52,7 +52,9 @@ def started(
 ) -> tuple[PluginManager, BatchingPlugin]:
     """The plugin registered as ``name``, started with ``section`` as its settings."""
     manager = PluginManager()
-    manager.config = Config.from_mapping({"plugins": {name: section or {}}})
+    manager.config = Config.from_mapping(
+        {"plugins": {name: {"step_aside": False, **(section or {})}}}
+    )
     plugin = BatchingPlugin()
     manager.register(plugin, name)
     manager.start(services(model, workers))
@@ -402,4 +404,19 @@ def test_the_features_the_host_passes_are_not_modified():
     for array, copy in zip(arrays, copies, strict=True):
         assert np.array_equal(array, copy)
     assert model.batch_sizes == [2]
+    manager.shutdown()
+
+
+def test_aside_every_prediction_is_handed_back_at_once():
+    model = LinearModel()
+    manager, plugin = started(model, 4, {"max_wait_ms": FOREVER_MS, "step_aside": True})
+    assert plugin.payoff is not None and plugin.payoff.trials
+    plugin.payoff.judge(False, "a trial found the trader's cycles no shorter")
+    for i in range(50):
+        assert analyze(manager, model, "BTC_USDT", features_for(0, i)) == LinearModel.expected(
+            features_for(0, i)
+        )
+    m = metrics(manager)
+    assert m["batching.stepped_aside"] == 1 and m["batching.requests"] == 0
+    assert model.batch_sizes == [] and model.single_calls == 50
     manager.shutdown()

@@ -23,9 +23,13 @@ class PoolingConfig:
     :ivar poison: fill every buffer with NaN (or -1, for integers) when its build
         releases it: a debug aid that shows a feature computation reading memory it did
         not write. Costs a fill per buffer.
+    :ivar step_aside: measure while it runs whether its work pays on this trader, and
+        step aside while it does not (docs/plugins.md, "Pays or steps aside"); false:
+        always work.
     """
 
     max_idle_bytes: int = attrs.field(default=32 * MIB, validator=integer(min=0))
     max_idle_builds: int | None = attrs.field(default=None, validator=integer(min=0, optional=True))
     max_pooled_bytes: int = attrs.field(default=8 * MIB, validator=integer(min=1))
     poison: bool = False
+    step_aside: bool = True

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 
 from sltrader_plugins import FeatureBuffers, HostServices, PluginSettings, hookimpl
+from sltrader_plugins.payoff import Payoff
 from sltrader_pooling.buffers import BufferPool
 from sltrader_pooling.config import PoolingConfig
 
@@ -23,6 +24,8 @@ class PoolingPlugin:
     def __init__(self) -> None:
         self.config: PoolingConfig | None = None
         self.pool: BufferPool | None = None
+        # Whether pooling pays on this trader: while it does not, the host allocates.
+        self.payoff: Payoff | None = None
 
     @hookimpl
     def on_start(self, services: HostServices, settings: PluginSettings) -> None:
@@ -35,6 +38,7 @@ class PoolingPlugin:
         # Named after the plugin's own name: it is whose leaks a shutdown report lists.
         pool = BufferPool(config, idle_builds, name=settings.name)
         # on_start runs before any worker builds, so workers only ever read self.pool.
+        self.payoff = Payoff(settings.name, log, trials=config.step_aside)
         old, self.config, self.pool = self.pool, config, pool
         if old is not None:
             old.shutdown(log)
@@ -43,10 +47,15 @@ class PoolingPlugin:
     def on_feature_build(
         self, symbol: str, timeframe: str, n_candles: int
     ) -> FeatureBuffers | None:
-        pool = self.pool
-        if pool is None:
+        pool, payoff = self.pool, self.payoff
+        if pool is None or payoff is None or not payoff.active:
             return None
         return pool.acquire(symbol, timeframe, n_candles)
+
+    @hookimpl
+    def on_scan_complete(self) -> None:
+        if self.payoff is not None:
+            self.payoff.end_scan()
 
     @hookimpl
     def report_metrics(self) -> Mapping[str, float] | None:
@@ -70,10 +79,13 @@ class PoolingPlugin:
             "max_idle_bytes": float(pool.config.max_idle_bytes),
             "buffer_sets_created": float(stats.created),
             "dropped_bytes": float(stats.dropped_bytes),
+            **(self.payoff.metrics() if self.payoff is not None else {}),
         }
 
     @hookimpl
     def on_shutdown(self) -> None:
+        if self.payoff is not None:
+            self.payoff.close()
         pool = self.pool
         if pool is not None:
             leaked = pool.shutdown(log)

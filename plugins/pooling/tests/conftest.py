@@ -143,7 +143,9 @@ def start_plugin(
 ) -> tuple[PluginManager, PoolingPlugin]:
     """The plugin registered as ``name`` and started with ``section`` as its settings."""
     manager = PluginManager()
-    manager.config = Config.from_mapping({"plugins": {name: section or {}}})
+    manager.config = Config.from_mapping(
+        {"plugins": {name: {"step_aside": False, **(section or {})}}}
+    )
     plugin = PoolingPlugin()
     manager.register(plugin, name)
     manager.start(make_services(workers))

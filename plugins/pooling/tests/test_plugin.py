@@ -142,3 +142,14 @@ def test_config_defaults() -> None:
     config = PluginSettings("pooling").parse(PoolingConfig)
     assert config == PoolingConfig() and config.max_idle_builds is None
     assert config.max_pooled_bytes == 8 << 20
+
+
+def test_aside_it_lends_nothing_and_says_so_in_its_counters(start: Start) -> None:
+    manager, plugin = start({"step_aside": True})
+    assert plugin.payoff is not None and plugin.payoff.trials
+    plugin.payoff.judge(False, "a trial found the host's own arrays faster")
+    assert manager.hook.on_feature_build(symbol="X", timeframe="1m", n_candles=50) is None
+    metrics = manager.metrics()
+    assert metrics["pooling.stepped_aside"] == 1 and metrics["pooling.builds"] == 0
+    plugin.payoff.judge(True, "a trial found it pays again")
+    assert manager.hook.on_feature_build(symbol="X", timeframe="1m", n_candles=50) is not None

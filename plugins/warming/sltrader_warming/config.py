@@ -35,6 +35,9 @@ class WarmingConfig:
     :ivar follow_confirmations: when the trader fetches one of a symbol's
         ``higher_timeframes`` series (a candidate being confirmed), prefetch its others at
         once, beside it: the trader reads them next.
+    :ivar step_aside: measure while it runs whether its work pays on this trader, and
+        step aside while it does not (docs/plugins.md, "Pays or steps aside"); false:
+        always work.
     """
 
     warm_threshold: float = attrs.field(
@@ -54,3 +57,4 @@ class WarmingConfig:
     warm_new_symbols: bool = True
     probe_higher_timeframes: bool = True
     follow_confirmations: bool = True
+    step_aside: bool = True

@@ -11,11 +11,15 @@ daemon threads, and every hook returns within
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from sltrader_plugins import HostServices, KlineFetch, PluginSettings, Signal, hookimpl
+from sltrader_plugins.payoff import Payoff
 from sltrader_warming.config import WarmingConfig
 from sltrader_warming.warmer import Warmer
+
+log = logging.getLogger("sltrader_warming")
 
 
 class WarmingPlugin:
@@ -28,6 +32,9 @@ class WarmingPlugin:
     def __init__(self) -> None:
         self.config: WarmingConfig | None = None
         self.warmer: Warmer | None = None
+        # Whether its prefetches pay on this trader: while they do not, it only tracks
+        # what the trader reads (so that it knows what to warm when they pay again).
+        self.payoff: Payoff | None = None
 
     @hookimpl
     def on_start(self, services: HostServices, settings: PluginSettings) -> None:
@@ -41,38 +48,50 @@ class WarmingPlugin:
             else tuple(services.confirm_timeframes)
         )
         self.warmer = Warmer(config, services.cache, services.clock, higher, name=settings.name)
+        self.payoff = Payoff(settings.name, log, trials=config.step_aside)
+
+    def _warming(self) -> Warmer | None:
+        """The warmer when it prefetches now (started, and paying on this trader)."""
+        payoff = self.payoff
+        return self.warmer if payoff is not None and payoff.active else None
 
     @hookimpl
     def before_scan(self, symbols: Sequence[str], timeframe: str, now: float) -> None:
-        if self.warmer is not None:
-            self.warmer.warm_universe(symbols, timeframe)
+        warmer = self._warming()
+        if warmer is not None:
+            warmer.warm_universe(symbols, timeframe)
 
     @hookimpl
     def on_scan_complete(self, symbols: Sequence[str], timeframe: str, now: float) -> None:
-        if self.warmer is not None:
+        if self.warmer is not None and self.payoff is not None:
             self.warmer.record_scan(symbols, timeframe, now)
+            self.payoff.end_scan()
 
     @hookimpl
     def on_signal(self, signal: Signal) -> None:
         if self.warmer is not None:
-            self.warmer.record_signal(signal.symbol, signal.timeframe)
+            self.warmer.record_signal(signal.symbol, signal.timeframe, warm=bool(self._warming()))
 
     @hookimpl
     def on_candle_close(self, timeframe: str, close_time: float, next_scan_time: float) -> None:
-        if self.warmer is not None:
-            self.warmer.refresh(timeframe, close_time, next_scan_time)
+        warmer = self._warming()
+        if warmer is not None:
+            warmer.refresh(timeframe, close_time, next_scan_time)
 
     @hookimpl
     def before_fetch_klines(self, fetch: KlineFetch) -> None:
         # The warmer only learns that a candidate is read; it never serves.
-        if self.warmer is not None:
-            self.warmer.follow(fetch.symbol, fetch.timeframe)
+        warmer = self._warming()
+        if warmer is not None:
+            warmer.follow(fetch.symbol, fetch.timeframe)
 
     @hookimpl
     def report_metrics(self) -> Mapping[str, float] | None:
         if self.warmer is None:
             return None
         metrics = self.warmer.metrics()
+        if self.payoff is not None:
+            metrics.update(self.payoff.metrics())
         # What a user needs first: the prefetches the trader read in time (what warming
         # saved) out of those made, and those wasted. A cache that cannot say omits the
         # first and last; the rest keeps its order.
@@ -83,3 +102,5 @@ class WarmingPlugin:
     def on_shutdown(self) -> None:
         if self.warmer is not None:
             self.warmer.close()
+        if self.payoff is not None:
+            self.payoff.close()

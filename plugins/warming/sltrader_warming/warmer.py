@@ -152,8 +152,9 @@ class Warmer:
             self.counters.refresh_s += time.perf_counter() - started
         return calls
 
-    def record_signal(self, symbol: str, timeframe: str) -> None:
-        """``symbol`` signalled: weigh it up and refresh its stale higher timeframes now."""
+    def record_signal(self, symbol: str, timeframe: str, warm: bool = True) -> None:
+        """``symbol`` signalled: weigh it up and (if ``warm``) refresh its stale higher
+        timeframes now."""
         now = self.clock.now()
         weight = self.config.signal_weight
         with self._lock:
@@ -163,6 +164,8 @@ class Warmer:
         # The threshold does not apply: the signal is the evidence that these series will
         # be read (the next confirmation of this symbol reads them). Usually they are fresh,
         # the confirmation having just read them, and this costs nothing.
+        if not warm:
+            return
         keys = [
             (symbol, tf) for tf in self.higher_timeframes if self._state(symbol, tf, now) == "stale"
         ]

@@ -193,7 +193,9 @@ def start(services: HostServices) -> Callable[..., tuple[PluginManager, WarmingP
         section: Mapping[str, Any] | None = None, name: str = "warming"
     ) -> tuple[PluginManager, WarmingPlugin]:
         manager = PluginManager()
-        manager.config = Config.from_mapping({"plugins": {name: dict(section or {})}})
+        manager.config = Config.from_mapping(
+            {"plugins": {name: {"step_aside": False, **(section or {})}}}
+        )
         plugin = WarmingPlugin()
         manager.register(plugin, name)
         manager.start(services)

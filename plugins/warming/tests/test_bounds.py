@@ -51,7 +51,7 @@ def host(clock: Any) -> Iterator[Callable[[Any], PluginManager]]:
 
     def start(cache: Any) -> PluginManager:
         manager = PluginManager()
-        manager.config = Config.from_mapping({"plugins": {"warming": {}}})
+        manager.config = Config.from_mapping({"plugins": {"warming": {"step_aside": False}}})
         manager.register(WarmingPlugin(), "warming")
         manager.start(services_over(cache, clock, workers=4))
         managers.append(manager)

@@ -151,7 +151,9 @@ def faulty(cache: Any) -> FaultyCache:
 def host(faulty: FaultyCache, clock: Any) -> Callable[..., Host]:
     def start(**section: Any) -> Host:
         manager = PluginManager()
-        manager.config = Config.from_mapping({"plugins": {"warming": section}})
+        manager.config = Config.from_mapping(
+            {"plugins": {"warming": {"step_aside": False, **section}}}
+        )
         manager.register(WarmingPlugin(), "warming")
         services = HostServices(
             model=None,  # type: ignore[arg-type]  # the warmer never predicts

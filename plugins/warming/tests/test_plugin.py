@@ -142,3 +142,25 @@ def test_every_hook_is_a_no_op_before_on_start(clock: Any, exchange: Any) -> Non
     assert plugin.report_metrics() is None
     plugin.on_shutdown()
     assert exchange.total == 0
+
+
+def test_aside_it_prefetches_nothing_but_keeps_tracking(
+    start: Start, cache: Any, clock: Any, exchange: Any
+) -> None:
+    manager, plugin = start({"warm_threshold": 1, "step_aside": True})
+    assert plugin.payoff is not None and plugin.payoff.trials
+    plugin.payoff.judge(False, "a trial found the trader's cycles no shorter")
+    hook = manager.hook
+    hook.before_scan(symbols=SYMBOLS, timeframe="1m", now=clock.now())
+    assert exchange.total == 0  # no symbol fetched ahead of the scan
+    for symbol in SYMBOLS:
+        cache.get_klines(symbol, "1m")
+    hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
+    clock.advance(60)
+    hook.on_candle_close(timeframe="1m", close_time=clock.now(), next_scan_time=clock.now() + 10)
+    assert exchange.total == 3  # the scan's own reads only: nothing refreshed
+    metrics = manager.metrics()
+    assert metrics["warming.stepped_aside"] == 1 and metrics["warming.tracked_keys"] == 3
+    plugin.payoff.judge(True, "a trial found it pays again")
+    hook.on_candle_close(timeframe="1m", close_time=clock.now(), next_scan_time=clock.now() + 10)
+    assert exchange.total == 3 + 3  # what it tracked while aside is warmed at once
