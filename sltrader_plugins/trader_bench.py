@@ -10,23 +10,61 @@ of its process against the set ``none``, and the decisions against ``none``'s: e
 the bench says which set decided differently. A run's time includes your start-up (a model
 trained, a history read): give enough cycles that the cycles dominate.
 
-Nothing here imports the reference host or a library beyond the standard one.
+With ``--workers 1,4,8,16`` the bench calls ``FUNCTION(cycles, workers)`` instead, and runs
+every (workers count, set) pair ``repeats`` times: within a repeat each pair runs once, the
+counts and the sets rotated from one repeat to the next. Each count is compared on its
+own: times, memory and decisions against ``none`` at the same count.
+
+With ``--redis`` the bench starts a private ``redis-server`` (from ``PATH``; on a free
+localhost port, nothing saved), gives every run its URL as
+``SLTRADER__PLUGINS__SHARED__URL`` (the shared plugin's ``url``), empties it before every
+run (no run finds another's series: each is one trader alone), and stops it at the end.
+
+The JSON (``--json``)::
+
+    {
+      "trader": "MODULE:FUNCTION",
+      "command": ["sltrader", "bench", ...],        # the command line that made it
+      "machine": {"platform": ..., "cpus": 8, "python": "3.12.3"},
+      "cycles": 10, "repeats": 3, "redis": false,
+      # without --workers:
+      "python": "3.12.3",
+      "sets": {SET: SUMMARY, ...},                  # in the order they were given
+      "runs": {SET: [RUN, ...], ...},
+      # with --workers, instead of "python", "sets" and "runs": one entry per count
+      "workers": {"4": {"sets": {SET: SUMMARY, ...}, "runs": {SET: [RUN, ...], ...}}, ...}
+    }
+
+    SUMMARY: {"plugins": SET, "seconds_per_cycle": median, "peak_rss_mb": median,
+              "decisions": how many (first run), and when none ran (at the same count):
+              "time_ratio", "rss_ratio" (medians against none's),
+              "same_decisions" (every run's digest is none's one digest)}
+    RUN:     {"wall_s", "seconds_per_cycle", "peak_rss_mb", "decisions", "decisions_digest"}
+
+The ``"workers"`` keys are the counts as text, in the order given (``--json`` does not
+sort them). Nothing here imports the reference host or a library beyond the standard one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib
+import inspect
 import json
 import os
+import platform
 import resource
+import shlex
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,6 +72,11 @@ from sltrader_plugins.manager import ENV_PLUGINS, installed_entry_points
 
 #: The plugin sets compared unless ``--sets`` names others.
 DEFAULT_SETS = "none,batching,pooling,warming,all"
+#: The variable that gives the runs the private Redis of ``--redis``: the shared plugin's
+#: ``url`` (``[plugins.shared] url``; see ``config.settings_from_environment``).
+ENV_SHARED_URL = "SLTRADER__PLUGINS__SHARED__URL"
+#: How long ``redis-server`` may take to answer after it is started.
+REDIS_START_S = 10.0
 
 
 class TraderBenchError(Exception):
@@ -61,10 +104,33 @@ def resolve_sets(text: str, installed: list[str]) -> list[tuple[str, str | None]
     return out
 
 
-def load_trader(target: str) -> Callable[[int], Iterable[Any]]:
+def parse_workers(text: str) -> list[int]:
+    """``"1,4,8,16"`` as ``[1, 4, 8, 16]``: counts of at least 1, each once.
+
+    :raises ValueError: anything else, in one line.
+    """
+    counts = []
+    for item in text.split(","):
+        try:
+            count = int(item.strip())
+        except ValueError:
+            raise ValueError(
+                f"expected worker counts joined by commas (e.g. 1,4,8,16), got {text!r}"
+            ) from None
+        if count < 1:
+            raise ValueError(f"a worker count must be at least 1, got {count}")
+        if count in counts:
+            raise ValueError(f"worker count {count} given twice in {text!r}")
+        counts.append(count)
+    return counts
+
+
+def load_trader(target: str, workers: bool = False) -> Callable[..., Iterable[Any]]:
     """The function ``MODULE:FUNCTION`` names.
 
-    :raises TraderBenchError: it cannot be imported, or is not callable.
+    :param workers: it is to be called as ``FUNCTION(cycles, workers)``.
+    :raises TraderBenchError: it cannot be imported, is not callable, or (``workers``)
+        takes no second argument.
     """
     module_name, _, name = target.partition(":")
     if not module_name or not name:
@@ -76,7 +142,22 @@ def load_trader(target: str) -> Callable[[int], Iterable[Any]]:
     function = getattr(module, name, None)
     if not callable(function):
         raise TraderBenchError(f"--trader {target!r}: {module_name} has no function {name!r}")
+    if workers and not _accepts(function, 1, 1):
+        raise TraderBenchError(
+            f"--trader {target!r}: {name}() takes no workers argument; with --workers the "
+            f"bench calls {name}(cycles, workers)"
+        )
     return function  # type: ignore[no-any-return]
+
+
+def _accepts(function: Callable[..., Any], *args: Any) -> bool:
+    try:
+        inspect.signature(function).bind(*args)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (a builtin): let the call tell
+        return True
+    return True
 
 
 def decisions_digest(decisions: Sequence[Any]) -> str:
@@ -86,11 +167,20 @@ def decisions_digest(decisions: Sequence[Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def run_once(target: str, cycles: int) -> dict[str, Any]:
+def machine() -> dict[str, Any]:
+    """Where the bench ran: the platform, the CPU count and Python's version."""
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def run_once(target: str, cycles: int, workers: int | None = None) -> dict[str, Any]:
     """Run the trader in this process: what one bench run measures."""
-    trader = load_trader(target)
+    trader = load_trader(target, workers=workers is not None)
     start = time.perf_counter()
-    decisions = list(trader(cycles))
+    decisions = list(trader(cycles) if workers is None else trader(cycles, workers))
     wall = time.perf_counter() - start
     # ru_maxrss is KiB on Linux, bytes on macOS
     scale = 1 if sys.platform == "darwin" else 1024
@@ -104,15 +194,51 @@ def run_once(target: str, cycles: int) -> dict[str, Any]:
     }
 
 
-def _run_child(target: str, cycles: int, plugins: str, out: Path) -> dict[str, Any]:
+def _run_child(
+    target: str,
+    cycles: int,
+    workers: int | None,
+    plugins: str,
+    out: Path,
+    env: dict[str, str],
+) -> dict[str, Any]:
     command = [sys.executable, "-m", __name__, target, "--cycles", str(cycles), "--out", str(out)]
-    env = {**os.environ, ENV_PLUGINS: plugins}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    done = subprocess.run(
+        command, env={**env, ENV_PLUGINS: plugins}, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
+        at = "" if workers is None else f" at {_count(workers)}"
         raise TraderBenchError(
-            f"the run with plugins {plugins or 'none'!r} failed:\n{done.stderr[-4000:]}"
+            f"the run with plugins {plugins or 'none'!r}{at} failed:\n{done.stderr[-4000:]}"
         )
     return json.loads(out.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def _nothing() -> None:
+    pass
+
+
+def _count(workers: int) -> str:
+    return f"{workers} worker" + ("" if workers == 1 else "s")
+
+
+def _rotated(items: Sequence[Any], turn: int) -> list[Any]:
+    turn %= len(items)
+    return [*items[turn:], *items[:turn]]
+
+
+def schedule(counts: Sequence[Any], sets: Sequence[Any], repeats: int) -> list[tuple[Any, Any]]:
+    """The order of the runs: ``(count, set)`` pairs, every pair once per repeat. Repeat
+    ``r`` starts at count ``r`` and, within each count, at set ``r`` (modulo), so no count
+    and no set always runs first."""
+    return [
+        (count, name)
+        for repeat in range(repeats)
+        for count in _rotated(counts, repeat)
+        for name in _rotated(sets, repeat)
+    ]
 
 
 def bench_trader(
@@ -121,14 +247,22 @@ def bench_trader(
     repeats: int = 3,
     cycles: int = 10,
     progress: TextIO | None = None,
+    *,
+    workers: Sequence[int] | None = None,
+    redis: bool = False,
+    command: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run every installed set of ``sets`` ``repeats`` times on the trader ``target``.
 
-    :return: every run and, per set, the medians, their ratios to ``none`` and whether
-        its decisions equal ``none``'s in every run.
-    :raises TraderBenchError: the trader cannot be imported, or a run failed.
+    :param workers: call ``FUNCTION(cycles, workers)`` with each of these counts (``None``:
+        ``FUNCTION(cycles)``).
+    :param redis: give every run a private, emptied Redis (``ENV_SHARED_URL``).
+    :param command: the command line to record (default: this process's).
+    :return: the JSON of the module's docstring.
+    :raises TraderBenchError: the trader cannot be imported or takes no workers argument,
+        ``redis-server`` cannot start, or a run failed.
     """
-    load_trader(target)  # a wrong name fails here, before any run
+    load_trader(target, workers=workers is not None)  # a wrong name fails before any run
     progress = progress or sys.stderr
     chosen = []
     for name, plugins in resolve_sets(sets, installed_names()):
@@ -138,27 +272,101 @@ def bench_trader(
             chosen.append((name, plugins))
     if not chosen:
         raise TraderBenchError(f"no set of {sets!r} can run")
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in chosen}
-    total = repeats * len(chosen)
-    with tempfile.TemporaryDirectory(prefix="sltrader-trader-bench-") as tmp:
-        for repeat in range(repeats):
-            turn = repeat % len(chosen)  # rotated: each set runs first in its turn
-            for name, plugins in chosen[turn:] + chosen[:turn]:
-                run = _run_child(target, cycles, plugins, Path(tmp) / f"{name}-{repeat}.json")
-                runs[name].append(run)
-                done = sum(map(len, runs.values()))
-                print(
-                    f"[{done}/{total}] {name}: {run['seconds_per_cycle'] * 1000:.1f} ms/cycle",
-                    file=progress,
-                )
-    return {
+    counts: list[int | None] = list(workers) if workers is not None else [None]
+    if not counts:
+        raise TraderBenchError("--workers names no worker count")
+    runs: dict[int | None, dict[str, list[dict[str, Any]]]] = {
+        count: {name: [] for name, _ in chosen} for count in counts
+    }
+    order = schedule(counts, chosen, repeats)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="sltrader-trader-bench-"))
+        )
+        env = dict(os.environ)
+        flush: Callable[[], None] = _nothing  # without --redis: nothing to empty
+        if redis:
+            url, flush = stack.enter_context(private_redis(tmp))
+            env[ENV_SHARED_URL] = url
+            print(f"redis-server at {url}, emptied before every run", file=progress)
+        for done, (count, (name, plugins)) in enumerate(order, 1):
+            flush()
+            out = tmp / f"{done}.json"
+            run = _run_child(target, cycles, count, plugins, out, env)
+            runs[count][name].append(run)
+            at = "" if count is None else f"{_count(count)}, "
+            print(
+                f"[{done}/{len(order)}] {at}{name}: {run['seconds_per_cycle'] * 1000:.1f} ms/cycle",
+                file=progress,
+            )
+    result: dict[str, Any] = {
         "trader": target,
+        "command": list(sys.argv if command is None else command),
+        "machine": machine(),
         "cycles": cycles,
         "repeats": repeats,
-        "python": sys.version.split()[0],
-        "sets": _summaries(runs),
-        "runs": runs,
+        "redis": redis,
     }
+    if workers is None:
+        result.update(python=sys.version.split()[0], sets=_summaries(runs[None]), runs=runs[None])
+    else:
+        result["workers"] = {
+            str(count): {"sets": _summaries(runs[count]), "runs": runs[count]} for count in counts
+        }
+    return result
+
+
+@contextlib.contextmanager
+def private_redis(tmp: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A ``redis-server`` of ``PATH`` on a free localhost port, nothing saved (its files
+    in ``tmp``); yields its URL and a function that empties it. Stopped on leaving, on
+    an error too.
+
+    :raises TraderBenchError: it is not on ``PATH``, or does not answer.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise TraderBenchError(
+            "--redis needs redis-server on PATH: install Redis (apt-get install redis-server, "
+            "brew install redis)"
+        )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    log = tmp / "redis.log"
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(tmp), "--logfile", str(log)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + REDIS_START_S
+        while _redis_call(port, "PING") != "+PONG":
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-1000:] if log.exists() else ""
+                raise TraderBenchError(f"redis-server did not start on port {port}:\n{tail}")
+            time.sleep(0.02)
+
+        def flush() -> None:
+            if (answer := _redis_call(port, "FLUSHALL")) != "+OK":
+                raise TraderBenchError(f"redis-server on port {port}: FLUSHALL: {answer}")
+
+        yield f"redis://127.0.0.1:{port}/0", flush
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _redis_call(port: int, command: str) -> str:
+    """A one-word command's one-line answer (``+PONG``), or the error that stopped it."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(f"*1\r\n${len(command)}\r\n{command}\r\n".encode())
+            return connection.makefile("rb").readline().decode(errors="replace").strip()
+    except OSError as exc:
+        return str(exc)
 
 
 def _summaries(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -186,36 +394,120 @@ def _summaries(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any
     return summaries
 
 
+def _groups(result: dict[str, Any]) -> list[tuple[int | None, dict[str, dict[str, Any]]]]:
+    """``(workers count, summaries by set)``: one group per count, or one without."""
+    if "workers" in result:
+        return [(int(count), entry["sets"]) for count, entry in result["workers"].items()]
+    return [(None, result["sets"])]
+
+
+def _machine_text(result: dict[str, Any]) -> str | None:
+    found = result.get("machine")
+    if not found:
+        return None
+    return f"{found['platform']}, {found['cpus']} CPUs, Python {found['python']}"
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """The bench as a text table: medians, and ratios to ``none`` where it ran."""
+    """The bench as a text table: medians, and ratios to ``none`` where it ran (a table
+    per workers count with ``--workers``)."""
     head = (
         f"{result['trader']}: {result['cycles']} cycles, median of {result['repeats']} "
         "runs per set (ratio: against none; lower is better)"
     )
-    lines = [head, f"{'set':<24} {'ms/cycle':>10} {'x none':>7} {'peak MB':>8} {'x none':>7}"]
-    for name, s in result["sets"].items():
-        time_ratio = f"x{s['time_ratio']:.2f}" if "time_ratio" in s else "-"
-        rss_ratio = f"x{s['rss_ratio']:.2f}" if "rss_ratio" in s else "-"
-        lines.append(
-            f"{name:<24} {s['seconds_per_cycle'] * 1000:>10.1f} {time_ratio:>7} "
-            f"{s['peak_rss_mb']:>8.1f} {rss_ratio:>7}"
-        )
-    differ = [n for n, s in result["sets"].items() if s.get("same_decisions") is False]
-    if differ:
-        lines.append(f"DECISIONS DIFFER from none's: {', '.join(differ)}")
-    elif "none" in result["sets"]:
-        lines.append("decisions: every set decided as none did")
+    lines = [head]
+    for count, sets in _groups(result):
+        label = "set" if count is None else _count(count)
+        lines.append(f"{label:<24} {'ms/cycle':>10} {'x none':>7} {'peak MB':>8} {'x none':>7}")
+        for name, s in sets.items():
+            time_ratio = f"x{s['time_ratio']:.2f}" if "time_ratio" in s else "-"
+            rss_ratio = f"x{s['rss_ratio']:.2f}" if "rss_ratio" in s else "-"
+            lines.append(
+                f"{name:<24} {s['seconds_per_cycle'] * 1000:>10.1f} {time_ratio:>7} "
+                f"{s['peak_rss_mb']:>8.1f} {rss_ratio:>7}"
+            )
+        at = "" if count is None else f" at {_count(count)}"
+        differ = [n for n, s in sets.items() if s.get("same_decisions") is False]
+        if differ:
+            lines.append(f"DECISIONS DIFFER from none's{at}: {', '.join(differ)}")
+        elif "none" in sets and not any(s["decisions"] for s in sets.values()):
+            lines.append(f"decisions{at}: none made, nothing to compare (more cycles?)")
+        elif "none" in sets:
+            lines.append(f"decisions{at}: every set decided as none did")
+    if (text := _machine_text(result)) is not None:
+        lines.append(f"machine: {text}")
     return "\n".join(lines)
 
 
+def format_markdown(result: dict[str, Any]) -> str:
+    """The bench as Markdown: a row per set (``none`` first), a column per workers count
+    (ascending), each cell the set's time per cycle against ``none``'s at that count; then
+    whether every set decided as ``none`` did (or which differed, at which count),
+    ``none``'s own time per cycle, the command and the machine.
+
+    The same JSON gives the same text, byte for byte.
+    """
+    groups = sorted(_groups(result), key=lambda group: group[0] or 0)
+    names = ["none"]  # first, then the others as the JSON has them
+    for _, sets in groups:
+        names += [name for name in sets if name not in names]
+    if not any("none" in sets for _, sets in groups):
+        names.remove("none")
+    columns = [("x none" if count is None else _count(count)) for count, _ in groups]
+    lines = [
+        f"`{result['trader']}`: {result['cycles']} cycles, median of {result['repeats']} "
+        "runs; time per cycle against `none` at the same workers count (lower is faster)",
+        "",
+        "| set | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for name in names:
+        cells = []
+        for _, sets in groups:
+            ratio = sets.get(name, {}).get("time_ratio")
+            cells.append("-" if ratio is None else f"x{ratio:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    differ = [
+        name if count is None else f"{name} at {_count(count)}"
+        for count, sets in groups
+        for name, s in sets.items()
+        if s.get("same_decisions") is False
+    ]
+    if differ:
+        lines.append(f"Decisions: DIFFER from none's: {', '.join(differ)}.")
+    elif not any(s["decisions"] for _, sets in groups for s in sets.values()):
+        lines.append("Decisions: none made, nothing to compare.")
+    elif all("none" in sets for _, sets in groups):
+        lines.append("Decisions: every set decided as none did.")
+    else:
+        lines.append("Decisions: not compared (the set none did not run).")
+    base = [
+        f"{sets['none']['seconds_per_cycle'] * 1000:.1f} ms"
+        + ("" if count is None else f" at {_count(count)}")
+        for count, sets in groups
+        if "none" in sets
+    ]
+    if base:
+        lines.append(f"none per cycle: {', '.join(base)}.")
+    if result.get("command"):
+        lines.append(f"Command: `{shlex.join(result['command'])}`")
+    if (text := _machine_text(result)) is not None:
+        lines.append(f"Machine: {text}.")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """One run in this process (what the bench starts): ``TARGET --cycles N --out PATH``."""
+    """One run in this process (what the bench starts):
+    ``TARGET --cycles N --out PATH [--workers W]``."""
     parser = argparse.ArgumentParser(prog=f"python -m {__name__}")
     parser.add_argument("target", help="MODULE:FUNCTION")
     parser.add_argument("--cycles", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    args.out.write_text(json.dumps(run_once(args.target, args.cycles)), encoding="utf-8")
+    run = run_once(args.target, args.cycles, args.workers)
+    args.out.write_text(json.dumps(run), encoding="utf-8")
     return 0
 
 

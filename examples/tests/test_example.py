@@ -173,7 +173,14 @@ def test_the_exchange_step_wraps_the_caches_fetch_and_says_how_many_lines():
 def test_sltrader_bench_runs_the_example_and_every_set_decides_as_none(monkeypatch):
     monkeypatch.chdir(ROOT)  # the bench's processes import examples.trader from here
     monkeypatch.syspath_prepend(str(ROOT))
-    result = bench_trader("examples.trader.bench:cycles", "none,all", repeats=1, cycles=24)
-    assert list(result["sets"]) == ["none", "all"]
-    assert all(s["same_decisions"] for s in result["sets"].values())
-    assert result["sets"]["none"]["decisions"] > 0  # it signalled: there was a decision to keep
+    result = bench_trader(
+        "examples.trader.bench:cycles", "none,all", repeats=1, cycles=24, workers=[1, 3]
+    )
+    assert list(result["workers"]) == ["1", "3"]
+    for count in result["workers"].values():
+        assert list(count["sets"]) == ["none", "all"]
+        assert all(s["same_decisions"] for s in count["sets"].values())
+        assert count["sets"]["none"]["decisions"] > 0  # it signalled: a decision to keep
+    # one thread or one per symbol: the same signals
+    digests = {c["runs"]["none"][0]["decisions_digest"] for c in result["workers"].values()}
+    assert len(digests) == 1

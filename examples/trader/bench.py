@@ -1,6 +1,7 @@
 """The example trader as ``sltrader bench --trader`` runs it, from the repository's root::
 
     sltrader bench --trader examples.trader.bench:cycles --cycles 120 --repeats 3
+    sltrader bench --trader examples.trader.bench:cycles --cycles 120 --workers 1,3,8
 
 Its decisions are its signals (with the paper order each places); its predictions agree
 across plugin sets to 1e-9, not to the bit, and are compared by examples/tests instead.
@@ -14,11 +15,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from examples.trader.main import run
+from examples.trader.main import WORKERS, run, use_workers
 
 
-def cycles(count: int) -> list[dict[str, Any]]:
-    """Replay ``count`` hourly candles with the plugins ``Plugins.load()`` chooses."""
+def cycles(count: int, workers: int = WORKERS) -> list[dict[str, Any]]:
+    """Replay ``count`` hourly candles on ``workers`` threads with the plugins
+    ``Plugins.load()`` chooses."""
+    use_workers(workers)
     with tempfile.TemporaryDirectory(prefix="example-trader-") as tmp:
         out = Path(tmp) / "run.jsonl"
         run(argparse.Namespace(plugins=None, cycles=count, out=out))

@@ -91,3 +91,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def signal_line(signal: Signal) -> dict[str, Any]:
     fields = ("time", "symbol", "timeframe", "side", "probability")
     return {"kind": "signal", **{name: getattr(signal, name) for name in fields}}
+
+
+def use_workers(count: int) -> None:
+    """The pool's size (and what ``plugins.start`` is told) in this process's runs, for
+    ``bench.cycles(count, workers)``. A module setting rather than an argument of ``run``:
+    ``run`` is docs/integration.md's diff, line for line."""
+    global WORKERS
+    if count < 1:
+        raise ValueError(f"workers: at least 1, got {count}")
+    WORKERS = count

@@ -28,7 +28,13 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def workload_options(parser: argparse.ArgumentParser, size: str) -> None:
+def workload_options(
+    parser: argparse.ArgumentParser,
+    size: str,
+    workers: Callable[[str], Any] | None = None,
+    workers_help: str = "worker threads",
+) -> None:
+    """:param workers: the type of ``--workers`` (default: an integer of at least 1)."""
     parser.add_argument(
         "--size",
         choices=("small", "full"),
@@ -36,7 +42,7 @@ def workload_options(parser: argparse.ArgumentParser, size: str) -> None:
         help=f"workload (default: [host] size, else {size})",
     )
     parser.set_defaults(default_size=size)
-    parser.add_argument("--workers", type=at_least(1), default=None, help="worker threads")
+    parser.add_argument("--workers", type=workers or at_least(1), default=None, help=workers_help)
     parser.add_argument("--model", choices=("sgd", "cheap"), default=None, help="model")
     parser.add_argument("--seed", type=at_least(0), default=None, help="market seed")
     parser.add_argument(

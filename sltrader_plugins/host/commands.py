@@ -35,7 +35,12 @@ from sltrader_plugins.host.served import (
 )
 from sltrader_plugins.host.terminal import Terminal
 from sltrader_plugins.options import add_plugin_options, load_manager
-from sltrader_plugins.trader_bench import TraderBenchError, bench_trader
+from sltrader_plugins.trader_bench import (
+    TraderBenchError,
+    bench_trader,
+    format_markdown,
+    parse_workers,
+)
 from sltrader_plugins.trader_bench import format_table as format_trader_table
 
 INTERRUPTED = 130  #: the shell's exit status for a run ended by Ctrl-C (128 + SIGINT)
@@ -58,6 +63,15 @@ def positive(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
     return value
+
+
+def worker_counts(text: str) -> list[int]:
+    """An argparse type: ``--workers`` of the bench, one count or (with ``--trader``)
+    several joined by commas."""
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def bench_rate_limit(text: str) -> RateLimit | None:
@@ -85,7 +99,13 @@ def add_commands(commands: Any) -> None:
         "bench", help="compare plugin sets side by side on the reference workload"
     )
     add_plugin_options(bench)
-    workload_options(bench, "small")  # 5 sets x 3 fresh processes: small unless asked
+    workload_options(  # 5 sets x 3 fresh processes: small unless asked
+        bench,
+        "small",
+        workers=worker_counts,
+        workers_help="worker threads; with --trader, counts joined by commas (1,4,8,16): "
+        "FUNCTION(cycles, workers) runs each",
+    )
     bench.add_argument("--repeats", type=at_least(1), default=3, help="runs per set")
     bench.add_argument("--cycles", type=at_least(1), default=None, help="scan cycles per run")
     bench.add_argument(
@@ -103,6 +123,12 @@ def add_commands(commands: Any) -> None:
         help="your own trader instead of the reference workload: FUNCTION(cycles) runs it, "
         "loading its plugins with Plugins.load(), and returns its decisions "
         "(default 10 cycles)",
+    )
+    bench.add_argument(
+        "--redis",
+        action="store_true",
+        help="with --trader: a private redis-server (on PATH) for the shared plugin, "
+        "emptied before every run (each run is one trader alone)",
     )
     bench.add_argument(
         "--traders",
@@ -167,6 +193,11 @@ def add_commands(commands: Any) -> None:
     report = commands.add_parser("report", help="show a saved bench (sltrader bench --json)")
     report.add_argument("bench", metavar="BENCH.json", type=Path, help="a saved bench")
     report.add_argument("--plot", metavar="PNG", type=Path, default=None, help="draw it")
+    report.add_argument(
+        "--markdown",
+        action="store_true",
+        help="a trader bench (bench --trader --json) as a Markdown table",
+    )
     report.set_defaults(func=cmd_report)
 
 
@@ -203,6 +234,17 @@ def cmd_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> int
     """:param terminal: where and how to write (default: this process's streams)."""
     if args.trader is not None:
         return cmd_bench_trader(args)
+    if args.redis:
+        print("sltrader: error: --redis applies with --trader only", file=sys.stderr)
+        return 2
+    if args.workers is not None:
+        if len(args.workers) > 1:
+            print(
+                "sltrader: error: --workers takes one count (several: with --trader)",
+                file=sys.stderr,
+            )
+            return 2
+        args.workers = args.workers[0]
     if (missing := host_missing()) is not None:
         print(f"sltrader: error: {missing}", file=sys.stderr)
         return 2
@@ -245,14 +287,21 @@ def cmd_bench_trader(args: argparse.Namespace) -> int:
         sys.path.insert(0, os.getcwd())
     try:
         result = bench_trader(
-            args.trader, args.sets or DEFAULT_SETS, args.repeats, args.cycles or 10
+            args.trader,
+            args.sets or DEFAULT_SETS,
+            args.repeats,
+            args.cycles or 10,
+            workers=args.workers,
+            redis=args.redis,
+            command=getattr(args, "argv", None),
         )
     except TraderBenchError as exc:
         print(f"sltrader bench: error: {exc}", file=sys.stderr)
         return 2
     print(format_trader_table(result))
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2, sort_keys=True), encoding="utf-8")
+        # not sorted: the sets and the worker counts stay in the order they were given
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0
 
 
@@ -290,12 +339,22 @@ def cmd_exchange(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
-    """A saved bench's table again, and its plot with ``--plot``."""
+    """A saved bench's table again, and its plot with ``--plot``; a trader bench's
+    (``bench --trader``) as text, or as Markdown with ``--markdown``."""
     try:
         result = json.loads(args.bench.read_text(encoding="utf-8"))
+        if isinstance(result, dict) and "trader" in result:
+            return _report_trader(args, result)
         table = format_table(result)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"sltrader: error: {args.bench} is not a saved bench: {exc}", file=sys.stderr)
+        return 2
+    if args.markdown:
+        print(
+            "sltrader: error: --markdown renders a trader bench (sltrader bench --trader "
+            "--json), not the reference workload's",
+            file=sys.stderr,
+        )
         return 2
     (terminal or Terminal.detect()).report(table, [bench_table(result)])
     if args.plot is not None:
@@ -304,6 +363,16 @@ def cmd_report(args: argparse.Namespace, terminal: Terminal | None = None) -> in
             return 2
         plot_bench(result, args.plot)
         print(f"sltrader report: wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _report_trader(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """A saved trader bench: its table, or Markdown (a ``KeyError``: not one)."""
+    if args.plot is not None:
+        print("sltrader: error: --plot draws a reference bench, not --trader", file=sys.stderr)
+        return 2
+    text = format_markdown(result) if args.markdown else format_trader_table(result) + "\n"
+    sys.stdout.write(text)
     return 0
 
 

@@ -99,6 +99,9 @@ class TradingService:
         self._decided: dict[str, float] = {}  # symbol -> close time already decided on
         self._pending: dict[str, deque[tuple[float, np.ndarray]]] = {}
         self._digest = hashlib.sha256()
+        #: every signal and order, in the order they were made: ``(kind, *fields)`` as
+        #: the digest reads them
+        self.decisions: list[tuple[Any, ...]] = []
 
     # -- one cycle ------------------------------------------------------------------
 
@@ -255,6 +258,7 @@ class TradingService:
                 del table[symbol]
 
     def _record(self, kind: str, *fields: Any) -> None:
+        self.decisions.append((kind, *fields))
         text = "|".join(f"{f:.6f}" if isinstance(f, float) else str(f) for f in (kind, *fields))
         self._digest.update(text.encode() + b"\n")
 
