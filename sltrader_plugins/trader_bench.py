@@ -401,6 +401,27 @@ def _groups(result: dict[str, Any]) -> list[tuple[int | None, dict[str, dict[str
     return [(None, result["sets"])]
 
 
+#: Every set's time per cycle at most this times none's (the noise of a shared machine);
+#: ``all`` at most the best set's plus COMPANY.
+NOISE = 1.02
+COMPANY = 0.03
+
+
+def unpaid(result: dict[str, Any]) -> list[str]:
+    """Where a set costs more than :data:`NOISE` of ``none``, or ``all`` more than the best
+    set + :data:`COMPANY`, at each workers count: empty when every plugin paid or stepped
+    aside."""
+    found = []
+    for count, sets in _groups(result):
+        at = "" if count is None else f" at {_count(count)}"
+        ratios = {n: s["time_ratio"] for n, s in sets.items() if "time_ratio" in s}
+        found += [f"{n} x{r:.2f}{at}" for n, r in ratios.items() if n != "none" and r > NOISE]
+        singles = [r for n, r in ratios.items() if n not in ("none", "all")]
+        if "all" in ratios and singles and ratios["all"] > min(singles) + COMPANY:
+            found.append(f"all x{ratios['all']:.2f} against the best set's x{min(singles):.2f}{at}")
+    return found
+
+
 def _machine_text(result: dict[str, Any]) -> str | None:
     found = result.get("machine")
     if not found:
@@ -482,6 +503,11 @@ def format_markdown(result: dict[str, Any]) -> str:
         lines.append("Decisions: every set decided as none did.")
     else:
         lines.append("Decisions: not compared (the set none did not run).")
+    costs = unpaid(result)
+    lines.append(
+        f"Every set at most x{NOISE:.2f} of none, all within {COMPANY} of the best set: "
+        + (f"no: {'; '.join(costs)}." if costs else "yes.")
+    )
     base = [
         f"{sets['none']['seconds_per_cycle'] * 1000:.1f} ms"
         + ("" if count is None else f" at {_count(count)}")

@@ -29,6 +29,7 @@ from sltrader_plugins.trader_bench import (
     parse_workers,
     resolve_sets,
     schedule,
+    unpaid,
 )
 
 SAVED_REFERENCE_BENCH = Path(__file__).parent / "host" / "data" / "bench-small.json"
@@ -425,6 +426,7 @@ same workers count (lower is faster)
 | warming | - | x0.99 | - |
 
 Decisions: every set decided as none did.
+Every set at most x1.02 of none, all within 0.03 of the best set: yes.
 none per cycle: 250.0 ms at 1 worker, 80.0 ms at 4 workers, 40.0 ms at 16 workers.
 Command: `sltrader bench --trader mybot.bench:cycles --workers 1,4,16`
 Machine: Linux-6.8.0-x86_64-with-glibc2.39, 8 CPUs, Python 3.12.3.
@@ -455,6 +457,23 @@ def test_markdown_names_every_set_that_decided_differently_and_at_which_count():
     assert "| set | x none |\n|---|---:|\n| none | x1.00 |\n| all | x0.87 |" in (
         format_markdown(legacy)
     )
+
+
+def test_a_set_that_costs_or_an_all_behind_the_best_set_is_named():
+    result = json.loads(json.dumps(FIXTURE))
+    sets = result["workers"]["4"]["sets"]
+    sets["warming"]["time_ratio"] = 1.021  # beyond the noise
+    sets["batching"] = _summary("batching", 60.0, 0.75)  # all (x0.87) is 0.12 behind it
+    assert unpaid(result) == [
+        "warming x1.02 at 4 workers",
+        "all x0.87 against the best set's x0.75 at 4 workers",
+    ]
+    assert "within 0.03 of the best set: no: warming x1.02 at 4 workers; all x0.87" in (
+        format_markdown(result)
+    )
+    sets["warming"]["time_ratio"] = 1.02  # the noise allowed
+    sets["batching"]["time_ratio"] = 0.85  # all within 0.03 of it
+    assert unpaid(result) == []
 
 
 # -- --redis -----------------------------------------------------------------------------

@@ -23,7 +23,10 @@ KILLED_AFTER = 6  # cycles
 
 def sharing_manager(url: str, namespace: str) -> PluginManager:
     manager = PluginManager()
+    # share_alone: the traders start in their own time, and the one that scans first must
+    # publish for the other (a trader alone steps aside: test_step_aside.py).
     section = {"url": url, "namespace": namespace, "timeout_ms": 200, "retry_s": 0.2}
+    section["share_alone"] = True
     manager.config = Config.from_mapping({"plugins": {"shared": section}})
     manager.register(SharedPlugin(), "shared")
     return manager

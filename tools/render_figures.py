@@ -1,0 +1,65 @@
+"""Render every bench table in README.md and docs/*.md from its committed JSON.
+
+A table lives between two markers naming its JSON (a ``sltrader bench --trader ... --json``
+file, committed under docs/bench/)::
+
+    <!-- figure: docs/bench/stock-trader.json -->
+    ...what ``sltrader report docs/bench/stock-trader.json --markdown`` prints...
+    <!-- /figure -->
+
+``python tools/render_figures.py`` rewrites every such block; ``--check`` changes nothing
+and exits 1 naming each block that differs from its JSON (tests/test_figures.py runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from sltrader_plugins.trader_bench import format_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = re.compile(r"(<!-- figure: (\S+) -->\n)(.*?)(<!-- /figure -->)", re.S)
+
+
+def pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def render(text: str) -> str:
+    """``text`` with every figure block rendered from its JSON."""
+
+    def block(match: re.Match[str]) -> str:
+        result = json.loads((ROOT / match[2]).read_text(encoding="utf-8"))
+        return f"{match[1]}{format_markdown(result)}{match[4]}"
+
+    return BLOCK.sub(block, text)
+
+
+def stale() -> list[str]:
+    """The pages whose figures differ from their JSON."""
+    return [str(p.relative_to(ROOT)) for p in pages() if render(p.read_text()) != p.read_text()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
+    args = parser.parse_args(argv)
+    if args.check:
+        differ = stale()
+        for page in differ:
+            print(f"{page}: a figure differs from its JSON", file=sys.stderr)
+        return 1 if differ else 0
+    for page in pages():
+        text = page.read_text()
+        if (new := render(text)) != text:
+            page.write_text(new)
+            print(f"rendered {page.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
