@@ -317,18 +317,19 @@ def bench_trader(
 
 
 @contextlib.contextmanager
-def private_redis(tmp: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+def private_redis(tmp: Path, needs: str = "--redis") -> Iterator[tuple[str, Callable[[], None]]]:
     """A ``redis-server`` of ``PATH`` on a free localhost port, nothing saved (its files
     in ``tmp``); yields its URL and a function that empties it. Stopped on leaving, on
     an error too.
 
+    :param needs: what needs it, for the message when it is missing.
     :raises TraderBenchError: it is not on ``PATH``, or does not answer.
     """
     binary = shutil.which("redis-server")
     if binary is None:
         raise TraderBenchError(
-            "--redis needs redis-server on PATH: install Redis (apt-get install redis-server, "
-            "brew install redis)"
+            f"{needs} needs redis-server on PATH: install Redis (apt-get install "
+            "redis-server, brew install redis)"
         )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

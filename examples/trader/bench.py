@@ -3,8 +3,9 @@
     sltrader bench --trader examples.trader.bench:cycles --cycles 120 --repeats 3
     sltrader bench --trader examples.trader.bench:cycles --cycles 120 --workers 1,3,8
 
-Its decisions are its signals (with the paper order each places); its predictions agree
-across plugin sets to 1e-9, not to the bit, and are compared by examples/tests instead.
+Its decisions are its signals, probabilities rounded to 9 digits: a batch call answers
+a row in its last bits unlike a call of one row (predictions agree across plugin sets to
+1e-9, not to the bit; examples/tests compares them so).
 """
 
 from __future__ import annotations
@@ -26,4 +27,8 @@ def cycles(count: int, workers: int = WORKERS) -> list[dict[str, Any]]:
         out = Path(tmp) / "run.jsonl"
         run(argparse.Namespace(plugins=None, cycles=count, out=out))
         lines = [json.loads(line) for line in out.read_text().splitlines()]
-    return [line for line in lines if line["kind"] == "signal"]
+    return [
+        {**line, "probability": round(line["probability"], 9)}
+        for line in lines
+        if line["kind"] == "signal"
+    ]

@@ -23,6 +23,7 @@ from typing import Any
 import sltrader_plugins.host.model  # noqa: F401 - imported here, outside the timed run
 from sltrader_plugins.callsites import Plugins
 from sltrader_plugins.host.loop import Host
+from sltrader_plugins.host.trading import MAX_KEPT_DECISIONS
 from sltrader_plugins.host.workload import workload_from
 
 #: The preset when the ``[host]`` section names none: ``sltrader run``'s.
@@ -44,8 +45,14 @@ def cycles(count: int, workers: int = 4) -> list[list[Any]]:
     workload = workload_from(size, plugins.config.host, workers=workers, cycles=count)
     host = Host(workload, plugins.manager)
     host.run()
-    assert host.trading is not None  # run() made it
+    trading = host.trading
+    assert trading is not None  # run() made it
+    if trading.decisions_made > len(trading.decisions):
+        raise ValueError(
+            f"{trading.decisions_made} decisions: more than the {MAX_KEPT_DECISIONS} a run "
+            "keeps to compare; bench fewer cycles"
+        )
     return [
         [float(round(field, 6)) if isinstance(field, float) else field for field in decision]
-        for decision in host.trading.decisions
+        for decision in trading.decisions
     ]

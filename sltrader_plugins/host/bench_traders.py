@@ -21,7 +21,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +37,7 @@ from sltrader_plugins.host.arguments import workload_for
 from sltrader_plugins.host.bench import installed_names, resolve_sets, worker
 from sltrader_plugins.host.served import RateLimit
 from sltrader_plugins.host.terminal import Table, Terminal
+from sltrader_plugins.trader_bench import TraderBenchError, private_redis
 
 #: The window of the derived rate limit: a minute, as exchanges count (Binance: weight
 #: per minute).
@@ -118,7 +118,7 @@ def run_traders_bench(args: argparse.Namespace, terminal: Terminal | None = None
                 with contextlib.ExitStack() as stack:
                     if "shared" in plugins.split(","):
                         redis_url = config.plugin("shared").get("url") or stack.enter_context(
-                            _redis(tmp, name)
+                            _redis(tmp)
                         )
                         set_config = tmp / f"{name}.toml"
                         shared: dict[str, Any] = {
@@ -327,41 +327,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def _redis(tmp: Path, name: str) -> Iterator[str]:
+def _redis(tmp: Path) -> Iterator[str]:
     """A private ``redis-server`` on a free localhost port, nothing saved; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise BenchError(
-            "the shared set needs Redis: install redis-server (apt-get install redis-server) "
-            "or set [plugins.shared] url"
-        )
-    port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
-    command += ["no", "--dir", str(tmp), "--logfile", str(tmp / f"redis-{name}.log")]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _pong(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"redis-server did not start on port {port} (see its log)")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _pong(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+        with private_redis(tmp, needs="the shared set (or set [plugins.shared] url)") as (url, _):
+            yield url
+    except TraderBenchError as exc:
+        raise BenchError(str(exc)) from exc
 
 
 # -- the configuration file of the children ---------------------------------------------------

@@ -33,6 +33,9 @@ from sltrader_plugins.timeframes import timeframe_seconds
 
 log = logging.getLogger(__name__)
 
+#: Decisions a run keeps to return (bench_target.py); the digest covers every one.
+MAX_KEPT_DECISIONS = 100_000
+
 
 @attrs.frozen
 class TradingConfig:
@@ -99,9 +102,10 @@ class TradingService:
         self._decided: dict[str, float] = {}  # symbol -> close time already decided on
         self._pending: dict[str, deque[tuple[float, np.ndarray]]] = {}
         self._digest = hashlib.sha256()
-        #: every signal and order, in the order they were made: ``(kind, *fields)`` as
-        #: the digest reads them
-        self.decisions: list[tuple[Any, ...]] = []
+        #: the last MAX_KEPT_DECISIONS signals and orders, in the order they were made:
+        #: ``(kind, *fields)`` as the digest reads them (which covers them all)
+        self.decisions: deque[tuple[Any, ...]] = deque(maxlen=MAX_KEPT_DECISIONS)
+        self.decisions_made = 0
 
     # -- one cycle ------------------------------------------------------------------
 
@@ -259,6 +263,7 @@ class TradingService:
 
     def _record(self, kind: str, *fields: Any) -> None:
         self.decisions.append((kind, *fields))
+        self.decisions_made += 1
         text = "|".join(f"{f:.6f}" if isinstance(f, float) else str(f) for f in (kind, *fields))
         self._digest.update(text.encode() + b"\n")
 
