@@ -8,8 +8,9 @@ outage with the server's address, and the link stays *down* for ``retry_s``: cal
 ``retry_s`` one caller probes Redis again (the others stay in fallback meanwhile); when it
 answers, sharing resumes.
 
-The client is made at the first call (not at start-up), so a trader whose Redis is not
-there starts as fast as without the plugin. No lock is held during a Redis call.
+The client is made at the first call: the plugin's mark of presence at start-up, which a
+Redis that is not there refuses at once (or after ``timeout_ms``, one host that does not
+answer). No lock is held during a Redis call.
 
 The scripts also repair what another client left under the plugin's keys (a series
 header no trader could have written, garbage in the budget): :class:`Scripts` counts each
