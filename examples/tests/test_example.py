@@ -70,7 +70,8 @@ def plugin_free_copy(root: Path) -> Path:
     shutil.copytree(
         ROOT / "examples",
         root / "examples",
-        ignore=shutil.ignore_patterns("__pycache__", "tests", "*.md", "*.txt"),
+        # the example trader alone: examples/stock_trader keeps its own plugin-free version
+        ignore=shutil.ignore_patterns("__pycache__", "tests", "stock_trader", "*.md", "*.txt"),
     )
     for diff in reversed(diff_blocks()):  # the later step first
         unapply(diff, root)
