@@ -165,6 +165,7 @@ class Payoff:
 
     def judge(self, pays: bool, why: str) -> None:
         """Work from now on if ``pays``, else step aside; ``why`` ends the log line."""
+        message: str | None = None
         with self._lock:
             _TRIALS.give_back(self)
             counters = self._counters
@@ -183,10 +184,11 @@ class Payoff:
                     )
                 level = logging.DEBUG if self._told else logging.INFO
                 self._told = True
-                self._log.log(level, message, self.plugin, why)
             counters.stepped_aside = not pays
             self.active = pays
             self._waiting = self._wait
+        if message is not None:  # outside the lock: a log handler is foreign code
+            self._log.log(level, message, self.plugin, why)
 
     def close(self) -> None:
         """The plugin stops: another plugin's trial may run."""
