@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "sltrader"
 ENV_PLUGINS = "SLTRADER_PLUGINS"
+_GUARDED = "__sltrader_guarded__"  # set on a hook implementation the manager has wrapped
 
 
 @attrs.frozen
@@ -130,7 +131,8 @@ def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
     dist = ep.dist
     if dist is None:  # pragma: no cover - entry points from distributions() carry one
         return "?", "?"
-    return dist.metadata["Name"] or "?", dist.version or "?"
+    metadata = dist.metadata  # parsed anew on every read: once
+    return metadata["Name"] or "?", metadata["Version"] or "?"
 
 
 class PluginManager:
@@ -202,33 +204,44 @@ class PluginManager:
                     f"unknown plugin(s) {', '.join(unknown)} in the enable list "
                     f"(from {enable.source}); installed plugins: {installed}"
                 )
-        self._ordered = False  # put in order once, after the last (it re-registers them all)
+        imported: list[tuple[PluginInfo, object]] = []
+        for name, ep in sorted(by_name.items()):
+            dist, version = _dist_of(ep)
+            info = PluginInfo(name, dist, version)
+            if enable.names is not None and name not in enable.names:
+                self._pm.set_blocked(name)
+                reason = f"not in the enable list (from {enable.source})"
+                self._infos[name] = attrs.evolve(info, reason=reason)
+            elif not enable.explicit and not config.plugin_enabled(name):
+                self._pm.set_blocked(name)
+                self._infos[name] = attrs.evolve(info, reason="disabled by config")
+            else:
+                plugin = self._import_one(ep, info, config.strict)
+                if plugin is not None:
+                    imported.append((info, plugin))
+        # Registered last name first, they are already in the calling order: putting them
+        # in order at the end then only guards them (registering costs a trader's start-up).
+        self._ordered = False
         try:
-            for name, ep in sorted(by_name.items()):
-                dist, version = _dist_of(ep)
-                info = PluginInfo(name, dist, version)
-                if enable.names is not None and name not in enable.names:
-                    self._pm.set_blocked(name)
-                    reason = f"not in the enable list (from {enable.source})"
-                    self._infos[name] = attrs.evolve(info, reason=reason)
-                elif not enable.explicit and not config.plugin_enabled(name):
-                    self._pm.set_blocked(name)
-                    self._infos[name] = attrs.evolve(info, reason="disabled by config")
-                else:
-                    self._load_one(ep, info, config.strict)
+            for info, plugin in reversed(imported):
+                self._register_imported(plugin, info, config.strict)
         finally:
             self._ordered = True
             self._call_in_name_order()
         return self.plugins()
 
-    def _load_one(self, ep: importlib.metadata.EntryPoint, info: PluginInfo, strict: bool) -> None:
+    def _import_one(
+        self, ep: importlib.metadata.EntryPoint, info: PluginInfo, strict: bool
+    ) -> object | None:
         try:
             obj = ep.load()
-            plugin = obj() if inspect.isclass(obj) else obj
+            return obj() if inspect.isclass(obj) else obj
         except Exception as exc:
             reason = f"failed to import: {type(exc).__name__}: {exc}"
             self._fail(attrs.evolve(info, reason=reason), strict, exc)
-            return
+            return None
+
+    def _register_imported(self, plugin: object, info: PluginInfo, strict: bool) -> None:
         try:
             self.register(plugin, info.name)
         except PluginError as exc:
@@ -294,22 +307,28 @@ class PluginManager:
             )
 
     def _call_in_name_order(self) -> None:
-        """Register every plugin again, last name first: pluggy calls the last registered
-        first, so each hook then calls the plugins in name order (the contract's order),
-        whatever order they were registered in. Each registration is guarded anew."""
+        """Register the plugins last name first, unless they already are: pluggy calls the
+        last registered first, so each hook then calls the plugins in name order (the
+        contract's order), whatever order they were registered in. Guard every hook
+        implementation not yet guarded (registering anew makes them all new)."""
         # A name blocked since (load's enable list) was unregistered by pluggy: forget it.
         self._registered = {
             name: plugin
             for name, plugin in self._registered.items()
             if self._pm.get_plugin(name) is plugin
         }
-        for plugin in self._registered.values():
-            self._pm.unregister(plugin)
-        for name, plugin in sorted(self._registered.items(), reverse=True):
-            self._pm.register(plugin, name=name)
+        calling_order = sorted(self._registered, reverse=True)
+        registered = [name for name, _ in self._pm.list_name_plugin() if name in self._registered]
+        if registered != calling_order:
+            for plugin in self._registered.values():
+                self._pm.unregister(plugin)
+            for name in calling_order:
+                self._pm.register(self._registered[name], name=name)
+        for name in calling_order:
+            plugin = self._registered[name]
             for caller in self._pm.get_hookcallers(plugin) or []:
                 for impl in caller.get_hookimpls():
-                    if impl.plugin is plugin:
+                    if impl.plugin is plugin and not hasattr(impl.function, _GUARDED):
                         impl.function = self._guard(impl.function, name, caller.name)
 
     def _unregister(self, name: str) -> None:
@@ -370,6 +389,7 @@ class PluginManager:
                 return result
             return check(self, plugin, result)
 
+        setattr(guarded, _GUARDED, True)
         return guarded
 
     def _record_fault(

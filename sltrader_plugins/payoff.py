@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import random
-import statistics
 import threading
 import time
 import weakref
@@ -148,7 +147,7 @@ class Payoff:
             if self._plan:
                 self.active = self._plan.popleft()
                 return
-            on, off = map(statistics.median, (self._cycles[True], self._cycles[False]))
+            on, off = map(_median, (self._cycles[True], self._cycles[False]))
             self._counters.trials += 1
             self._counters.gain_ms = (off - on) * 1e3
         why = f"median cycle {on * 1e3:.1f} ms working, {off * 1e3:.1f} ms not"
@@ -201,3 +200,13 @@ class Payoff:
 
     def metrics(self) -> dict[str, float]:
         return self.counters().as_metrics()
+
+
+def _median(values: list[float]) -> float:
+    # not statistics.median: importing statistics (decimal, fractions) costs every
+    # trader's start-up a few ms, for three numbers
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2

@@ -7,8 +7,11 @@ fresh process whose ``SLTRADER_PLUGINS`` chooses the set (so a ``plugins=`` of y
 ``Plugins.load`` would override it: leave it out for the bench), interleaved and rotated so
 that no set always runs first. It compares the wall time of each run and the peak memory
 of its process against the set ``none``, and the decisions against ``none``'s: equal, or
-the bench says which set decided differently. A run's time includes your start-up (a model
-trained, a history read): give enough cycles that the cycles dominate.
+the bench says which set decided differently. A run's time per cycle counts from its first
+``plugins.scan(...)`` to its end; what comes before (imports, ``Plugins.load``, ``start``,
+a model trained, a history read) is its start-up, measured apart: a plugin's one-off cost
+(importing redis-py, say) shows there and not spread over however many cycles the bench
+ran. A trader that never calls ``plugins.scan`` has its start-up counted in its cycles.
 
 With ``--workers 1,4,8,16`` the bench calls ``FUNCTION(cycles, workers)`` instead, and runs
 every (workers count, set) pair ``repeats`` times: within a repeat each pair runs once, the
@@ -35,11 +38,13 @@ The JSON (``--json``)::
       "workers": {"4": {"sets": {SET: SUMMARY, ...}, "runs": {SET: [RUN, ...], ...}}, ...}
     }
 
-    SUMMARY: {"plugins": SET, "seconds_per_cycle": median, "peak_rss_mb": median,
-              "decisions": how many (first run), and when none ran (at the same count):
-              "time_ratio", "rss_ratio" (medians against none's),
+    SUMMARY: {"plugins": SET, "seconds_per_cycle": median, "startup_s": median,
+              "peak_rss_mb": median, "decisions": how many (first run), and when none
+              ran (at the same count): "time_ratio", "rss_ratio" (medians against
+              none's), "startup_extra_s" (median minus none's),
               "same_decisions" (every run's digest is none's one digest)}
-    RUN:     {"wall_s", "seconds_per_cycle", "peak_rss_mb", "decisions", "decisions_digest"}
+    RUN:     {"wall_s", "startup_s", "seconds_per_cycle", "peak_rss_mb", "decisions",
+              "decisions_digest"}
 
 The ``"workers"`` keys are the counts as text, in the order given (``--json`` does not
 sort them). Nothing here imports the reference host or a library beyond the standard one.
@@ -68,6 +73,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from sltrader_plugins.callsites import Plugins
 from sltrader_plugins.manager import ENV_PLUGINS, installed_entry_points
 
 #: The plugin sets compared unless ``--sets`` names others.
@@ -176,18 +182,43 @@ def machine() -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _first_scan() -> Iterator[list[float]]:
+    """While inside, the time of the first ``Plugins.scan`` call lands in the list: where
+    the trader's start-up (imports, ``Plugins.load``, ``start``, a model trained) ends
+    and its cycles begin."""
+    seen: list[float] = []
+    scan = Plugins.scan
+
+    def timed(self: Plugins, *args: Any, **kwargs: Any) -> Any:
+        if not seen:
+            seen.append(time.perf_counter())
+        return scan(self, *args, **kwargs)
+
+    Plugins.scan = timed  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        Plugins.scan = scan  # type: ignore[method-assign]
+
+
 def run_once(target: str, cycles: int, workers: int | None = None) -> dict[str, Any]:
     """Run the trader in this process: what one bench run measures."""
     trader = load_trader(target, workers=workers is not None)
-    start = time.perf_counter()
-    decisions = list(trader(cycles) if workers is None else trader(cycles, workers))
-    wall = time.perf_counter() - start
+    with _first_scan() as first:
+        start = time.perf_counter()
+        decisions = list(trader(cycles) if workers is None else trader(cycles, workers))
+        end = time.perf_counter()
+    wall = end - start
+    # A trader that never calls Plugins.scan: its start-up counts in its cycles
+    begun = first[0] if first else start
     # ru_maxrss is KiB on Linux, bytes on macOS
     scale = 1 if sys.platform == "darwin" else 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
     return {
         "wall_s": wall,
-        "seconds_per_cycle": wall / cycles,
+        "startup_s": begun - start,
+        "seconds_per_cycle": (end - begun) / cycles,
         "peak_rss_mb": peak / 2**20,
         "decisions": len(decisions),
         "decisions_digest": decisions_digest(decisions),
@@ -377,12 +408,16 @@ def _summaries(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any
         summary: dict[str, Any] = {
             "plugins": name,
             "seconds_per_cycle": statistics.median(r["seconds_per_cycle"] for r in rows),
+            "startup_s": statistics.median(r.get("startup_s", 0.0) for r in rows),
             "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rows),
             "decisions": rows[0]["decisions"],
         }
         if base is not None:
             summary["time_ratio"] = summary["seconds_per_cycle"] / statistics.median(
                 r["seconds_per_cycle"] for r in base
+            )
+            summary["startup_extra_s"] = summary["startup_s"] - statistics.median(
+                r.get("startup_s", 0.0) for r in base
             )
             summary["rss_ratio"] = summary["peak_rss_mb"] / statistics.median(
                 r["peak_rss_mb"] for r in base
@@ -440,13 +475,16 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [head]
     for count, sets in _groups(result):
         label = "set" if count is None else _count(count)
-        lines.append(f"{label:<24} {'ms/cycle':>10} {'x none':>7} {'peak MB':>8} {'x none':>7}")
+        lines.append(
+            f"{label:<24} {'ms/cycle':>10} {'x none':>7} {'start s':>8} {'peak MB':>8} "
+            f"{'x none':>7}"
+        )
         for name, s in sets.items():
             time_ratio = f"x{s['time_ratio']:.2f}" if "time_ratio" in s else "-"
             rss_ratio = f"x{s['rss_ratio']:.2f}" if "rss_ratio" in s else "-"
             lines.append(
                 f"{name:<24} {s['seconds_per_cycle'] * 1000:>10.1f} {time_ratio:>7} "
-                f"{s['peak_rss_mb']:>8.1f} {rss_ratio:>7}"
+                f"{s.get('startup_s', 0.0):>8.2f} {s['peak_rss_mb']:>8.1f} {rss_ratio:>7}"
             )
         at = "" if count is None else f" at {_count(count)}"
         differ = [n for n, s in sets.items() if s.get("same_decisions") is False]
@@ -489,6 +527,20 @@ def format_markdown(result: dict[str, Any]) -> str:
             ratio = sets.get(name, {}).get("time_ratio")
             cells.append("-" if ratio is None else f"x{ratio:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if any("startup_extra_s" in s for _, sets in groups for s in sets.values()):
+        lines += [
+            "",
+            "Start-up (before the first scan) against `none`'s, once per run:",
+            "",
+            "| set | " + " | ".join(columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
+        for name in names:
+            cells = []
+            for _, sets in groups:
+                extra = sets.get(name, {}).get("startup_extra_s")
+                cells.append("-" if extra is None else f"{extra * 1000:+.0f} ms")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     differ = [
         name if count is None else f"{name} at {_count(count)}"
@@ -511,6 +563,7 @@ def format_markdown(result: dict[str, Any]) -> str:
     )
     base = [
         f"{sets['none']['seconds_per_cycle'] * 1000:.1f} ms"
+        + (f" (start-up {sets['none']['startup_s']:.2f} s)" if "startup_s" in sets["none"] else "")
         + ("" if count is None else f" at {_count(count)}")
         for count, sets in groups
         if "none" in sets

@@ -116,8 +116,33 @@ TRADER = textwrap.dedent(
         return [*decisions, ["workers", workers]]
 
 
+    def slow_start(count):
+        # a start-up of 0.3 s (a model trained, say), then cycles of 0.01 s
+        import time
+
+        time.sleep(0.3)
+        plugins = Plugins.load()
+        with plugins:
+            plugins.start(
+                model=ModelAdapter(Proba()),
+                cache=SingleFlightCache(fetch_for(Clock()), Clock(), 16, "1m"),
+                clock=Clock(),
+                base_timeframe="1m",
+                workers=1,
+            )
+            for _ in range(count):
+                with plugins.scan(SYMBOLS):
+                    time.sleep(0.01)
+        return [count]
+
+
     def broken(count, workers=1):
         raise RuntimeError("the trader broke")
+
+
+    def never_scans(count):
+        # decides without ever calling plugins.scan
+        return list(range(count))
 
 
     def redis_call(url, *words):
@@ -182,6 +207,26 @@ def test_every_installed_set_runs_and_decides_as_none(trader):
     assert result["sets"]["none"]["time_ratio"] == 1.0
     assert "every set decided as none did" in format_table(result)
     json.dumps(result)  # what --json writes
+
+
+def test_start_up_is_measured_apart_from_the_cycles(trader):
+    """Time per cycle counts from the first scan: a start-up of 0.3 s spread over 5 cycles
+    would make each 0.07 s, not 0.01."""
+    result = bench_trader("mytrader:slow_start", "none", repeats=1, cycles=5)
+    (run,) = result["runs"]["none"]
+    assert run["startup_s"] >= 0.3 and run["wall_s"] >= 0.35
+    assert 0.01 <= run["seconds_per_cycle"] < 0.05
+    assert result["sets"]["none"]["startup_extra_s"] == 0.0
+    text = format_markdown(result)
+    assert "Start-up (before the first scan) against `none`'s" in text
+    assert "| none | +0 ms |" in text and "(start-up 0.3" in text
+
+
+def test_a_trader_that_never_scans_counts_its_start_up_in_its_cycles(trader):
+    result = bench_trader("mytrader:never_scans", "none", repeats=1, cycles=2)
+    (run,) = result["runs"]["none"]
+    assert run["startup_s"] == 0.0
+    assert run["seconds_per_cycle"] == pytest.approx(run["wall_s"] / 2)
 
 
 def test_sets_whose_plugins_are_not_installed_are_skipped_and_said_so(trader, capsys):
