@@ -61,6 +61,9 @@ MIN_TTL_MS = 60_000
 PRESENT_SCANS = 3
 MIN_PRESENT_MS = 60_000
 MAX_PRESENT_MS = 7 * 86_400_000
+#: A trader that scans faster marks itself present at most once a second: its presence
+#: lasts a minute or more, and a Redis call per scan is measurable on a cycle of a few ms.
+MARK_EVERY_S = 1.0
 
 SeriesKey = tuple[str, str, int, float]  # symbol, timeframe, limit, close time
 
@@ -160,11 +163,17 @@ class Shared:
 
     def mark_present(self, scan: bool = True) -> int:
         """Mark this trader present and step aside while it is alone (or Redis is out);
-        the traders present, this one included (0 when Redis cannot say).
+        the traders present, this one included (0 when Redis cannot say). A scan less
+        than :data:`MARK_EVERY_S` after the last mark changes nothing and answers the
+        last mark's count.
 
         :param scan: a scan starts (else the trader starts): counted when alone.
         """
         now = self._monotonic()
+        if scan and self._last_scan is not None and now - self._last_scan < MARK_EVERY_S:
+            if not self.payoff.active:
+                self._count("alone_scans")
+            return self.traders_present
         interval_ms = 0.0 if self._last_scan is None else (now - self._last_scan) * 1000
         self._last_scan = now
         present_ms = round(min(max(PRESENT_SCANS * interval_ms, MIN_PRESENT_MS), MAX_PRESENT_MS))

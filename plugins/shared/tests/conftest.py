@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from sltrader_shared import shared as shared_module
+
 sys.path.insert(0, str(Path(__file__).parent))  # shared_testkit, also in spawned children
 
 from shared_testkit import PATIENT, Trader
@@ -123,6 +125,13 @@ def _running(server: RedisServer) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def mark_every_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' traders scan milliseconds apart: each scan marks them present, as a
+    real trader's scans (a second or more apart) do; test_step_aside tests the limit."""
+    monkeypatch.setattr(shared_module, "MARK_EVERY_S", 0.0)
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import logging
 
 from shared_testkit import SYMBOLS, T0
 
+from sltrader_shared import shared as shared_module
+
 
 def scan(trader, symbols=SYMBOLS) -> dict[str, str]:
     with trader.plugins.scan(symbols):
@@ -37,6 +39,26 @@ def test_a_trader_alone_steps_aside_says_so_once_and_costs_one_call_per_scan(
     assert metrics["alone_scans"] == 3 and metrics["published"] == metrics["leases"] == 0
     lines = [r.getMessage() for r in caplog.records if "steps aside" in r.getMessage()]
     assert len(lines) == 1 and "1 trader(s) present" in lines[0]
+
+
+def test_a_trader_scanning_fast_marks_itself_present_at_most_once_a_second(
+    traders, redis_server, monkeypatch
+) -> None:
+    monkeypatch.setattr(shared_module, "MARK_EVERY_S", 3600.0)  # every scan within it
+    a = traders(share_alone=False)
+    before = script_calls(redis_server)
+    for minute in range(3):
+        a.clock.set(T0 + 60 * minute)
+        scan(a)
+    assert script_calls(redis_server) - before == 0  # the start's mark still counts
+    metrics = a.metrics()
+    assert metrics["alone_scans"] == 3 and metrics["traders_present"] == 1
+    monkeypatch.setattr(shared_module, "MARK_EVERY_S", 0.0)
+    b = traders(share_alone=False)
+    scan(a)  # past the limit: a marks itself and finds b
+    assert script_calls(redis_server) - before == 2  # b's start, a's scan
+    assert a.metrics()["traders_present"] == 2 and a.metrics()["comebacks"] == 1
+    assert b.metrics()["stepped_aside"] == 0
 
 
 def test_a_second_trader_brings_the_first_back_and_they_share(traders) -> None:
