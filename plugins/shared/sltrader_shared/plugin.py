@@ -68,7 +68,8 @@ class SharedPlugin:
 
     @hookimpl
     def before_scan(self) -> None:
-        # One Redis call per scan, on the main loop: whether anyone is there to share with.
+        # On the main loop, at most one Redis call a second: whether anyone is there to
+        # share with.
         if self.shared is not None:
             self.shared.mark_present()
 
