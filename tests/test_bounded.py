@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sltrader_plugins import Config, ConfigError, PluginManager, hookimpl
+from sltrader_plugins import Config, ConfigError, PluginManager, Plugins, hookimpl
 
 BOUND = 0.2  # the tests' hook_timeout_s: short, as a hang is the point
 LONG = 60.0  # what a hung plugin would cost without the bound
@@ -127,6 +127,28 @@ def test_shutdown_waits_at_most_the_shorter_bound():
     assert timed(lambda: manager.shutdown(bound=BOUND)) < LONG / 2
     assert manager.faults() == {"hanging.on_shutdown": 1}
     hanging.release.set()
+
+
+@pytest.mark.parametrize(
+    ("hook_timeout_s", "bound", "effective"),
+    [(BOUND, LONG, BOUND), (LONG, BOUND, BOUND), (None, BOUND, BOUND), (BOUND, None, BOUND)],
+    ids=["a-longer-bound-does-not-extend", "a-shorter-one-shortens", "in-place-of-none", "none"],
+)
+def test_close_waits_at_most_the_shorter_of_its_bound_and_hook_timeout_s(
+    hook_timeout_s, bound, effective
+):
+    # Plugins.close(bound): min(bound, hook_timeout_s), never the bound alone (a trader
+    # closing with a generous bound must not wait longer than it configured).
+    hanging = Hanging("on_shutdown")
+    manager = manager_with(hanging)
+    manager.hook_timeout_s = hook_timeout_s
+    try:
+        took = timed(lambda: Plugins(manager).close(bound))
+        assert manager.hook_timeout_s == effective
+        assert took < LONG / 2  # the effective bound, not the hang (nor LONG)
+        assert manager.faults() == {"hanging.on_shutdown": 1}
+    finally:
+        hanging.release.set()
 
 
 def test_without_a_bound_hooks_run_in_the_callers_thread():

@@ -160,6 +160,26 @@ def test_candle_closes_announce_base_and_confirm_timeframes_once():
     assert plugins.candle_closes() == []  # announced once
 
 
+@pytest.mark.parametrize("back", [30.0, 3600.0 + 30.0], ids=["a-minute", "over-an-hour"])
+def test_a_close_once_announced_is_not_announced_again_when_the_clock_steps_back(back):
+    # A wall clock stepped back (an NTP correction) and forward again passes over closes
+    # already announced: each is announced once, and the next new close still is.
+    rec = Recorder()
+    day = 3600.0 * 24
+    plugins = started(rec, now=day + 3600.0 + 5)  # 5 s after an hour's close
+    clock = plugins.services.clock
+    clock.t += 60.0
+    assert plugins.candle_closes() == [("1m", day + 3660.0)]
+    clock.t -= back  # back, before that close (and before the hour's, for the longer step)
+    assert plugins.candle_closes() == []
+    clock.t += back  # forward over them again
+    assert plugins.candle_closes() == []
+    clock.t += 60.0
+    assert plugins.candle_closes() == [("1m", day + 3720.0)]
+    closes = [call[1:3] for call in rec.calls if call[0] == "close"]
+    assert closes == [("1m", day + 3660.0), ("1m", day + 3720.0)]
+
+
 def test_signal_passes_the_signal_and_its_timeframe():
     rec = Recorder()
     plugins = started(rec)
@@ -192,6 +212,35 @@ def test_predict_without_an_answer_calls_the_model():
 def test_predict_takes_a_plugins_number(answer):
     plugins = started(Answering(answer))
     assert plugins.predict("X", np.array([1.0, 2.0])) == 0.25
+
+
+class CountingModel:
+    """A model that must not be called: counts its calls, answers 0.75."""
+
+    def __init__(self, prediction_range=None) -> None:
+        self.calls = 0
+        if prediction_range is not None:
+            self.prediction_range = prediction_range
+
+    def predict(self, features: np.ndarray) -> float:
+        self.calls += 1
+        return 0.75
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [0.0, -0.0, 0, np.float64(0.0), np.float32(0.0)],
+    ids=["0.0", "-0.0", "int-0", "float64-0", "float32-0"],
+)
+@pytest.mark.parametrize("prediction_range", [None, (0.0, 1.0)], ids=["no-range", "range"])
+def test_a_plugins_answer_of_zero_is_taken_and_the_model_never_called(answer, prediction_range):
+    # 0.0 is an answer (a probability of nothing, say), not "no answer": taken as it is,
+    # also at the bottom of the model's range, and the model is not asked.
+    model = CountingModel(prediction_range)
+    plugins = started(Answering(answer))
+    assert plugins.predict("X", np.array([1.0, 2.0]), model=model) == 0.0
+    assert model.calls == 0
+    assert plugins.faults() == {}
 
 
 @pytest.mark.parametrize("answer", [float("nan"), True, "0.5", [0.5], float("inf")])

@@ -341,13 +341,19 @@ def test_fault_counting_is_exact_under_many_threads(caplog):
 
 
 class FailsToStart:
+    """Fails in ``on_start``; records its later calls (a raise there would be caught by
+    the fault guard and only counted: it could not fail a test)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
     @hookimpl
     def on_start(self, services):
         raise RuntimeError("cannot start")
 
     @hookimpl
     def on_scan_complete(self, symbols):
-        raise AssertionError("must not be called after a failed start")
+        self.calls.append("on_scan_complete")
 
 
 class RefusesConfig:
@@ -358,11 +364,14 @@ class RefusesConfig:
 
 def test_a_plugin_failing_on_start_is_unregistered():
     manager = PluginManager()
-    counting = Counting()
-    manager.register(FailsToStart(), "fails")
+    fails, counting = FailsToStart(), Counting()
+    manager.register(fails, "fails")
     manager.register(counting, "counting")
     manager.start(services=None)  # type: ignore[arg-type]
     assert manager.hook.on_scan_complete(symbols=[], timeframe="1m", now=0.0) == ["counted"]
+    assert fails.calls == []  # its hooks are never called again
+    assert manager.hooks_of("fails") == ()  # not registered any more
+    assert manager.faults() == {"fails.on_start": 1}  # and nothing else of it ran
     assert states(manager)["fails"] == (False, "failed in on_start")
     assert manager.active_names() == ["counting"]
     manager.shutdown()
@@ -588,3 +597,32 @@ def test_metrics_after_shutdown_leave_no_hook_thread_behind():
     while len(hook_threads()) > before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(hook_threads()) == before
+
+
+class NamedBy:
+    """Reports one good counter and one under ``name``."""
+
+    def __init__(self, name: object) -> None:
+        self.name = name
+
+    @hookimpl
+    def report_metrics(self):
+        return {"good": 1, self.name: 2.0}
+
+
+@pytest.mark.parametrize("name", [7, 2.5, None, b"bytes", ("a", "b"), True])
+def test_a_metric_whose_name_is_not_a_string_is_refused_with_the_plugins_fault(name, caplog):
+    # A finite number under a name that is not a string: the entry is refused (never
+    # reported as "names.7"), the plugin's other counters kept, and the error says which.
+    manager = PluginManager()
+    manager.register(NamedBy(name), "names")
+    try:
+        with caplog.at_level(logging.ERROR):
+            assert manager.metrics() == {"names.good": 1.0}
+    finally:
+        manager.shutdown()
+    assert manager.faults() == {"names.report_metrics": 1}
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert f"returned {name!r}: 2.0 (not a name and a finite number)" in errors[0]
+    assert "'report_metrics'" in errors[0] and "'names'" in errors[0]

@@ -13,6 +13,9 @@ from shared_testkit import LIMIT, SYMBOLS, T0, Exchange, FakeClock, Trader, dige
 
 from sltrader_plugins import KlineFetch, Klines
 from sltrader_shared import codec
+from sltrader_shared.config import SharedConfig
+from sltrader_shared.link import RedisLink
+from sltrader_shared.shared import Shared
 
 
 def test_a_series_fetched_by_one_trader_is_served_to_another(traders) -> None:
@@ -114,6 +117,35 @@ def test_a_waiter_gives_up_after_wait_ms_and_fetches_itself(traders, redis_serve
     c = traders()
     c.read_all(SYMBOLS[:1])
     assert c.exchange.total == 0
+
+
+@pytest.mark.parametrize("wait_ms", [50, 1500, None], ids=["50ms", "1500ms", "default"])
+def test_a_waiter_on_a_held_lease_waits_wait_ms_by_its_clock_no_longer(
+    redis_server, namespace, wait_ms
+) -> None:
+    # The trader's clock is injected and passes only in its sleeps: the time it waited on
+    # a lease that is never freed is exactly its wait_ms (jittered polls, the last one cut
+    # at the deadline), not a multiple of it. The traders of the other tests wait 60 s
+    # (PATIENT), so there a wrong unit would go unseen.
+    now = [100.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    settings = {} if wait_ms is None else {"wait_ms": wait_ms}
+    config = SharedConfig(url=redis_server.url, namespace=namespace, **settings)
+    expected_s = 6.0 if wait_ms is None else wait_ms / 1000  # the documented default: 6000 ms
+    shared = Shared(config, RedisLink(config, "shared"), sleep, lambda: now[0])
+    fetch = KlineFetch(SYMBOLS[0], "1m", LIMIT, T0)
+    with redis_server.client() as client:
+        client.set(shared.lease_key(SYMBOLS[0], "1m", LIMIT, T0), "someone-else", px=60_000)
+    try:
+        assert shared.serve(fetch) is None  # gave up: fetch it yourself
+        assert now[0] - 100.0 == pytest.approx(expected_s, abs=1e-6)
+        metrics = shared.metrics()
+        assert metrics["lease_waits"] == 1 and metrics["lease_timeouts"] == 1
+    finally:
+        shared.close()
 
 
 def test_a_lease_that_expires_without_a_series_is_taken_over(traders, redis_server) -> None:
