@@ -233,7 +233,8 @@ def _check_enable(_: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"'enable': expected a list of plugin names, got {value!r}")
+        shown = list(value) if isinstance(value, tuple) else value  # as the file wrote it
+        raise ConfigError(f"'enable': expected a list of plugin names, got {shown!r}")
 
 
 def _to_tuple(value: Any) -> Any:

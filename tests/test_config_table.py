@@ -195,13 +195,6 @@ TABLE: dict[Section, list[Range | Values]] = {
     ],
 }
 
-#: A TOML list refused for ``enable`` is shown back as a Python tuple (``got ('',)``),
-#: unlike every other setting's (SettingError shows a tuple as the list it was given).
-#: Refused all the same: test_a_wrong_enable_list_is_refused.
-ENABLE_SHOWS_A_TUPLE = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="'enable' shows a refused list as a tuple"
-)
-
 
 def parse(section: Section, values: Mapping[str, Any]) -> Any:
     cls = section.load()
@@ -243,17 +236,7 @@ def _refused(row: Range | Values) -> Iterator[Any]:
     yield from _wrong_types(row)
 
 
-def _shown_otherwise(section: Section, key: str, value: Any) -> list[Any]:
-    """The marks of a refusal whose message shows the value otherwise than as given."""
-    if (section, key) == (CONFIG, "enable") and isinstance(value, list):
-        return [ENABLE_SHOWS_A_TUPLE]
-    return []
-
-
-def _cases(
-    values: Callable[[Range | Values], Iterator[Any]],
-    marks: Callable[[Section, str, Any], list[Any]] = lambda *_: [],
-) -> list[Any]:
+def _cases(values: Callable[[Range | Values], Iterator[Any]]) -> list[Any]:
     params = []
     for section, rows in TABLE.items():
         for row in rows:
@@ -266,7 +249,6 @@ def _cases(
                         value,
                         dict(given or {}),
                         id=f"{section.name}.{row.key}={value!r}",
-                        marks=marks(section, row.key, value),
                     )
                 )
     return params
@@ -280,7 +262,7 @@ def test_each_end_of_a_range_and_each_valid_value_is_accepted(
     assert getattr(parsed, key) == (tuple(value) if isinstance(value, list) else value)
 
 
-@pytest.mark.parametrize(("section", "key", "value", "given"), _cases(_refused, _shown_otherwise))
+@pytest.mark.parametrize(("section", "key", "value", "given"), _cases(_refused))
 def test_a_value_just_outside_or_of_another_kind_is_one_line_naming_the_key(
     section: Section, key: str, value: Any, given: dict[str, Any]
 ) -> None:
