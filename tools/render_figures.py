@@ -1,7 +1,7 @@
 """Render every bench table in README.md and docs/*.md from its committed JSON.
 
 A table lives between two markers naming its JSON (a ``sltrader bench --trader ... --json``
-file, committed under docs/bench/)::
+file, or a ``bench/load_time.py --json`` one, committed under docs/bench/)::
 
     <!-- figure: docs/bench/stock-trader.json -->
     ...what ``sltrader report docs/bench/stock-trader.json --markdown`` prints...
@@ -14,15 +14,34 @@ and exits 1 naming each block that differs from its JSON (tests/test_figures.py 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from sltrader_plugins.trader_bench import format_markdown
+from sltrader_plugins import trader_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- figure: (\S+) -->\n)(.*?)(<!-- /figure -->)", re.S)
+
+
+def _load_time() -> ModuleType:
+    # bench/ is a folder of scripts, not a package
+    spec = importlib.util.spec_from_file_location("load_time", ROOT / "bench" / "load_time.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    """The Markdown of a bench JSON, by what made it."""
+    if "load_ms" in result:
+        return str(_load_time().format_markdown(result))
+    return trader_bench.format_markdown(result)
 
 
 def pages() -> list[Path]:
