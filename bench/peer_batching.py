@@ -1,27 +1,47 @@
-"""Peer bench: sltrader-batching against the `batched` library and plain ``predict``.
+"""Peer bench: sltrader-batching against the `batched` and `batch-inference` libraries.
 
 The same models and thread pool size for every set, side by side in one process. Each task is one
-symbol: the worker builds its features (numpy, tens of µs, holding the GIL most of the
-time) and then predicts one row, through
+symbol: the worker builds its 28 features (numpy, tens of µs, holding the GIL most of
+the time) and then predicts one row, through
 
-* ``plain``: ``model.predict`` in the worker;
+* ``plain``: ``model.predict`` in the worker (``predict_proba`` of one row);
 * ``batched-<t>ms``: ``batched.dynamically`` (0.1.5) over ``model.predict_batch``, its own
   worker thread collecting requests every ``t`` ms (the peer, at each of its timeouts);
-* ``sltrader``: :class:`sltrader_batching.batcher.MicroBatcher`, told the scan's size
-  (``begin_scan``) and bracketed by ``enter``/``leave``, as the host's hooks do.
+* ``batch-inference-<t>ms``: ``batch_inference.ModelHost`` (1.0) with its
+  ``ConcatBatcher``: a host thread fed by a queue, waiting up to ``t`` ms for
+  ``wait_n`` = the worker count requests (batches of at most 32); its idle poll
+  (``cycle_time``, 1 s) cut to :data:`PEER_IDLE_POLL_S` so that ``stop()`` returns at once;
+* ``direct-microbatcher``: :class:`sltrader_batching.batcher.MicroBatcher` driven by hand,
+  told the scan's size (``begin_scan``) and bracketed by ``enter``/``leave`` as the
+  plugin's hooks do, without the hook calls (what the call sites add is the difference
+  to the next set);
+* ``sltrader``: sltrader-batching as a trader gets it, through the public call sites of
+  :class:`sltrader_plugins.Plugins` in the order of ``examples/trader`` (and
+  docs/integration.md): ``Plugins.load(plugins="batching")`` before the clock; on it
+  ``plugins.start(...)``, ``plugins.candle_closes()``, ``with plugins.scan(symbols)`` around
+  the pool's pass, in each worker ``with plugins.analyzing(symbol)`` around
+  ``plugins.build_features(...)`` and ``plugins.predict(...)``, then ``plugins.close()``.
+  (In JSON written before this set existed, ``sltrader`` is the batcher driven directly.)
+
+Every set's timed region is one start, one pass over every symbol and one stop, so each
+pays its own start-up and shutdown (threads started and joined, the plugin's ``on_start``
+and ``on_shutdown``); ``scan_s`` is the pass alone.
 
 Models: scikit-learn ``SGDClassifier`` (cheap, GIL-bound), ``HistGradientBoostingClassifier``
-(costly, its batch call releases the GIL) and LightGBM's ``LGBMClassifier``, each behind
+(costly, its batch call releases the GIL) and LightGBM's ``LGBMClassifier`` (``n_jobs=1``;
+the bench sets ``OMP_NUM_THREADS=1`` unless it is set), each behind
 :class:`sltrader_plugins.ModelAdapter`, which times the model. Every answer of every run is
-checked against plain ``predict`` (1e-9); a wrong answer stops the bench.
+checked against plain ``predict`` (1e-9); a wrong answer, or a plugin fault, stops the bench.
 
 Sets run interleaved, in the rows of a Williams design (``balanced_order``); the table
 shows medians of the repeats as ratios to ``plain``, and sltrader against what the
-issue's bound compares it with: ``plain`` at one worker, the peer's best timeout at more
-(``sl/plain``, ``sl/peer``; ``paired``: the median of that ratio within each repeat), and
-its mean batch size. The JSON holds every repeat's wall time (``walls_s``) and, for
-sltrader, its batcher's counters over the timed pass. Before its clock, each run sends a
-few symbols through its own path (threads started, caches warm).
+issue's bound compares it with: ``plain`` at one worker, the best peer (either library, any
+setting) at more (``sl/plain``, ``sl/<peer>``; ``paired``: the median of that ratio
+within each repeat), and its mean batch size. The JSON holds every repeat's wall time
+(``walls_s``), the model's rows per call for every set, and, for ``sltrader`` and
+``direct-microbatcher``, the batcher's counters over the timed pass. Before its clock,
+each run sends a few symbols through its own path, started and stopped (threads started,
+caches warm). Progress goes to stderr; a row per point, then a markdown table, to stdout.
 
 A process can favour one set for all of its repeats, by more than the issue's bounds
 (docs/batching.md, "Peer bench", has the A/A figures). ``--processes N`` runs the repeats
@@ -40,13 +60,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,17 +77,36 @@ import numpy as np
 
 from sltrader_batching.batcher import MicroBatcher
 from sltrader_batching.config import BatchingConfig
-from sltrader_plugins import ModelAdapter
+from sltrader_plugins import (
+    Config,
+    FeatureBuffers,
+    Klines,
+    ModelAdapter,
+    Plugins,
+    SingleFlightCache,
+    WallClock,
+)
 
 CANDLES = 300
-FEATURES = 16
+FEATURES = 28
 TOLERANCE = 1e-9
-PEER_TIMEOUTS_MS = (0.5, 5.0)
+TIMEFRAME = "1h"  #: the scans' base timeframe, as ``plugins.start`` is told
+PEER_TIMEOUTS_MS = (0.5, 5.0)  #: ``batched``'s timeouts
+PEER_WAITS_MS = (1, 5)  #: ``batch-inference``'s ``wait_ms`` (an int: its type)
+#: batch-inference's host thread polls its queue this often when idle, and ``stop()`` waits
+#: for the poll to end: its 1 s default would be a second of every timed pass.
+PEER_IDLE_POLL_S = 0.001
+MAX_BATCH = 32  #: every batching set's largest batch (sltrader-batching's default)
 MODELS = ("sgd", "histgb", "lightgbm")
 WORKERS = (1, 2, 4, 8, 16)
 WARM_UP = 64  #: symbols through each set's path before its clock starts
+PLAIN = "plain"
 #: plain ``predict`` a second time (``--control``): two identical sets
 CONTROL = "plain-again"
+DIRECT = "direct-microbatcher"
+OURS = "sltrader"
+#: the peers' set names start so; the bound compares sltrader with the best of them
+PEER_PREFIXES = ("batched-", "batch-inference-")
 #: The batcher's counters reported per sltrader point (over the timed pass).
 BATCHER_COUNTS = ("batches", "batched_requests", "alone", "dispatch_idle", "dispatch_wait")
 
@@ -77,21 +118,58 @@ def series(symbols: int, seed: int) -> np.ndarray:
     return 100.0 * np.exp(np.cumsum(steps, axis=1))
 
 
-def build_features(closes: np.ndarray) -> np.ndarray:
-    """A small indicator set over one symbol's closes (about 20 numpy calls)."""
-    returns = np.diff(np.log(closes))
+def symbol_names(count: int) -> list[str]:
+    return [f"S{i:04d}/USDT" for i in range(count)]
+
+
+def _ema_weights(span: int, window: int = 60) -> np.ndarray:
+    alpha = 2.0 / (span + 1.0)
+    weights = (1.0 - alpha) ** np.arange(window)[::-1]
+    return weights / weights.sum()
+
+
+#: EMA 12 and 26 over the last 60 closes, as one matrix product per build.
+EMA_WEIGHTS = np.array([_ema_weights(12), _ema_weights(26)])
+WINDOWS = np.array([5, 10, 20, 50, 100])  #: of the means, deviations and SMAs
+LAGS = np.array([1, 5, 20])  #: of the momentum features
+
+
+def build_features(closes: np.ndarray, buffers: FeatureBuffers | None = None) -> np.ndarray:
+    """28 indicators over one symbol's closes (about 45 numpy calls, 40-60 µs).
+
+    Each window's sums come from one cumulative sum over the reversed tail, not a call
+    per window: the per-call overhead, not the arithmetic, is what a build of this size
+    costs. ``buffers`` is what ``plugins.build_features`` hands a build; the bench loads
+    batching alone, so it is always numpy's own and every set allocates alike.
+    """
+    longest = int(WINDOWS[-1])
+    returns = np.diff(np.log(closes[-longest - 1 :]))
+    backwards = returns[::-1]
     out = np.empty(FEATURES)
-    for i, window in enumerate((5, 10, 20, 50)):
-        tail = returns[-window:]
-        out[i] = tail.mean()
-        out[4 + i] = tail.std()
-        out[8 + i] = closes[-1] / closes[-window:].mean() - 1.0
-    high, low = closes[-50:].max(), closes[-50:].min()
-    out[12] = (closes[-1] - low) / (high - low + 1e-12)
-    gains = np.clip(returns[-14:], 0.0, None).sum()
-    out[13] = gains / (np.abs(returns[-14:]).sum() + 1e-12)
-    out[14] = np.corrcoef(returns[-30:-1], returns[-29:])[0, 1]
-    out[15] = returns[-1]
+    last = closes[-1]
+    means = np.cumsum(backwards)[WINDOWS - 1] / WINDOWS
+    squares = np.cumsum(backwards * backwards)[WINDOWS - 1] / WINDOWS
+    out[0:5] = means
+    out[5:10] = np.sqrt(np.maximum(squares - means * means, 0.0))
+    out[10:15] = last * WINDOWS / np.cumsum(closes[: -longest - 1 : -1])[WINDOWS - 1] - 1.0
+    out[15:18] = last / closes[-1 - LAGS] - 1.0
+    for i, window in enumerate((20, 50)):
+        tail = closes[-window:]
+        high, low = tail.max(), tail.min()
+        out[18 + i] = (last - low) / (high - low + 1e-12)
+    recent = returns[-14:]
+    out[20] = np.clip(recent, 0.0, None).sum() / (np.abs(recent).sum() + 1e-12)
+    before, after = returns[-30:-1], returns[-29:]
+    before, after = before - before.mean(), after - after.mean()
+    out[21] = before @ after / (np.sqrt((before @ before) * (after @ after)) + 1e-12)
+    out[22] = returns[-1]
+    ema_fast, ema_slow = EMA_WEIGHTS @ closes[-EMA_WEIGHTS.shape[1] :]
+    out[23] = ema_fast / last - 1.0
+    out[24] = ema_slow / last - 1.0
+    out[25] = (ema_fast - ema_slow) / last
+    out[26] = out[7] / (out[9] + 1e-12)  # volatility of 20 against 100 returns
+    tail = closes[-50:]
+    out[27] = (tail / np.maximum.accumulate(tail)).min() - 1.0  # drawdown over 50
     return out
 
 
@@ -100,7 +178,7 @@ def train(name: str) -> Any:
     closes = series(1500, seed=7)
     x = np.array([build_features(row) for row in closes])
     noise = np.random.default_rng(8).normal(0.0, 0.5, size=len(x))
-    y = (x[:, 8] / x[:, 8].std() + noise > 0).astype(int)
+    y = (x[:, 12] / x[:, 12].std() + noise > 0).astype(int)
     if name == "sgd":
         from sklearn.linear_model import SGDClassifier
         from sklearn.pipeline import make_pipeline
@@ -116,128 +194,289 @@ def train(name: str) -> Any:
     if name == "lightgbm":
         from lightgbm import LGBMClassifier
 
-        return LGBMClassifier(n_estimators=100, random_state=0, verbose=-1).fit(x, y)
+        return LGBMClassifier(n_estimators=100, random_state=0, n_jobs=1, verbose=-1).fit(x, y)
     raise ValueError(f"unknown model {name!r}")
 
 
-Predict = Callable[[np.ndarray], float]
 #: How the main thread waits for a pass (see :func:`scan`).
 Collect = Literal["in-order", "all"]
 
 
-def run_plain(model: ModelAdapter, workers: int) -> tuple[Predict, Callable[[], None]]:
-    return model.predict, lambda: None
+def _nothing() -> None:
+    return None
 
 
-def run_peer(timeout_ms: float) -> Callable[[ModelAdapter, int], tuple[Predict, Any]]:
-    def make(model: ModelAdapter, workers: int) -> tuple[Predict, Callable[[], None]]:
+def _no_scan(symbols: Sequence[str]) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
+@attrs.frozen
+class Session:
+    """One set's path, started: what a worker does with one symbol, and how it ends."""
+
+    #: ``analyze(symbol, closes)``: its features and its prediction, in a worker thread
+    analyze: Callable[[str, np.ndarray], float]
+    stop: Callable[[], object]
+    #: ``with scan(symbols):`` around the pool's pass, on the main thread
+    scan: Callable[[Sequence[str]], AbstractContextManager[Any]] = _no_scan
+    #: after the clock: the batcher's :data:`BATCHER_COUNTS` (``None``: it has none);
+    #: raises when the pass went wrong in a way its answers do not show
+    report: Callable[[], dict[str, float] | None] = lambda: None
+
+
+#: A set: given the model and the worker count, what starts its path. The first call is
+#: outside the clock (imports, loading plugins); what it returns is called on the clock,
+#: as a trader's start-up is part of its run.
+Maker = Callable[[ModelAdapter, int], Callable[[], Session]]
+
+
+def run_plain(model: ModelAdapter, workers: int) -> Callable[[], Session]:
+    def analyze(symbol: str, closes: np.ndarray) -> float:
+        return model.predict(build_features(closes))
+
+    return lambda: Session(analyze, _nothing)
+
+
+def run_batched(timeout_ms: float) -> Maker:
+    def make(model: ModelAdapter, workers: int) -> Callable[[], Session]:
         import batched
 
-        processor = batched.dynamically(model.predict_batch, batch_size=32, timeout_ms=timeout_ms)
-        return processor, processor.shutdown
+        def start() -> Session:
+            processor = batched.dynamically(
+                model.predict_batch, batch_size=MAX_BATCH, timeout_ms=timeout_ms
+            )
+
+            def analyze(symbol: str, closes: np.ndarray) -> float:
+                return float(processor(build_features(closes)))
+
+            return Session(analyze, processor.shutdown)
+
+        return start
 
     return make
 
 
-def run_sltrader(config: BatchingConfig) -> Callable[[ModelAdapter, int], tuple[Predict, Any]]:
-    def make(model: ModelAdapter, workers: int) -> tuple[Predict, Callable[[], None]]:
-        batcher = MicroBatcher(config, workers=workers)
+class _StackedRows:
+    """The model as batch-inference calls it: ``predict_batch`` of the requests' rows
+    concatenated into one array, answering an array (its ``ConcatBatcher`` slices it
+    back per request; a list would be taken for a list of outputs)."""
 
-        def predict(features: np.ndarray) -> float:
-            result = batcher.submit(model, features)
-            return model.predict(features) if result is None else result
+    def __init__(self, model: ModelAdapter) -> None:
+        self._model = model
 
-        def stop() -> None:
-            batcher.close()  # ends its model thread, if it has one
+    def predict_batch(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self._model.predict_batch(rows))
 
-        predict.batcher = batcher  # type: ignore[attr-defined]  # enter/leave, below
-        return predict, stop
+
+def run_batch_inference(wait_ms: int) -> Maker:
+    def make(model: ModelAdapter, workers: int) -> Callable[[], Session]:
+        from batch_inference import ModelHost
+        from batch_inference.batcher import ConcatBatcher
+
+        def start() -> Session:
+            host = ModelHost(
+                model_obj=_StackedRows(model),
+                batcher=ConcatBatcher(),
+                max_batch_size=MAX_BATCH,
+                wait_n=workers,  # every worker's request: no reason to wait for more
+                wait_ms=wait_ms,
+            )
+            host.cycle_time = PEER_IDLE_POLL_S
+            host.start()
+
+            def analyze(symbol: str, closes: np.ndarray) -> float:
+                # A request is a batch of one row; its answer, that row's slice.
+                return float(host.predict(build_features(closes)[np.newaxis])[0])
+
+            return Session(analyze, host.stop)
+
+        return start
+
+    return make
+
+
+def _batcher_counts(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
+    return {name: metrics[prefix + name] for name in BATCHER_COUNTS}
+
+
+def run_direct(config: BatchingConfig) -> Maker:
+    def make(model: ModelAdapter, workers: int) -> Callable[[], Session]:
+        def start() -> Session:
+            batcher = MicroBatcher(config, workers=workers)
+
+            def analyze(symbol: str, closes: np.ndarray) -> float:
+                batcher.enter()
+                try:
+                    features = build_features(closes)
+                    result = batcher.submit(model, features)
+                    return model.predict(features) if result is None else result
+                finally:
+                    batcher.leave()
+
+            @contextmanager
+            def scan(symbols: Sequence[str]) -> Iterator[None]:
+                batcher.begin_scan(len(symbols))  # as the plugin's before_scan does
+                yield
+
+            def report() -> dict[str, float]:
+                return _batcher_counts(batcher.metrics())
+
+            return Session(analyze, batcher.close, scan, report)
+
+        return start
+
+    return make
+
+
+def _no_exchange(symbol: str, timeframe: str, limit: int) -> Klines:
+    raise RuntimeError("the bench's workers read their closes from memory, not the cache")
+
+
+def run_sltrader(config: BatchingConfig) -> Maker:
+    def make(model: ModelAdapter, workers: int) -> Callable[[], Session]:
+        # As a trader loads them, before anything runs; strict: a plugin that fails to
+        # load is an error here, not a plugin-free run under the plugin's name.
+        settings = Config(plugins={"batching": attrs.asdict(config)}, strict=True)
+        plugins = Plugins.load(settings, plugins="batching")
+        if plugins.active() != ["batching"]:
+            raise RuntimeError(f"expected the batching plugin alone, got {plugins.active()}")
+        clock = WallClock()
+        # start() wants the trader's cache; batching never reads it, nor does the bench.
+        cache = SingleFlightCache(_no_exchange, clock, capacity=1)
+
+        def start() -> Session:
+            plugins.start(
+                model=model, cache=cache, clock=clock, base_timeframe=TIMEFRAME, workers=workers
+            )
+            plugins.candle_closes()  # the example's loop announces closes before each scan
+
+            def analyze(symbol: str, closes: np.ndarray) -> float:
+                with plugins.analyzing(symbol):
+                    features = plugins.build_features(
+                        symbol, TIMEFRAME, len(closes), build_features, closes
+                    )
+                    return plugins.predict(symbol, features)
+
+            def report() -> dict[str, float]:
+                faults = plugins.faults()
+                if faults:  # the answers are right anyway: the guard fell back
+                    raise AssertionError(f"plugin faults: {faults}")
+                return _batcher_counts(plugins.metrics(), "batching.")
+
+            return Session(analyze, plugins.close, plugins.scan, report)
+
+        return start
 
     return make
 
 
 def sets(
-    config: BatchingConfig | None = None, peers: bool = True, control: bool = False
-) -> dict[str, Callable[[ModelAdapter, int], tuple[Predict, Callable[[], None]]]]:
-    out: dict[str, Any] = {"plain": run_plain}
+    config: BatchingConfig | None = None,
+    peers: bool = True,
+    control: bool = False,
+    direct: bool = True,
+) -> dict[str, Maker]:
+    config = config or BatchingConfig()
+    out: dict[str, Maker] = {PLAIN: run_plain}
     if control:
         out[CONTROL] = run_plain
     if peers:
         for timeout in PEER_TIMEOUTS_MS:
-            out[f"batched-{timeout:g}ms"] = run_peer(timeout)
-    out["sltrader"] = run_sltrader(config or BatchingConfig())
+            out[f"batched-{timeout:g}ms"] = run_batched(timeout)
+        for wait_ms in PEER_WAITS_MS:
+            out[f"batch-inference-{wait_ms:g}ms"] = run_batch_inference(wait_ms)
+    if direct:
+        out[DIRECT] = run_direct(config)
+    out[OURS] = run_sltrader(config)
     return out
+
+
+def is_peer(set_name: str) -> bool:
+    return set_name.startswith(PEER_PREFIXES)
 
 
 @attrs.frozen
 class Pass:
     """One timed pass over every symbol."""
 
-    wall_s: float
+    wall_s: float  #: start, the pass, stop
     model_s_per_prediction: float
     answers: list[float]
-    #: sltrader only: the batcher's :data:`BATCHER_COUNTS` over the timed pass
+    #: ``sltrader`` and ``direct-microbatcher``: the batcher's :data:`BATCHER_COUNTS`
+    #: over the timed pass
     batcher_counts: dict[str, float] | None
+    scan_s: float = 0.0  #: the pass alone
+    rows_per_call: float = 1.0  #: predictions per model call (``predict`` or a batch)
+
+
+def one_pass(
+    pool: ThreadPoolExecutor,
+    session: Session,
+    symbols: Sequence[str],
+    closes: np.ndarray,
+    collect: Collect = "in-order",
+) -> list[float]:
+    answers = [0.0] * len(symbols)
+
+    def task(i: int) -> None:
+        answers[i] = float(session.analyze(symbols[i], closes[i]))
+
+    with session.scan(symbols):
+        futures = [pool.submit(task, i) for i in range(len(symbols))]
+        if collect == "all":
+            wait(futures)  # woken once, not once per symbol
+        for future in futures:
+            future.result()
+    return answers
 
 
 def scan(
     estimator: Any,
     closes: np.ndarray,
     workers: int,
-    make: Callable[..., Any],
+    make: Maker,
     collect: Collect = "in-order",
 ) -> Pass:
-    """One pass over every symbol, after a warm-up pass through the same path.
+    """One timed run of a set (start, a pass over every symbol, stop), after a warm-up
+    run of its own through the same path.
 
     :param collect: how the main thread waits for the symbols: ``in-order``, one result
         after the other, as ``executor.map`` does (the reference host, most traders); or
         ``all``, one wait for the whole pass (``concurrent.futures.wait``).
     """
-    model = ModelAdapter(estimator)
-    predict, stop = make(model, workers)
-    batcher: MicroBatcher | None = getattr(predict, "batcher", None)
-    answers = [0.0] * len(closes)
-
-    def task(i: int) -> None:
-        if batcher is not None:
-            batcher.enter()
-        try:
-            answers[i] = float(predict(build_features(closes[i])))
-        finally:
-            if batcher is not None:
-                batcher.leave()
-
-    def one_pass(pool: ThreadPoolExecutor, symbols: int) -> None:
-        if batcher is not None:
-            batcher.begin_scan(symbols)  # as the host's before_scan hook does
-        futures = [pool.submit(task, i) for i in range(symbols)]
-        if collect == "all":
-            wait(futures)  # woken once, not once per symbol
-        for future in futures:
-            future.result()
-
+    symbols = symbol_names(len(closes))
     with ThreadPoolExecutor(workers) as pool:
-        # Before the clock: the threads, and a short pass through the same path, so no set
-        # pays for starting up, nor for the set before it (a peer run at one worker mostly
-        # sleeps, and the scan right after one ran up to 20 % slower on the shared box).
-        one_pass(pool, min(WARM_UP, len(closes)))
-        warm, warm_counts = model.times(), _counts(batcher)
+        # Before the clock: the pool's threads, and a short run through the same path
+        # (started and stopped), so no set pays for the first use of its code, nor for
+        # the set before it (a peer run at one worker mostly sleeps, and the scan right
+        # after one ran up to 20 % slower on the shared box).
+        warm = make(ModelAdapter(estimator), workers)()
+        try:
+            one_pass(pool, warm, symbols[:WARM_UP], closes)
+        finally:
+            warm.stop()
+        model = ModelAdapter(estimator)  # its times are the timed run's only
+        start = make(model, workers)
         started = time.perf_counter()
-        one_pass(pool, len(closes))
+        session = start()
+        try:
+            scanned = time.perf_counter()
+            answers = one_pass(pool, session, symbols, closes, collect)
+            scan_s = time.perf_counter() - scanned
+        finally:
+            session.stop()
         wall = time.perf_counter() - started
-        timed, counts = model.times(), _counts(batcher)
-    stop()
-    model_s = (timed.seconds - warm.seconds) / (timed.predictions - warm.predictions)
-    if counts is not None and warm_counts is not None:
-        counts = {name: counts[name] - warm_counts[name] for name in BATCHER_COUNTS}
-    return Pass(wall, model_s, answers, counts)
-
-
-def _counts(batcher: MicroBatcher | None) -> dict[str, float] | None:
-    if batcher is None:
-        return None
-    metrics = batcher.metrics()
-    return {name: metrics[name] for name in BATCHER_COUNTS}
+    counts = session.report()
+    times = model.times()
+    calls = times.predict_calls + times.batch_calls
+    return Pass(
+        wall,
+        times.seconds / times.predictions,
+        answers,
+        counts,
+        scan_s=scan_s,
+        rows_per_call=times.predictions / calls,
+    )
 
 
 def balanced_order(names: list[str], repeat: int) -> list[str]:
@@ -266,6 +505,10 @@ def design_length(count: int) -> int:
 SetPasses = dict[str, list[Pass]]
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def measure(
     models: Sequence[str] = MODELS,
     workers_list: Sequence[int] = WORKERS,
@@ -277,6 +520,8 @@ def measure(
     out: Callable[[str], None] = print,
     control: bool = False,
     first_repeat: int = 0,
+    direct: bool = True,
+    progress: Callable[[str], None] = _to_stderr,
 ) -> dict[tuple[str, int], SetPasses]:
     """The passes of every point, by (model, workers), each answer checked (raises
     ``AssertionError`` on a wrong one); prints a row per point.
@@ -286,11 +531,14 @@ def measure(
     :param control: add :data:`CONTROL`.
     :param first_repeat: the number of the first repeat, which picks its row of the
         Williams design (a process of :func:`in_processes` goes on where the last stopped).
+    :param direct: add :data:`DIRECT`, the batcher without the call sites.
+    :param progress: takes a line per pass (default: stderr).
     """
     closes = series(symbols, seed=11)
-    makers = sets(config, peers, control)
+    makers = sets(config, peers, control, direct)
     passes: dict[tuple[str, int], SetPasses] = {}
     for name in models:
+        progress(f"{name}: training")
         estimator = train(name)
         reference = ModelAdapter(estimator)
         expected = np.array([reference.predict(build_features(row)) for row in closes])
@@ -303,6 +551,10 @@ def measure(
                     diff = float(np.max(np.abs(np.asarray(result.answers) - expected)))
                     assert diff <= TOLERANCE, f"{name} {workers}w {set_name}: diff {diff:.3g}"
                     done[set_name].append(result)
+                    progress(
+                        f"{name} {workers}w repeat {repeat + 1}/{repeats} {set_name}: "
+                        f"{result.wall_s:.3f} s"
+                    )
             passes[name, workers] = done
             out(_row(points_of({(name, workers): done})))
     return passes
@@ -364,6 +616,8 @@ def _point(model: str, workers: int, set_name: str, passes: list[Pass]) -> dict[
         "wall_s": statistics.median(p.wall_s for p in passes),
         "model_s_per_prediction": statistics.median(p.model_s_per_prediction for p in passes),
         "walls_s": [p.wall_s for p in passes],
+        "scan_s": statistics.median(p.scan_s for p in passes),
+        "rows_per_call": statistics.median(p.rows_per_call for p in passes),
     }
     counts = [p.batcher_counts for p in passes if p.batcher_counts is not None]
     if counts:
@@ -384,27 +638,65 @@ def paired_ratio(ours: Sequence[float], theirs: Sequence[float]) -> float:
     return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
 
 
+def _against(by_set: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """What the issue's bound compares sltrader with: plain at one worker (or without
+    peers), else the best peer, whichever library and setting that is."""
+    peers = [(s, p) for s, p in by_set.items() if is_peer(s)]
+    if by_set[PLAIN]["workers"] == 1 or not peers:
+        return PLAIN, by_set[PLAIN]
+    return min(peers, key=lambda item: _wall(item[1]))
+
+
 def _row(points: Iterable[dict[str, Any]]) -> str:
     by_set = {p["set"]: p for p in points}
-    plain = by_set["plain"]
+    plain = by_set[PLAIN]
     first = next(iter(by_set.values()))
     cells = [f"{first['model']:>8} {first['workers']:>3}w  plain {plain['wall_s']:7.3f}s"]
     for set_name, point in by_set.items():
-        if set_name not in ("plain", CONTROL):  # the control has its own cells, below
+        if set_name not in (PLAIN, CONTROL):  # the control has its own cells, below
             cells.append(f"{set_name} x{point['wall_s'] / plain['wall_s']:.2f}")
-    ours = by_set["sltrader"]
-    peers = [p for s, p in by_set.items() if s.startswith("batched-")]
-    # The bound compares one worker with plain, more workers with the peer's best.
-    against = plain if first["workers"] == 1 or not peers else min(peers, key=_wall)
-    label = "sl/plain" if against is plain else "sl/peer"
-    cells.append(f"{label} x{ours['wall_s'] / against['wall_s']:.3f}")
+    ours = by_set[OURS]
+    label, against = _against(by_set)
+    cells.append(f"sl/{label} x{ours['wall_s'] / against['wall_s']:.3f}")
     cells.append(f"paired x{paired_ratio(ours['walls_s'], against['walls_s']):.3f}")
+    if DIRECT in by_set:
+        cells.append(f"sl/direct x{ours['wall_s'] / by_set[DIRECT]['wall_s']:.3f}")
     if CONTROL in by_set:
         again = by_set[CONTROL]
         cells.append(f"A/A x{again['wall_s'] / plain['wall_s']:.3f}")
         cells.append(f"paired x{paired_ratio(again['walls_s'], plain['walls_s']):.3f}")
     cells.append(f"batch {ours['mean_batch_size']:.1f}")
     return "  ".join(cells)
+
+
+#: Column titles of :func:`markdown`, by set name (others: the name).
+TITLES = {DIRECT: "direct MicroBatcher", OURS: "sltrader-batching (call sites)"}
+
+
+def markdown(points: Sequence[dict[str, Any]]) -> str:
+    """The points as a markdown table: a row per (model, workers), plain's wall time and
+    every other set's as a ratio to it, then sltrader against its bound."""
+    groups: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for point in points:
+        groups.setdefault((point["model"], point["workers"]), {})[point["set"]] = point
+    names = [s for s in next(iter(groups.values())) if s != PLAIN]
+    header = ["model", "workers", "plain", *(TITLES.get(s, s) for s in names)]
+    header += ["sltrader vs", "ratio", "paired", "batch"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (model, workers), by_set in groups.items():
+        plain = by_set[PLAIN]
+        ours = by_set[OURS]
+        label, against = _against(by_set)
+        cells = [model, str(workers), f"{plain['wall_s']:.3f} s"]
+        cells += [f"x{by_set[s]['wall_s'] / plain['wall_s']:.2f}" for s in names]
+        cells += [
+            label,
+            f"x{ours['wall_s'] / against['wall_s']:.3f}",
+            f"x{paired_ratio(ours['walls_s'], against['walls_s']):.3f}",
+            f"{ours['mean_batch_size']:.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _wall(point: dict[str, Any]) -> float:
@@ -428,6 +720,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-peer", action="store_true", help="no peer sets (one worker's bound)")
     parser.add_argument(
+        "--no-direct", action="store_true", help=f"no {DIRECT} set (the batcher without hooks)"
+    )
+    parser.add_argument(
         "--control", action="store_true", help=f"add {CONTROL}: plain predict a second time"
     )
     parser.add_argument(
@@ -447,6 +742,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", help="write the points here")
     args = parser.parse_args(argv)
+    # One OpenMP thread per model call, as the issue's workload has it (HistGB's predict
+    # would start a team per one-row call otherwise); read when sklearn and LightGBM load
+    # their OpenMP runtime, which train() imports, and inherited by --processes' children.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     models = args.models.split(",")
     workers = [int(w) for w in args.workers.split(",")]
     symbols, repeats = args.symbols, args.repeats
@@ -454,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers, symbols, repeats = [1, 4], 64, 1
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, not {args.processes}")
-    count = len(sets(peers=not args.no_peer, control=args.control))
+    count = len(sets(peers=not args.no_peer, control=args.control, direct=not args.no_direct))
     total, length = args.processes * repeats, design_length(count)
     # A child (--raw) holds only its share of the repeats; its parent checks the whole.
     if total % length and not (args.quick or args.raw):
@@ -482,11 +781,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             out=print,
             control=args.control,
             first_repeat=args.first_repeat,
+            direct=not args.no_direct,
         )
         if args.raw:
             _write_passes(passes, args.raw)
             return 0
         points = points_of(passes)
+    print()
+    print(markdown(points))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"points": points}, fh, indent=1)
