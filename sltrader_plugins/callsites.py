@@ -116,6 +116,7 @@ class Plugins:
         self._services = services
         self._announced_until = clock.now()
         self.manager.start(services)
+        self.hook = self.manager.fixed_hooks()
         return services
 
     @property

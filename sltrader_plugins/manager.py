@@ -36,6 +36,20 @@ ENV_PLUGINS = "SLTRADER_PLUGINS"
 _GUARDED = "__sltrader_guarded__"  # set on a hook implementation the manager has wrapped
 
 
+def _no_plugin(**_: Any) -> None:
+    return None
+
+
+class _FixedHooks:
+    """See :meth:`PluginManager.fixed_hooks`. The call sites use only the answers of
+    ``firstresult`` hooks, for which pluggy too answers ``None`` when no plugin does."""
+
+    def __init__(self, relay: Any, names: Iterable[str]) -> None:
+        for name in names:
+            caller = getattr(relay, name)
+            setattr(self, name, caller if caller.get_hookimpls() else _no_plugin)
+
+
 @attrs.frozen
 class Answer:
     """A plugin's answer to an answer hook, with the plugin's name: the manager's guard
@@ -447,6 +461,13 @@ class PluginManager:
             info = self._infos[name]
             self._infos[name] = attrs.evolve(info, active=False, reason="failed in on_start")
         self._failed_at_start.clear()
+
+    def fixed_hooks(self) -> Any:
+        """The hooks as call sites call them once the plugins are fixed (after
+        :meth:`start`): ``hooks.<name>(**kwargs)`` as ``hook.<name>``, except that a hook
+        no plugin implements is a function that does nothing and answers ``None``, not a
+        pluggy call (a call site may make several per symbol)."""
+        return _FixedHooks(self.hook, self.hook_names())
 
     def metrics(self) -> dict[str, float]:
         """Every plugin's ``report_metrics``, merged (names carry the plugin's prefix).

@@ -203,6 +203,34 @@ class Answering:
         return self.answer
 
 
+class FailsToStart:
+    @hookimpl
+    def on_start(self, services, settings):
+        raise RuntimeError("no")
+
+    @hookimpl
+    def on_feature_build(self, symbol, timeframe, n_candles):
+        raise AssertionError("unregistered: never called")
+
+
+def test_once_started_a_hook_no_plugin_implements_is_no_call():
+    """Fixed at start: a hook without implementations costs the call sites nothing (not
+    a pluggy call per symbol); one with an implementation is pluggy's, as before."""
+    plugins = started(Answering(0.25), FailsToStart())
+    assert plugins.hook.before_predict is plugins.manager.hook.before_predict
+    for name in ("on_feature_build", "before_analyze_symbol", "serve_klines", "before_scan"):
+        hook = getattr(plugins.hook, name)
+        assert hook is not getattr(plugins.manager.hook, name), name
+        assert hook(symbol="X", timeframe="1m", n_candles=3) is None
+    assert plugins.predict("X", np.array([1.0, 2.0])) == 0.25
+    assert plugins.build_features("X", "1m", 3, features_of).tolist() == features_of(
+        NumpyBuffers()
+    ).tolist()
+    with plugins.analyzing("X"), plugins.scan(["X"]):
+        pass
+    assert plugins.faults() == {"failstostart.on_start": 1}
+
+
 def test_predict_without_an_answer_calls_the_model():
     plugins = started()
     assert plugins.predict("X", np.array([1.0, 2.0])) == 3.0
