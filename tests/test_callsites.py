@@ -223,9 +223,10 @@ def test_once_started_a_hook_no_plugin_implements_is_no_call():
         assert hook is not getattr(plugins.manager.hook, name), name
         assert hook(symbol="X", timeframe="1m", n_candles=3) is None
     assert plugins.predict("X", np.array([1.0, 2.0])) == 0.25
-    assert plugins.build_features("X", "1m", 3, features_of).tolist() == features_of(
-        NumpyBuffers()
-    ).tolist()
+    assert (
+        plugins.build_features("X", "1m", 3, features_of).tolist()
+        == features_of(NumpyBuffers()).tolist()
+    )
     with plugins.analyzing("X"), plugins.scan(["X"]):
         pass
     assert plugins.faults() == {"failstostart.on_start": 1}
