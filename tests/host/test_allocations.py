@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from sltrader_plugins.host.allocations import measure
-from tests.host.conftest import tracing
 
-pytestmark = pytest.mark.skipif(tracing(), reason="a tracer (coverage) allocates too")
+pytestmark = pytest.mark.allocations  # skipped under a tracer: tests/host/conftest.py
 # Frame objects are made for a profiler since 3.11; the temporary bound method of a
 # profiled C method call is modelled on 3.11 (docs/pooling.md, "The probe").
 PROFILER_OBJECTS = pytest.mark.skipif(

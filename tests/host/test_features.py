@@ -17,7 +17,6 @@ from sltrader_plugins.host.features import (
     ema_weights,
 )
 from sltrader_plugins.manager import PluginManager
-from tests.host.conftest import tracing
 
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -176,10 +175,7 @@ def test_pooled_buffers_bit_identical_and_released_once(klines):
         assert not any(np.shares_memory(out, a) for a in pool.arrays)
 
 
-TRACED = pytest.mark.skipif(tracing(), reason="a tracer (coverage) allocates too")
-
-
-@TRACED
+@pytest.mark.allocations
 def test_pooled_build_allocates_little(klines):
     pool = Pool()
     default = FeatureEngine(Plugins(PluginManager()))  # the hook is called, nothing answers
@@ -197,7 +193,7 @@ def test_pooled_build_allocates_little(klines):
         assert b.blocks <= 0.45 * a.blocks
 
 
-@TRACED
+@pytest.mark.allocations
 def test_measure_counts_gross_allocation_also_of_freed_arrays():
     def churn() -> None:
         for _ in range(10):
