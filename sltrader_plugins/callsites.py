@@ -183,6 +183,11 @@ class Plugins:
         """Every plugin's counters, named ``<plugin>.<metric>``."""
         return self.manager.metrics()
 
+    def summaries(self) -> dict[str, str]:
+        """What each plugin bought this run, in one line, by plugin name
+        (``report_summary``): for the trader's own report."""
+        return self.manager.summaries()
+
     def faults(self) -> dict[str, int]:
         """Faults of plugins so far, as ``{"plugin.hook": count}``."""
         return self.manager.faults()

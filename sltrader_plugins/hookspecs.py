@@ -45,6 +45,9 @@ PROJECT_NAME = "sltrader"
 #: Hooks called from worker threads (or any thread), many at once, and never bounded by
 #: the manager: they are on the hot path and each plugin bounds its own work. The others
 #: are the main loop's: the manager waits for each plugin's call at most ``hook_timeout_s``.
+#: The longest line ``report_summary`` may return.
+SUMMARY_MAX_CHARS = 200
+
 WORKER_HOOKS = frozenset(
     {
         "before_analyze_symbol",
@@ -305,4 +308,19 @@ def report_metrics() -> Mapping[str, float] | None:
         (``"batching.batches"``). Anything else is this plugin's fault. The order is
         kept: the first entries are the ones a user needs first (what the plugin saved),
         and reports list them at the top of the plugin's counters.
+    """
+
+
+@hookspec
+def report_summary() -> str | None:
+    """The host is writing its report; return one line saying what this plugin bought
+    this run.
+
+    Called from the main loop after the last scan, as :func:`report_metrics` is. Say it
+    in a user's terms, from the plugin's counters ("8.2 predictions per model call",
+    "stepped aside: no other trader on its Redis"), without the plugin's name: the report
+    puts it first.
+
+    :return: one line of at most :data:`SUMMARY_MAX_CHARS` characters, or ``None``.
+        Anything else is this plugin's fault.
     """

@@ -36,6 +36,10 @@ ENV_PLUGINS = "SLTRADER_PLUGINS"
 _GUARDED = "__sltrader_guarded__"  # set on a hook implementation the manager has wrapped
 
 
+def _plugin_of(answer: Answer) -> str:
+    return answer.plugin
+
+
 def _no_plugin(**_: Any) -> None:
     return None
 
@@ -484,6 +488,11 @@ class PluginManager:
             merged.update(result)
         return merged
 
+    def summaries(self) -> dict[str, str]:
+        """Every plugin's ``report_summary`` line, by plugin name (in name order)."""
+        answers: list[Answer] = self.hook.report_summary()
+        return {answer.plugin: answer.value for answer in sorted(answers, key=_plugin_of)}
+
     def shutdown(self, bound: float | None = None) -> None:
         """Call ``on_shutdown``, then let the plugins' hook threads end (never waits).
 
@@ -563,6 +572,16 @@ def _check_metrics(manager: PluginManager, plugin: str, result: Any) -> Any:
     return metrics
 
 
+def _check_summary(manager: PluginManager, plugin: str, result: Any) -> Any:
+    one_line = isinstance(result, str) and "\n" not in result
+    if one_line and len(result) <= hookspecs.SUMMARY_MAX_CHARS:
+        return Answer(result, plugin)
+    shown = repr(result)[:80]
+    reason = f"returned {shown}, not one line of at most {hookspecs.SUMMARY_MAX_CHARS} characters"
+    manager.fault(plugin, "report_summary", reason)
+    return None
+
+
 def _tag(manager: PluginManager, plugin: str, result: Any) -> Any:
     # Checked where the fetch's arguments are known (Plugins.fetching), and blamed there.
     return Answer(result, plugin)
@@ -573,4 +592,5 @@ _RESULT_CHECKS: dict[str, Callable[[PluginManager, str, Any], Any]] = {
     "on_feature_build": _check_buffers,
     "before_predict": _check_prediction,
     "report_metrics": _check_metrics,
+    "report_summary": _check_summary,
 }

@@ -76,6 +76,14 @@ class PayoffCounters:
     def as_metrics(self) -> dict[str, float]:
         return {name: float(value) for name, value in attrs.asdict(self).items()}
 
+    def describe(self) -> str:
+        """How the plugin stood aside this run, to end its ``report_summary`` line
+        (``""``: it never did)."""
+        if not self.step_asides:
+            return ""
+        now = "aside now" if self.stepped_aside else "working now"
+        return f"; stepped aside {self.step_asides}x, {self.aside_scans} scans sat out, {now}"
+
 
 class Payoff:
     """Whether one plugin works now, and the trials that decide it.

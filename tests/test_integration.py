@@ -61,6 +61,9 @@ def test_a_plugin_set_makes_the_same_predictions_signals_and_orders(baseline, pl
     report, predictions = trade(plugins, workers)
     expected_report, expected = baseline
     assert report.plugin_faults == {}
+    # each plugin says in one line what it bought (its counters' words)
+    assert sorted(report.plugin_summaries) == sorted(plugins.split(","))
+    assert all(line for line in report.plugin_summaries.values())
     assert report.decisions_digest == expected_report.decisions_digest
     assert (report.signals, report.orders) == (
         expected_report.signals,

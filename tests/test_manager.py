@@ -626,3 +626,34 @@ def test_a_metric_whose_name_is_not_a_string_is_refused_with_the_plugins_fault(n
     assert len(errors) == 1, errors
     assert f"returned {name!r}: 2.0 (not a name and a finite number)" in errors[0]
     assert "'report_metrics'" in errors[0] and "'names'" in errors[0]
+
+
+class Saying:
+    def __init__(self, line: object) -> None:
+        self.line = line
+
+    @hookimpl
+    def report_summary(self):
+        return self.line
+
+
+@pytest.mark.parametrize("line", [None, 7, b"bytes", "two\nlines", "x" * 201])
+def test_a_summary_that_is_not_one_short_line_is_the_plugins_fault(line):
+    manager = PluginManager()
+    manager.register(Saying("saved 3 calls"), "good")
+    manager.register(Saying(line), "bad")
+    try:
+        assert manager.summaries() == {"good": "saved 3 calls"}
+    finally:
+        manager.shutdown()
+    assert manager.faults() == ({} if line is None else {"bad.report_summary": 1})
+
+
+def test_summaries_are_in_plugin_name_order():
+    manager = PluginManager()
+    for name in ("zeta", "alpha", "mid"):
+        manager.register(Saying(f"{name} line" + "x" * (200 - len(name) - 5)), name)
+    try:
+        assert list(manager.summaries()) == ["alpha", "mid", "zeta"]
+    finally:
+        manager.shutdown()

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from sltrader_plugins.payoff import Payoff
+from sltrader_plugins.payoff import Payoff, PayoffCounters
 
 log = logging.getLogger("test_payoff")
 
@@ -134,3 +134,11 @@ def test_without_trials_it_always_works() -> None:
     payoff = make(cycles, trials=False)
     assert all(cycles.run(payoff, 40, gain=-1 / 32))
     assert payoff.metrics()["trials"] == 0.0
+
+
+def test_the_counters_describe_a_step_aside_for_a_report_line():
+    assert PayoffCounters().describe() == ""
+    aside = PayoffCounters(stepped_aside=True, step_asides=2, comebacks=1, aside_scans=30)
+    assert aside.describe() == "; stepped aside 2x, 30 scans sat out, aside now"
+    back = PayoffCounters(step_asides=1, comebacks=1, aside_scans=4)
+    assert back.describe() == "; stepped aside 1x, 4 scans sat out, working now"

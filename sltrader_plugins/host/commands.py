@@ -88,6 +88,9 @@ def add_commands(commands: Any) -> None:
     run.add_argument("--json", metavar="PATH", type=Path, default=None, help="write the report")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
     run.add_argument(
+        "--counters", action="store_true", help="every plugin's raw counters too (also in --json)"
+    )
+    run.add_argument(
         "--exchange",
         metavar="URL",
         default=None,
@@ -222,7 +225,9 @@ def cmd_run(args: argparse.Namespace, terminal: Terminal | None = None) -> int:
             "the report covers those",
             file=sys.stderr,
         )
-    terminal.report(format_report(report), report_tables(report))
+    terminal.report(
+        format_report(report, counters=args.counters), report_tables(report, args.counters)
+    )
     if args.json is not None:
         args.json.write_text(
             json.dumps(report.as_dict(), indent=2, sort_keys=True), encoding="utf-8"

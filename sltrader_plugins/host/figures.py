@@ -229,6 +229,8 @@ class RunReport:
     skipped: dict[str, int] = attrs.field(factory=dict)
     active_plugins: list[str] = attrs.field(factory=list)
     plugin_metrics: dict[str, float] = attrs.field(factory=dict)
+    #: each plugin's line (``report_summary``): what it bought this run
+    plugin_summaries: dict[str, str] = attrs.field(factory=dict)
     plugin_faults: dict[str, int] = attrs.field(factory=dict)
     #: each scan's wall time, and whether it found its series stale (for the plot)
     scan_times_s: list[float] = attrs.field(factory=list)

@@ -302,6 +302,7 @@ class Host:
             skipped=self.skips.counts(),
             active_plugins=self.plugins.active(),
             plugin_metrics=self.plugins.metrics(),
+            plugin_summaries=self.plugins.summaries(),
             plugin_faults=self.plugins.faults(),
             run_seconds=self.run_seconds,
             rss_peak_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

@@ -26,7 +26,8 @@ def _title(r: RunReport) -> str:
     return f"sltrader run: {w.size} workload, seed {w.seed}, {w.workers} workers, model {w.model}"
 
 
-def format_report(r: RunReport) -> str:
+def format_report(r: RunReport, counters: bool = False) -> str:
+    """:param counters: list every plugin's raw counters too (``sltrader run --counters``)."""
     w = r.workload
     lines = [
         _title(r),
@@ -57,10 +58,13 @@ def format_report(r: RunReport) -> str:
         f"  skipped symbols   {_pairs(r.skipped) or 'none'}",
         f"  active plugins    {', '.join(r.active_plugins) or 'none'}",
     ]
-    if r.plugin_metrics:
+    if r.plugin_summaries:
+        lines.append("  what each plugin bought")
+        lines.extend(f"    {name:<12} {line}" for name, line in r.plugin_summaries.items())
+    if counters and r.plugin_metrics:
         # In the manager's order: plugins by name, each plugin's counters as it lists
         # them (what it saved first).
-        lines.append("  plugin metrics")
+        lines.append("  plugin counters")
         lines.extend(f"    {k:<32} {v:g}" for k, v in r.plugin_metrics.items())
     lines.append(f"  plugin faults     {_pairs(r.plugin_faults) or 'none'}")
     lines.append(f"  decisions digest  {r.decisions_digest[:16]}")
@@ -91,8 +95,9 @@ def plugin_groups(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
     return groups
 
 
-def report_tables(r: RunReport) -> list[Table]:
-    """The run as tables: its figures by section, then each plugin's counters."""
+def report_tables(r: RunReport, counters: bool = False) -> list[Table]:
+    """The run as tables: its figures by section, what each plugin bought, then (with
+    ``counters``) each plugin's counters."""
     figs = figures()
 
     def fig(*names: str) -> list[tuple[str, str]]:
@@ -162,18 +167,29 @@ def report_tables(r: RunReport) -> list[Table]:
         ],
         labels=2,
     )
-    if not r.plugin_metrics:
-        return [run]
-    counters = Table(
-        title="plugin counters",  # each plugin's in its order: what it saved first
-        columns=("plugin", "counter", "value"),
-        groups=[
-            [
-                (plugin if i == 0 else "", counter, _counter(value))
-                for i, (counter, value) in enumerate(group.items())
-            ]
-            for plugin, group in plugin_groups(r.plugin_metrics).items()
-        ],
-        labels=2,
-    )
-    return [run, counters]
+    tables = [run]
+    if r.plugin_summaries:
+        tables.append(
+            Table(
+                title="what each plugin bought",
+                columns=("plugin", "this run"),
+                groups=[[(name, line)] for name, line in r.plugin_summaries.items()],
+                labels=1,
+            )
+        )
+    if counters and r.plugin_metrics:
+        tables.append(
+            Table(
+                title="plugin counters",  # each plugin's in its order: what it saved first
+                columns=("plugin", "counter", "value"),
+                groups=[
+                    [
+                        (plugin if i == 0 else "", counter, _counter(value))
+                        for i, (counter, value) in enumerate(group.items())
+                    ]
+                    for plugin, group in plugin_groups(r.plugin_metrics).items()
+                ],
+                labels=2,
+            )
+        )
+    return tables

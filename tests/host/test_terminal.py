@@ -19,7 +19,7 @@ from sltrader_plugins import hookimpl
 from sltrader_plugins.cli import build_parser, main
 from sltrader_plugins.host.figures import figures
 from sltrader_plugins.host.loop import Host
-from sltrader_plugins.host.report import report_tables
+from sltrader_plugins.host.report import format_report, report_tables
 from sltrader_plugins.host.terminal import Terminal
 from sltrader_plugins.manager import PluginManager
 
@@ -173,7 +173,8 @@ def test_plugin_counters_are_grouped_per_plugin_in_each_plugins_order(tiny):
         "zeta.calls",
         "zeta.another",
     ]
-    _, counters = report_tables(report)
+    assert [t.title for t in report_tables(report)] == [report_tables(report)[0].title]
+    _, counters = report_tables(report, counters=True)
     assert counters.columns == ("plugin", "counter", "value")
     assert counters.groups == [
         [("alpha", "hit_rate", "0.5"), ("", "hits", "3")],
@@ -184,6 +185,27 @@ def test_plugin_counters_are_grouped_per_plugin_in_each_plugins_order(tiny):
     out = screen.text(screen.out)
     assert out.index("alpha") < out.index("hit_rate") < out.index("zeta") < out.index("another")
     assert_aligned(lines_of(out, ["hits", "calls"]), ["hits", "calls"])
+
+
+class Summing(Saving):
+    @hookimpl
+    def report_summary(self):
+        return f"saved {self.counters['saved']:g} calls"
+
+
+def test_each_plugin_says_in_one_line_what_it_bought_and_counters_are_behind_a_flag(tiny):
+    manager = PluginManager()
+    manager.register(Summing({"saved": 5.0}), "zeta")
+    manager.register(Saving({"hits": 3.0}), "alpha")  # no line of its own
+    report = Host(tiny, manager).run(cycles=2)
+    assert report.plugin_summaries == {"zeta": "saved 5 calls"}
+    text = format_report(report)
+    assert "what each plugin bought" in text and "zeta         saved 5 calls" in text
+    assert "zeta.saved" not in text and "plugin counters" not in text
+    assert "zeta.saved" in format_report(report, counters=True)
+    _, bought = report_tables(report)
+    assert bought.title == "what each plugin bought"
+    assert bought.groups == [[("zeta", "saved 5 calls")]]
 
 
 @pytest.mark.slow

@@ -108,6 +108,19 @@ class BatchingPlugin:
             )
 
     @hookimpl
+    def report_summary(self) -> str | None:
+        batcher = self._batcher
+        if batcher is None:
+            return None
+        m = batcher.metrics()
+        aside = self.payoff.counters().describe() if self.payoff is not None else ""
+        return (
+            f"{m['batched_requests']:.0f} of {m['requests']:.0f} predictions batched, "
+            f"{m['mean_batch_size']:.1f} per model call, wait p50 {m['wait_p50_ms']:.2f} ms"
+            f"{aside}"
+        )
+
+    @hookimpl
     def report_metrics(self) -> dict[str, float] | None:
         batcher = self._batcher
         if batcher is None:

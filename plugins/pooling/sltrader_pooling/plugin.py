@@ -58,6 +58,19 @@ class PoolingPlugin:
             self.payoff.end_scan()
 
     @hookimpl
+    def report_summary(self) -> str | None:
+        pool = self.pool
+        if pool is None:
+            return None
+        stats = pool.stats()
+        arrays = stats.hits + stats.misses + stats.unpooled
+        aside = self.payoff.counters().describe() if self.payoff is not None else ""
+        return (
+            f"{stats.hits} of {arrays} feature arrays from the pool, not allocated, "
+            f"in {stats.builds} builds{aside}"
+        )
+
+    @hookimpl
     def report_metrics(self) -> Mapping[str, float] | None:
         pool = self.pool
         if pool is None:

@@ -90,6 +90,28 @@ class SharedPlugin:
             self.shared.pace(request.weight, request.fetch)
 
     @hookimpl
+    def report_summary(self) -> str | None:
+        if self.config is None:
+            return None
+        if self.config.url is None:
+            return "not sharing: no url"
+        m = self.shared.metrics() if self.shared is not None else self._final
+        if m is None:
+            return None
+        said = (
+            f"{m.get('served', 0):.0f} fetches another trader made, "
+            f"{m.get('published', 0):.0f} published for others, "
+            f"{m['traders_present']:.0f} trader(s) present at the last scan"
+        )
+        if m["step_asides"]:
+            now = "aside now" if m["stepped_aside"] else "sharing now"
+            said += (
+                f"; alone, stepped aside {m['step_asides']:.0f}x, "
+                f"{m.get('alone_scans', 0):.0f} scans alone, {now}"
+            )
+        return said
+
+    @hookimpl
     def report_metrics(self) -> Mapping[str, float] | None:
         if self.shared is None:
             return self._final

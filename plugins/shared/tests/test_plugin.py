@@ -95,7 +95,10 @@ def test_without_a_url_it_does_not_share_and_says_so_once(caplog) -> None:
     assert [r.getMessage() for r in caplog.records] == [
         "plugin 'shared': no url in [plugins.shared]: not sharing, this trader fetches alone"
     ]
+    assert manager.summaries() == {"shared": "not sharing: no url"}
     manager.shutdown()
+    assert plugin.report_summary() == "not sharing: no url"
+    assert SharedPlugin().report_summary() is None  # never started
 
 
 def test_a_link_needs_a_url() -> None:

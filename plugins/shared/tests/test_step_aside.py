@@ -39,6 +39,11 @@ def test_a_trader_alone_steps_aside_says_so_once_and_costs_one_call_per_scan(
     assert metrics["alone_scans"] == 3 and metrics["published"] == metrics["leases"] == 0
     lines = [r.getMessage() for r in caplog.records if "steps aside" in r.getMessage()]
     assert len(lines) == 1 and "1 trader(s) present" in lines[0]
+    said = a.plugins.summaries()["shared"]
+    assert said.startswith("0 fetches another trader made, 0 published for others")
+    assert said.endswith("alone, stepped aside 1x, 3 scans alone, aside now")
+    a.close()
+    assert a.plugins.summaries()["shared"] == said  # readable after close, as the counters
 
 
 def test_a_trader_scanning_fast_marks_itself_present_at_most_once_a_second(

@@ -86,6 +86,19 @@ class WarmingPlugin:
             warmer.follow(fetch.symbol, fetch.timeframe)
 
     @hookimpl
+    def report_summary(self) -> str | None:
+        if self.warmer is None:
+            return None
+        m = self.warmer.metrics()
+        aside = self.payoff.counters().describe() if self.payoff is not None else ""
+        if "prefetches_used" not in m:  # a cache that cannot say which were read
+            return f"{m['prefetches']:.0f} prefetches{aside}"
+        return (
+            f"{m['prefetches_used']:.0f} of {m['prefetches']:.0f} prefetches read in time, "
+            f"{m['prefetches_wasted']:.0f} wasted{aside}"
+        )
+
+    @hookimpl
     def report_metrics(self) -> Mapping[str, float] | None:
         if self.warmer is None:
             return None
