@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -28,6 +27,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from sltrader_plugins.trader_bench import machine
 
 #: What a trader that does not use them must not import while loading plugins.
 FORBIDDEN = ("redis", "sltrader_plugins.host")
@@ -90,11 +91,7 @@ def run(repeats: int, command: Sequence[str]) -> dict[str, Any]:
         raise SystemExit(f"Plugins.load() imported {', '.join(wrong)}")
     return {
         "command": list(command),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "repeats": repeats,
         "active": runs[0]["active"],
         "load_ms": statistics.median(r["wall_s"] for r in runs) * 1000,

@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,7 @@ from sltrader_plugins import (
     SingleFlightCache,
     WallClock,
 )
+from sltrader_plugins.trader_bench import machine
 
 CANDLES = 300
 FEATURES = 28
@@ -787,12 +789,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             _write_passes(passes, args.raw)
             return 0
         points = points_of(passes)
+    result = {
+        "command": ["python", "bench/peer_batching.py", *(sys.argv[1:] if argv is None else argv)],
+        "machine": machine(),
+        "symbols": symbols,
+        "repeats": repeats * args.processes,
+        "points": points,
+    }
     print()
-    print(markdown(points))
+    print(format_markdown(result), end="")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"points": points}, fh, indent=1)
+            json.dump(result, fh, indent=1)
+            fh.write("\n")
     return 0
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    """A saved run (``--json``) as docs show it: the table, then its command and machine.
+    The same JSON gives the same text."""
+    lines = [
+        f"{result['symbols']} symbols, medians of {result['repeats']} interleaved repeats; "
+        "wall time as a ratio to `plain` (lower is faster)",
+        "",
+        markdown(result["points"]),
+        "",
+        f"Command: `{shlex.join(result['command'])}`",
+    ]
+    found = result["machine"]
+    lines.append(f"Machine: {found['platform']}, {found['cpus']} CPUs, Python {found['python']}.")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

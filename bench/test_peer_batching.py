@@ -67,6 +67,12 @@ def test_quick_peer_bench_answers_match_plain_predict(
     assert len(table) == 2 + 6
     assert "direct MicroBatcher" in table[0] and "batch-inference-1ms" in table[0]
     assert "sgd 4w repeat 1/1 sltrader:" in printed.err  # progress
+    saved = json.loads(out.read_text())
+    assert saved["command"][:2] == ["python", "bench/peer_batching.py"]
+    assert saved["machine"]["cpus"] >= 1 and saved["symbols"] == 64
+    text = peer_batching.format_markdown(saved)
+    assert text.endswith(f"Python {saved['machine']['python']}.\n")
+    assert "\n".join(table) in text and "Command: `python bench/peer_batching.py --quick" in text
 
 
 def test_the_call_sites_run_the_plugins_hooks() -> None:

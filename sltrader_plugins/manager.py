@@ -51,7 +51,41 @@ class _FixedHooks:
     def __init__(self, relay: Any, names: Iterable[str]) -> None:
         for name in names:
             caller = getattr(relay, name)
-            setattr(self, name, caller if caller.get_hookimpls() else _no_plugin)
+            impls = caller.get_hookimpls()
+            if not impls:
+                setattr(self, name, _no_plugin)
+            elif any(impl.kwargnames for impl in impls):
+                setattr(self, name, caller)  # arguments with defaults: pluggy's rules
+            else:
+                firstresult = bool(caller.spec.opts.get("firstresult"))
+                setattr(self, name, _calling(impls, firstresult))
+
+
+def _calling(impls: list[pluggy.HookImpl], firstresult: bool) -> Callable[..., Any]:
+    """A hook's implementations called as pluggy calls them (last registered first, each
+    with its own arguments, ``firstresult``: the first answer that is not ``None``, else
+    every such answer) without pluggy's machinery per call (wrappers, tracing, checks),
+    none of which the fixed plugins use: a call site makes several calls per symbol."""
+    calls = [(impl.function, tuple(impl.argnames)) for impl in reversed(impls)]
+    if firstresult and len(calls) == 1:
+        ((function, names),) = calls
+
+        def first_of_one(**kwargs: Any) -> Any:
+            return function(*[kwargs[name] for name in names])
+
+        return first_of_one
+
+    def each(**kwargs: Any) -> Any:
+        answers = []
+        for function, names in calls:
+            answer = function(*[kwargs[name] for name in names])
+            if answer is not None:
+                if firstresult:
+                    return answer
+                answers.append(answer)
+        return None if firstresult else answers
+
+    return each
 
 
 @attrs.frozen
@@ -468,9 +502,11 @@ class PluginManager:
 
     def fixed_hooks(self) -> Any:
         """The hooks as call sites call them once the plugins are fixed (after
-        :meth:`start`): ``hooks.<name>(**kwargs)`` as ``hook.<name>``, except that a hook
-        no plugin implements is a function that does nothing and answers ``None``, not a
-        pluggy call (a call site may make several per symbol)."""
+        :meth:`start`): ``hooks.<name>(**kwargs)`` answers as ``hook.<name>`` does, the
+        plugins called in the same order, each through its guard; a hook no plugin
+        implements is a function that does nothing, and the others call the guarded
+        implementations without pluggy's machinery per call (a call site may make several
+        calls per symbol)."""
         return _FixedHooks(self.hook, self.hook_names())
 
     def metrics(self) -> dict[str, float]:

@@ -215,9 +215,9 @@ class FailsToStart:
 
 def test_once_started_a_hook_no_plugin_implements_is_no_call():
     """Fixed at start: a hook without implementations costs the call sites nothing (not
-    a pluggy call per symbol); one with an implementation is pluggy's, as before."""
+    a pluggy call per symbol); one with an implementation answers as before."""
     plugins = started(Answering(0.25), FailsToStart())
-    assert plugins.hook.before_predict is plugins.manager.hook.before_predict
+    assert plugins.hook.before_predict(symbol="X", features=None, model=None) == 0.25
     for name in ("on_feature_build", "before_analyze_symbol", "serve_klines", "before_scan"):
         hook = getattr(plugins.hook, name)
         assert hook is not getattr(plugins.manager.hook, name), name
@@ -587,3 +587,72 @@ def test_plugins_are_never_shown_a_candle_that_has_not_closed():
     fetch("BTC_USDT", "1m", 3)
     (seen,) = publishing.published
     assert seen is not None and seen.n == 2 and seen.last_close_time == DAY
+
+
+class Ordered:
+    """Records its calls in a shared list; answers ``before_predict`` with ``answer``."""
+
+    def __init__(self, name: str, calls: list, answer=None) -> None:
+        self.name, self.calls, self.answer = name, calls, answer
+
+    @hookimpl
+    def before_scan(self, symbols):
+        self.calls.append(self.name)
+        return self.name
+
+    @hookimpl
+    def before_predict(self, symbol):
+        self.calls.append(self.name)
+        return self.answer
+
+
+class First(Ordered):
+    @hookimpl(tryfirst=True)
+    def before_scan(self, symbols):
+        self.calls.append(self.name)
+        return self.name
+
+
+@pytest.mark.parametrize(
+    "answers", [(None, None, None), (None, 0.25, 0.75), (0.5, None, 0.75), (None, None, 0.0)]
+)
+def test_the_fixed_hooks_call_as_pluggy_calls_in_order_and_answer_alike(answers):
+    calls: list[str] = []
+    # started() registers each under its class's name
+    plugins = started(
+        type("B", (Ordered,), {})("b", calls, answers[0]),
+        type("Z", (First,), {})("z", calls, answers[1]),
+        type("A", (Ordered,), {})("a", calls, answers[2]),
+    )
+    kwargs = {"symbols": ["X"], "timeframe": "1m", "now": 0.0}
+    assert plugins.hook.before_scan(**kwargs) == plugins.manager.hook.before_scan(**kwargs)
+    half = len(calls) // 2
+    assert calls[:half] == calls[half:] == ["z", "a", "b"]  # tryfirst, then by name
+    calls.clear()
+    kwargs = {"symbol": "X", "features": None, "model": None}
+    fixed = plugins.hook.before_predict(**kwargs)
+    relayed = plugins.manager.hook.before_predict(**kwargs)
+    assert (fixed is None) == (relayed is None)
+    if fixed is not None:
+        assert (float(fixed), fixed.plugin) == (float(relayed), relayed.plugin)
+    half = len(calls) // 2
+    assert calls[:half] == calls[half:]
+
+
+def test_a_fixed_hook_still_guards_each_plugin():
+    class Raising:
+        @hookimpl
+        def before_analyze_symbol(self, symbol):
+            raise RuntimeError("no")
+
+    calls: list[str] = []
+
+    class Counting:
+        @hookimpl
+        def before_analyze_symbol(self, symbol):
+            calls.append(symbol)
+
+    plugins = started(Raising(), Counting())
+    with plugins.analyzing("X"):
+        pass
+    assert calls == ["X"] and plugins.faults() == {"raising.before_analyze_symbol": 1}

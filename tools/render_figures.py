@@ -1,7 +1,8 @@
 """Render every bench table in README.md and docs/*.md from its committed JSON.
 
 A table lives between two markers naming its JSON (a ``sltrader bench --trader ... --json``
-file, or a ``bench/load_time.py --json`` one, committed under docs/bench/)::
+file, or one of ``bench/load_time.py`` or ``bench/peer_batching.py``, committed under
+docs/bench/)::
 
     <!-- figure: docs/bench/stock-trader.json -->
     ...what ``sltrader report docs/bench/stock-trader.json --markdown`` prints...
@@ -28,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- figure: (\S+) -->\n)(.*?)(<!-- /figure -->)", re.S)
 
 
-def _load_time() -> ModuleType:
+def _bench(name: str) -> ModuleType:
     # bench/ is a folder of scripts, not a package
-    spec = importlib.util.spec_from_file_location("load_time", ROOT / "bench" / "load_time.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -40,7 +41,9 @@ def _load_time() -> ModuleType:
 def format_markdown(result: dict[str, Any]) -> str:
     """The Markdown of a bench JSON, by what made it."""
     if "load_ms" in result:
-        return str(_load_time().format_markdown(result))
+        return str(_bench("load_time").format_markdown(result))
+    if "points" in result:
+        return str(_bench("peer_batching").format_markdown(result))
     return trader_bench.format_markdown(result)
 
 
