@@ -51,6 +51,7 @@ from sltrader_plugins.protocols import (
     Model,
 )
 from sltrader_plugins.signals import Signal
+from sltrader_plugins.tally import Tally
 from sltrader_plugins.timeframes import (
     close_boundary,
     closes_between,
@@ -88,6 +89,7 @@ __all__ = [
     "SettingError",
     "Signal",
     "SingleFlightCache",
+    "Tally",
     "WallClock",
     "__version__",
     "close_boundary",

@@ -41,6 +41,7 @@ import attrs
 
 from sltrader_plugins.klines import Klines
 from sltrader_plugins.protocols import CacheStats, Clock
+from sltrader_plugins.tally import Tally
 from sltrader_plugins.timeframes import last_close_time
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class SingleFlightCache:
         self._evictions = 0
         self._refused = 0
         self._coalesced = 0
-        self._unclosed = 0  # fetches that returned a candle not closed yet (trimmed)
+        self._unclosed = Tally()  # fetches that returned a candle not closed yet (trimmed)
         self._causes: Counter[str] = Counter()
         self._higher_causes: Counter[str] = Counter()  # higher_timeframe misses, split
 
@@ -262,7 +263,7 @@ class SingleFlightCache:
                 prefetches_used=self._prefetches_used,
                 prefetches_wasted=self._prefetches_wasted + pending_waste,
                 evictions=self._evictions,
-                unclosed=self._unclosed,
+                unclosed=self._unclosed.count(),
             )
 
     def miss_causes(self) -> dict[str, int]:
@@ -373,17 +374,13 @@ class SingleFlightCache:
         answers with the forming one, and a trader must never see it (a look-ahead that
         would also pass for fresh until the next close)."""
         closed = klines.closed_at(self._clock.now())
-        if closed is not klines:
-            with self._lock:
-                self._unclosed += 1
-                first = self._unclosed == 1
-            if first:
-                log.warning(
-                    "the fetch of %s %s returned a candle that has not closed yet; it is "
-                    "dropped, as in every such fetch (Klines.from_ohlcv drops it at the source)",
-                    klines.symbol,
-                    klines.timeframe,
-                )
+        if closed is not klines and self._unclosed.add():
+            log.warning(
+                "the fetch of %s %s returned a candle that has not closed yet; it is "
+                "dropped, as in every such fetch (Klines.from_ohlcv drops it at the source)",
+                klines.symbol,
+                klines.timeframe,
+            )
         return closed
 
     def _fail(self, key: Key, flight: _Flight, exc: BaseException) -> NoReturn:

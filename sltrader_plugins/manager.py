@@ -15,7 +15,6 @@ import inspect
 import logging
 import os
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -28,6 +27,7 @@ from sltrader_plugins.buffers import LentBuffers
 from sltrader_plugins.config import DEFAULT_HOOK_TIMEOUT_S, Config, ConfigError
 from sltrader_plugins.model import finite_number
 from sltrader_plugins.protocols import HostServices
+from sltrader_plugins.tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class PluginManager:
         self.hook = self._pm.hook
         self._infos: dict[str, PluginInfo] = {}
         self._lock = threading.Lock()
-        self._faults: Counter[tuple[str, str]] = Counter()
+        self._faults = Tally(overflow=("(others)", "(others)"))  # by (plugin, hook)
         self._failed_at_start: set[str] = set()
         self.config = Config()  #: what ``load`` was given; plugins' settings come from it
         self.hook_timeout_s = hook_timeout_s
@@ -455,8 +455,7 @@ class PluginManager:
         """Count a fault of ``plugin`` in ``hook``; log the first of each pair, unless
         ``quiet`` (a consequence of a fault already logged)."""
         with self._lock:
-            self._faults[(plugin, hook)] += 1
-            first = self._faults[(plugin, hook)] == 1
+            first = self._faults.add((plugin, hook))
             if hook == "on_start":
                 self._failed_at_start.add(plugin)
         if first and not quiet:
@@ -477,7 +476,8 @@ class PluginManager:
     def faults(self) -> dict[str, int]:
         """Faults of plugins' hooks (exceptions, wrong returns), as ``{"plugin.hook": n}``."""
         with self._lock:
-            return {f"{plugin}.{hook}": n for (plugin, hook), n in sorted(self._faults.items())}
+            faults = sorted(self._faults.counts().items())
+        return {f"{plugin}.{hook}": n for (plugin, hook), n in faults}
 
     # -- lifecycle --------------------------------------------------------------------
 

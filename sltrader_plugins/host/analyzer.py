@@ -13,7 +13,6 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
@@ -25,6 +24,7 @@ from sltrader_plugins.callsites import Plugins
 from sltrader_plugins.host.exchange import ExchangeError
 from sltrader_plugins.host.features import FeatureEngine, FeatureError
 from sltrader_plugins.klines import Klines
+from sltrader_plugins.tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +96,16 @@ class SkipLog:
     """
 
     def __init__(self, max_logged: int = 100) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-        self._logged: set[tuple[str, str]] = set()
-        self._max_logged = max_logged
+        self._kinds = Tally()
+        self._logged = Tally(max_kinds=max_logged)  # by (kind, symbol): the first logged
 
     def record(self, kind: str, symbol: str, reason: str) -> None:
-        with self._lock:
-            self._counts[kind] += 1
-            first = (kind, symbol) not in self._logged and len(self._logged) < self._max_logged
-            if first:
-                self._logged.add((kind, symbol))
-        if first:
+        self._kinds.add(kind)
+        if self._logged.add((kind, symbol)):
             log.warning("skipped %s (%s): %s", symbol, kind, reason)
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(sorted(self._counts.items()))
+        return dict(sorted(self._kinds.counts().items()))  # type: ignore[arg-type]
 
 
 class ParallelAnalyzer:

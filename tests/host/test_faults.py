@@ -26,7 +26,13 @@ MAIN_LOOP_HOOKS = sorted(
     for name in dir(hookspecs)
     if hasattr(getattr(hookspecs, name), "sltrader_spec") and name not in hookspecs.WORKER_HOOKS
 )
-CHECKED_RETURNS = {"before_predict", "serve_klines", "on_feature_build", "report_metrics"}
+CHECKED_RETURNS = {
+    "before_predict",
+    "serve_klines",
+    "on_feature_build",
+    "report_metrics",
+    "report_summary",
+}
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ import numpy as np
 
 from sltrader_batching.config import BatchingConfig
 from sltrader_batching.stats import LogHistogram
-from sltrader_plugins import finite_number
+from sltrader_plugins import Tally, finite_number
 
 log = logging.getLogger("sltrader_batching")
 
@@ -239,7 +239,7 @@ class MicroBatcher:
         # stall every worker at the moment the model already does.
         self._timeout_to_log: int | None = None
         self._closed = False
-        self._no_batch_types: set[type] = set()
+        self._unbatchable_types = Tally()  # logged once each
         self._batch_error_logged = False  # only the first failed batch is logged
         # counters (guarded by _lock)
         self._requests = 0
@@ -712,9 +712,7 @@ class MicroBatcher:
         """``True`` when ``model`` can be batched; logs (once per type) when it cannot."""
         if callable(getattr(model, "predict_batch", None)):
             return True
-        with self._lock:
-            first = self._first_unbatchable_locked(type(model))
-        if first:
+        if self._unbatchable_types.add(type(model)):
             _log_unbatchable(type(model))
         return False
 
@@ -722,14 +720,8 @@ class MicroBatcher:
         with self._lock:
             self._requests += 1
             self._unbatchable += 1
-            first = self._first_unbatchable_locked(type(model))
-        if first:
+        if self._unbatchable_types.add(type(model)):
             _log_unbatchable(type(model))
-
-    def _first_unbatchable_locked(self, kind: type) -> bool:
-        first = kind not in self._no_batch_types
-        self._no_batch_types.add(kind)
-        return first
 
     def metrics(self) -> dict[str, float]:
         """A snapshot of the counters (names without the plugin prefix)."""

@@ -30,12 +30,17 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from sltrader_plugins import Tally
 from sltrader_shared import scripts
 from sltrader_shared.config import SharedConfig
 
 log = logging.getLogger("sltrader_shared")
 
 T = TypeVar("T")
+
+
+#: The repairs a script may make, each counted (and logged once) under its name.
+REPAIRS = ("bad_headers", "budget_resets")
 
 
 class Unavailable(Exception):
@@ -161,7 +166,7 @@ class RedisLink:
         self._closed = False
         self.errors = 0
         self.outages = 0
-        self._repairs = dict.fromkeys(("bad_headers", "budget_resets"), 0)
+        self._repairs = Tally()  # by counter (REPAIRS); not guarded by _lock: its own
 
     @property
     def down(self) -> bool:
@@ -266,10 +271,7 @@ class RedisLink:
     def repaired(self, counter: str, what: str) -> None:
         """Counts a repair a script made; logs the first of each kind (the others would
         repeat it for every key another client spoils)."""
-        with self._lock:
-            self._repairs[counter] += 1
-            first = self._repairs[counter] == 1
-        if first:
+        if self._repairs.add(counter):
             log.warning("%s: %s (counted as %s, logged once)", self.name, what, counter)
 
     def _recovered(self) -> None:
@@ -287,7 +289,7 @@ class RedisLink:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {
-                **self._repairs,
+                **{name: self._repairs.count(name) for name in REPAIRS},
                 "redis_errors": self.errors,
                 "outages": self.outages,
                 "fallback": int(self._down_since is not None),
