@@ -32,6 +32,7 @@ def test_registers_only_known_hooks() -> None:
         "after_fetch_klines",
         "pace_exchange_request",
         "report_metrics",
+        "report_summary",
         "on_shutdown",
     }
 

@@ -35,6 +35,7 @@ def test_registers_only_known_hooks() -> None:
         "on_candle_close",
         "before_fetch_klines",
         "report_metrics",
+        "report_summary",
         "on_shutdown",
     }
 
