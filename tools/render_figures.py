@@ -1,8 +1,8 @@
 """Render every bench table in README.md and docs/*.md from its committed JSON.
 
 A table lives between two markers naming its JSON (a ``sltrader bench --trader ... --json``
-file, or one of ``bench/load_time.py`` or ``bench/peer_batching.py``, committed under
-docs/bench/)::
+file, a ``sltrader bench --json`` one of the reference workload, or one of
+``bench/load_time.py`` or ``bench/peer_batching.py``, committed under docs/bench/)::
 
     <!-- figure: docs/bench/stock-trader.json -->
     ...what ``sltrader report docs/bench/stock-trader.json --markdown`` prints...
@@ -18,12 +18,14 @@ import argparse
 import importlib.util
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from sltrader_plugins import trader_bench
+from sltrader_plugins.host import bench as host_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- figure: (\S+) -->\n)(.*?)(<!-- /figure -->)", re.S)
@@ -44,6 +46,13 @@ def format_markdown(result: dict[str, Any]) -> str:
         return str(_bench("load_time").format_markdown(result))
     if "points" in result:
         return str(_bench("peer_batching").format_markdown(result))
+    if "scans" in result:  # the reference workload's bench: its own text table
+        found = result["machine"]
+        return (
+            f"```text\n{host_bench.format_table(result)}\n```\n\n"
+            f"Command: `{shlex.join(result['command'])}`\n"
+            f"Machine: {found['platform']}, {found['cpus']} CPUs, Python {found['python']}.\n"
+        )
     return trader_bench.format_markdown(result)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from sltrader_plugins.host.arguments import workload_for
 from sltrader_plugins.host.figures import Figure, figures
 from sltrader_plugins.host.terminal import Table, Terminal
-from sltrader_plugins.trader_bench import DEFAULT_SETS, installed_names, resolve_sets
+from sltrader_plugins.trader_bench import DEFAULT_SETS, installed_names, machine, resolve_sets
 
 #: Figures of the bench itself, beyond a run's (sltrader_plugins.host.figures).
 BENCH_FIGURES = {
@@ -164,6 +164,8 @@ def run_bench(args: argparse.Namespace, terminal: Terminal | None = None) -> dic
             "python": sys.version.split()[0],
         },
         "sets": medians,
+        "command": getattr(args, "argv", ["sltrader", *sys.argv[1:]]),
+        "machine": machine(),
     }
     terminal.report(format_table(result), [bench_table(result)])
     if args.json is not None:

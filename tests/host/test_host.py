@@ -476,6 +476,9 @@ def test_sltrader_bench_cli(tmp_path, capsys):
     assert none["max_prediction_diff"] == 0.0
     assert result["workload"]["size"] == "small"
     assert "decisions digest" in captured.out
+    # what docs render it with (tools/render_figures.py): how it was made, and where
+    assert result["command"][:2] == ["sltrader", "bench"]
+    assert result["machine"]["cpus"] >= 1
 
 
 def test_bench_set_resolution():
