@@ -42,12 +42,12 @@ from sltrader_plugins.signals import Signal
 
 PROJECT_NAME = "sltrader"
 
-#: Hooks called from worker threads (or any thread), many at once, and never bounded by
-#: the manager: they are on the hot path and each plugin bounds its own work. The others
-#: are the main loop's: the manager waits for each plugin's call at most ``hook_timeout_s``.
 #: The longest line ``report_summary`` may return.
 SUMMARY_MAX_CHARS = 200
 
+#: Hooks called from worker threads (or any thread), many at once, and never bounded by
+#: the manager: they are on the hot path and each plugin bounds its own work. The others
+#: are the main loop's: the manager waits for each plugin's call at most ``hook_timeout_s``.
 WORKER_HOOKS = frozenset(
     {
         "before_analyze_symbol",

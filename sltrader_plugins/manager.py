@@ -44,6 +44,10 @@ def _no_plugin(**_: Any) -> None:
     return None
 
 
+def _no_answers(**_: Any) -> list[Any]:
+    return []  # what pluggy answers for a hook that is not firstresult
+
+
 class _FixedHooks:
     """See :meth:`PluginManager.fixed_hooks`. The call sites use only the answers of
     ``firstresult`` hooks, for which pluggy too answers ``None`` when no plugin does."""
@@ -52,12 +56,12 @@ class _FixedHooks:
         for name in names:
             caller = getattr(relay, name)
             impls = caller.get_hookimpls()
+            firstresult = bool(caller.spec.opts.get("firstresult"))
             if not impls:
-                setattr(self, name, _no_plugin)
-            elif any(impl.kwargnames for impl in impls):
+                setattr(self, name, _no_plugin if firstresult else _no_answers)
+            elif any(impl.kwargnames for impl in impls) or caller.spec.kwargnames:
                 setattr(self, name, caller)  # arguments with defaults: pluggy's rules
             else:
-                firstresult = bool(caller.spec.opts.get("firstresult"))
                 setattr(self, name, _calling(impls, firstresult))
 
 
@@ -234,6 +238,8 @@ class PluginManager:
         :raises PluginError: an enable list names a plugin that is not installed; in strict
             mode, a plugin fails to import or to validate.
         """
+        if self._started:
+            raise PluginError("cannot load plugins: the plugins have been started")
         self.config = config
         self.hook_timeout_s = config.hook_timeout_s
         eps = list(installed_entry_points() if entry_points is None else entry_points)
@@ -322,6 +328,9 @@ class PluginManager:
         try:
             self._pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
+            # Some pluggy versions register the plugin before validating it
+            if self._pm.get_plugin(name) is plugin:
+                self._pm.unregister(plugin)
             raise PluginError(f"invalid hook implementation: {exc}") from exc
         except ValueError as exc:  # already registered, or blocked
             raise PluginError(str(exc)) from exc

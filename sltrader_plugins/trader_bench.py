@@ -8,8 +8,9 @@ fresh process whose ``SLTRADER_PLUGINS`` chooses the set (so a ``plugins=`` of y
 that no set always runs first. It compares the wall time of each run and the peak memory
 of its process against the set ``none``, and the decisions against ``none``'s: equal, or
 the bench says which set decided differently. A run's time per cycle counts from its first
-``plugins.scan(...)`` to its end; what comes before (imports, ``Plugins.load``, ``start``,
-a model trained, a history read) is its start-up, measured apart: a plugin's one-off cost
+``plugins.scan(...)`` to its end; what comes before (``Plugins.load`` and the plugins'
+imports, ``start``, a model trained, a history read; the trader module's own imports
+come before the clock) is its start-up, measured apart: a plugin's one-off cost
 (importing redis-py, say) shows there and not spread over however many cycles the bench
 ran. A trader that never calls ``plugins.scan`` has its start-up counted in its cycles.
 
@@ -408,17 +409,19 @@ def _summaries(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any
         summary: dict[str, Any] = {
             "plugins": name,
             "seconds_per_cycle": statistics.median(r["seconds_per_cycle"] for r in rows),
-            "startup_s": statistics.median(r.get("startup_s", 0.0) for r in rows),
             "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rows),
             "decisions": rows[0]["decisions"],
         }
+        if all("startup_s" in r for r in rows):  # not in a bench of before it was measured
+            summary["startup_s"] = statistics.median(r["startup_s"] for r in rows)
         if base is not None:
             summary["time_ratio"] = summary["seconds_per_cycle"] / statistics.median(
                 r["seconds_per_cycle"] for r in base
             )
-            summary["startup_extra_s"] = summary["startup_s"] - statistics.median(
-                r.get("startup_s", 0.0) for r in base
-            )
+            if "startup_s" in summary and all("startup_s" in r for r in base):
+                summary["startup_extra_s"] = summary["startup_s"] - statistics.median(
+                    r["startup_s"] for r in base
+                )
             summary["rss_ratio"] = summary["peak_rss_mb"] / statistics.median(
                 r["peak_rss_mb"] for r in base
             )
@@ -482,9 +485,10 @@ def format_table(result: dict[str, Any]) -> str:
         for name, s in sets.items():
             time_ratio = f"x{s['time_ratio']:.2f}" if "time_ratio" in s else "-"
             rss_ratio = f"x{s['rss_ratio']:.2f}" if "rss_ratio" in s else "-"
+            startup = f"{s['startup_s']:.2f}" if "startup_s" in s else "-"
             lines.append(
                 f"{name:<24} {s['seconds_per_cycle'] * 1000:>10.1f} {time_ratio:>7} "
-                f"{s.get('startup_s', 0.0):>8.2f} {s['peak_rss_mb']:>8.1f} {rss_ratio:>7}"
+                f"{startup:>8} {s['peak_rss_mb']:>8.1f} {rss_ratio:>7}"
             )
         at = "" if count is None else f" at {_count(count)}"
         differ = [n for n, s in sets.items() if s.get("same_decisions") is False]
@@ -532,7 +536,7 @@ def format_markdown(result: dict[str, Any]) -> str:
             "",
             "Start-up (before the first scan) against `none`'s, once per run:",
             "",
-            "| set | " + " | ".join(columns) + " |",
+            "| set | " + " | ".join("start-up" if c == "x none" else c for c in columns) + " |",
             "|---|" + "---:|" * len(columns),
         ]
         for name in names:

@@ -218,10 +218,17 @@ def test_once_started_a_hook_no_plugin_implements_is_no_call():
     a pluggy call per symbol); one with an implementation answers as before."""
     plugins = started(Answering(0.25), FailsToStart())
     assert plugins.hook.before_predict(symbol="X", features=None, model=None) == 0.25
-    for name in ("on_feature_build", "before_analyze_symbol", "serve_klines", "before_scan"):
+    # as pluggy answers with no implementation: None for an answer hook, [] for the others
+    for name, nothing in [
+        ("on_feature_build", None),
+        ("serve_klines", None),
+        ("before_analyze_symbol", []),
+        ("before_scan", []),
+        ("report_metrics", []),
+    ]:
         hook = getattr(plugins.hook, name)
         assert hook is not getattr(plugins.manager.hook, name), name
-        assert hook(symbol="X", timeframe="1m", n_candles=3) is None
+        assert hook(symbol="X", timeframe="1m", n_candles=3) == nothing, name
     assert plugins.predict("X", np.array([1.0, 2.0])) == 0.25
     assert (
         plugins.build_features("X", "1m", 3, features_of).tolist()

@@ -657,3 +657,12 @@ def test_summaries_are_in_plugin_name_order():
         assert list(manager.summaries()) == ["alpha", "mid", "zeta"]
     finally:
         manager.shutdown()
+
+
+def test_loading_after_start_is_refused():
+    """The call sites fixed their hooks at start: plugins loaded later would not be
+    called, or called unguarded."""
+    manager = PluginManager()
+    manager.start(services=None)  # type: ignore[arg-type]
+    with pytest.raises(PluginError, match="started"):
+        manager.load(Config(), entry_points=[])
