@@ -212,7 +212,7 @@ def _title(result: dict[str, Any]) -> str:
 def format_table(result: dict[str, Any]) -> str:
     """The bench's table as plain text (a pipe, a file, a log)."""
     names = list(result["sets"])
-    width = 22
+    width = max(22, *(len(name) + 2 for name in names))  # a set named a+b+c+d stays apart
     lines = [_title(result), f"{'metric':<30}" + "".join(f"{n:>{width}}" for n in names)]
     for label, *cells in _rows(result):
         lines.append(f"{label:<30}" + "".join(f"{cell:>{width}}" for cell in cells))
