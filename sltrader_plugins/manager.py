@@ -430,14 +430,13 @@ class PluginManager:
                 if thread is None or bound is None:
                     result = function(*args, **kwargs)
                 else:
-                    outcome, future = thread.call(function, args, kwargs, bound)
-                    if future is None:
+                    outcome, result = thread.call(function, args, kwargs, bound)
+                    if outcome is not Outcome.DONE:
                         # One line for the call that overran; the calls it makes the
                         # plugin skip until it returns are only counted.
                         reason = _LATE[outcome].format(bound=bound)
                         self._record_fault(plugin, hook, reason, quiet=outcome is Outcome.BUSY)
                         return None
-                    result = future.result()
             except ConfigError:
                 if starting:
                     raise  # a wrong setting is the user's to fix, not a fault to hide

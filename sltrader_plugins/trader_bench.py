@@ -74,6 +74,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import attrs
+
 from sltrader_plugins.callsites import Plugins
 from sltrader_plugins.manager import ENV_PLUGINS, installed_entry_points
 
@@ -183,36 +185,58 @@ def machine() -> dict[str, Any]:
     }
 
 
+_STEP_ASIDES = ".step_asides"  #: the name of PayoffCounters.step_asides in metrics
+
+
+@attrs.define
+class _Watched:
+    """What a bench run sees of the trader's ``Plugins`` (see :func:`_watching`)."""
+
+    first_scan: float | None = None  #: perf_counter at the first ``Plugins.scan``
+    summaries: dict[str, str] = attrs.Factory(dict)  #: each plugin's line, at close
+    #: times each plugin stepped aside (its ``PayoffCounters.step_asides``), at close
+    step_asides: dict[str, int] = attrs.Factory(dict)
+
+
 @contextlib.contextmanager
-def _first_scan() -> Iterator[list[float]]:
-    """While inside, the time of the first ``Plugins.scan`` call lands in the list: where
-    the trader's start-up (imports, ``Plugins.load``, ``start``, a model trained) ends
-    and its cycles begin."""
-    seen: list[float] = []
-    scan = Plugins.scan
+def _watching() -> Iterator[_Watched]:
+    """While inside, the first ``Plugins.scan`` call is timed (where the trader's start-up
+    ends, imports, ``Plugins.load``, ``start`` and a model trained, and its cycles begin)
+    and what the plugins bought is read when the trader closes them."""
+    watched = _Watched()
+    scan, close = Plugins.scan, Plugins.close
 
     def timed(self: Plugins, *args: Any, **kwargs: Any) -> Any:
-        if not seen:
-            seen.append(time.perf_counter())
+        if watched.first_scan is None:
+            watched.first_scan = time.perf_counter()
         return scan(self, *args, **kwargs)
 
-    Plugins.scan = timed  # type: ignore[method-assign]
+    def closing(self: Plugins, *args: Any, **kwargs: Any) -> None:
+        close(self, *args, **kwargs)
+        watched.summaries = self.summaries()
+        watched.step_asides = {
+            name.removesuffix(_STEP_ASIDES): int(value)
+            for name, value in self.metrics().items()
+            if name.endswith(_STEP_ASIDES)
+        }
+
+    Plugins.scan, Plugins.close = timed, closing  # type: ignore[method-assign]
     try:
-        yield seen
+        yield watched
     finally:
-        Plugins.scan = scan  # type: ignore[method-assign]
+        Plugins.scan, Plugins.close = scan, close  # type: ignore[method-assign]
 
 
 def run_once(target: str, cycles: int, workers: int | None = None) -> dict[str, Any]:
     """Run the trader in this process: what one bench run measures."""
     trader = load_trader(target, workers=workers is not None)
-    with _first_scan() as first:
+    with _watching() as watched:
         start = time.perf_counter()
         decisions = list(trader(cycles) if workers is None else trader(cycles, workers))
         end = time.perf_counter()
     wall = end - start
     # A trader that never calls Plugins.scan: its start-up counts in its cycles
-    begun = first[0] if first else start
+    begun = start if watched.first_scan is None else watched.first_scan
     # ru_maxrss is KiB on Linux, bytes on macOS
     scale = 1 if sys.platform == "darwin" else 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
@@ -223,6 +247,8 @@ def run_once(target: str, cycles: int, workers: int | None = None) -> dict[str, 
         "peak_rss_mb": peak / 2**20,
         "decisions": len(decisions),
         "decisions_digest": decisions_digest(decisions),
+        "summaries": watched.summaries,
+        "step_asides": watched.step_asides,
     }
 
 
@@ -545,6 +571,7 @@ def format_markdown(result: dict[str, Any]) -> str:
                 extra = sets.get(name, {}).get("startup_extra_s")
                 cells.append("-" if extra is None else f"{extra * 1000:+.0f} ms")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _step_aside_table(result, names, columns)
     lines.append("")
     differ = [
         name if count is None else f"{name} at {_count(count)}"
@@ -579,6 +606,39 @@ def format_markdown(result: dict[str, Any]) -> str:
     if (text := _machine_text(result)) is not None:
         lines.append(f"Machine: {text}.")
     return "\n".join(lines) + "\n"
+
+
+def _step_aside_table(result: dict[str, Any], names: list[str], columns: list[str]) -> list[str]:
+    """Markdown lines: for each plugin of each set that trials its payoff, in how many of
+    the set's runs it stepped aside at least once (none when no run recorded it)."""
+    if "workers" in result:
+        by_count = {int(c): entry.get("runs", {}) for c, entry in result["workers"].items()}
+    else:
+        by_count = {None: result.get("runs", {})}
+    groups = [by_count[count] for count in sorted(by_count, key=lambda count: count or 0)]
+    rows = []
+    for name in names:
+        runs_by_count = [runs.get(name, []) for runs in groups]
+        plugins = {p for runs in runs_by_count for run in runs for p in run.get("step_asides", {})}
+        for plugin in sorted(plugins):
+            cells = [
+                f"{sum(run['step_asides'].get(plugin, 0) > 0 for run in runs)}/{len(runs)}"
+                if runs
+                else "-"
+                for runs in runs_by_count
+            ]
+            label = plugin if plugin == name else f"{plugin} in {name}"
+            rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        "Runs in which a plugin stepped aside (its work did not pay) at least once:",
+        "",
+        "| plugin | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+        *rows,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

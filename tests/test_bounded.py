@@ -11,6 +11,7 @@ import time
 import pytest
 
 from sltrader_plugins import Config, ConfigError, PluginManager, Plugins, hookimpl
+from sltrader_plugins.bounded import HookThread, Outcome
 
 BOUND = 0.2  # the tests' hook_timeout_s: short, as a hang is the point
 LONG = 60.0  # what a hung plugin would cost without the bound
@@ -206,3 +207,60 @@ def test_a_wrong_bound_is_one_line(value):
         ConfigError, match=r"^'hook_timeout_s': expected a finite number in \(0, 3600\], got"
     ):
         Config.from_mapping({"hook_timeout_s": value})
+
+
+# -- the hand-over itself ----------------------------------------------------------
+
+
+def hook_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sltrader-hooks-x"]
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return predicate()
+
+
+def test_calls_are_answered_in_order_each_with_its_own_result_or_error():
+    thread = HookThread("x")
+
+    def answer(n):
+        if n % 7 == 3:
+            raise ValueError(n)
+        return n * 2
+
+    for n in range(2000):
+        if n % 7 == 3:
+            with pytest.raises(ValueError, match=f"^{n}$"):
+                thread.call(answer, (n,), {}, LONG)
+        else:
+            assert thread.call(answer, (n,), {}, LONG) == (Outcome.DONE, n * 2)
+    assert len(hook_threads()) == 1  # one thread serves them all
+    thread.stop()
+    assert wait_until(lambda: not hook_threads())
+
+
+def test_an_abandoned_call_blocks_later_ones_until_it_returns_then_its_thread_serves_again():
+    thread, release = HookThread("x"), threading.Event()
+    assert thread.call(release.wait, (LONG,), {}, BOUND) == (Outcome.OVERRAN, None)
+    assert thread.call(lambda: 1, (), {}, LONG) == (Outcome.BUSY, None)
+    release.set()
+    assert wait_until(lambda: thread.call(lambda: 2, (), {}, LONG) == (Outcome.DONE, 2))
+    assert len(hook_threads()) == 1  # the abandoned call's thread, serving again
+    thread.stop()
+    assert wait_until(lambda: not hook_threads())
+
+
+def test_stop_ends_an_abandoned_calls_thread_when_it_returns_and_later_calls_leave_none():
+    thread, release = HookThread("x"), threading.Event()
+    assert thread.call(release.wait, (LONG,), {}, BOUND)[0] is Outcome.OVERRAN
+    thread.stop()
+    thread.stop()  # twice is harmless
+    assert thread.call(lambda: 1, (), {}, LONG)[0] is Outcome.BUSY  # still one at a time
+    release.set()
+    assert wait_until(lambda: not hook_threads())  # it ended with its call
+    for n in range(3):  # a report after stop: each on a thread that ends with it
+        assert thread.call(lambda n=n: n, (), {}, LONG) == (Outcome.DONE, n)
+    assert wait_until(lambda: not hook_threads())

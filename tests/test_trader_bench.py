@@ -206,6 +206,14 @@ def test_every_installed_set_runs_and_decides_as_none(trader):
         assert len(result["runs"][name]) == 2
     assert result["sets"]["none"]["time_ratio"] == 1.0
     assert "every set decided as none did" in format_table(result)
+    for run in result["runs"]["none"]:
+        assert run["summaries"] == {} and run["step_asides"] == {}
+    for run in result["runs"].get("all", []):  # what each plugin bought, read at close
+        assert sorted(run["summaries"]) == installed
+        assert all(isinstance(line, str) and line for line in run["summaries"].values())
+        # every plugin that trials its payoff says how often it stepped aside
+        assert set(run["step_asides"]) <= set(installed) and run["step_asides"]
+        assert all(count >= 0 for count in run["step_asides"].values())
     json.dumps(result)  # what --json writes
 
 
@@ -519,6 +527,29 @@ def test_a_set_that_costs_or_an_all_behind_the_best_set_is_named():
     sets["warming"]["time_ratio"] = 1.02  # the noise allowed
     sets["batching"]["time_ratio"] = 0.85  # all within 0.03 of it
     assert unpaid(result) == []
+
+
+def test_markdown_counts_the_runs_in_which_each_plugin_stepped_aside():
+    result = json.loads(json.dumps(FIXTURE))
+
+    def runs(*asides: dict) -> list[dict]:
+        return [{"step_asides": aside} for aside in asides]
+
+    result["workers"]["1"]["runs"] = {"none": runs({}, {}), "all": runs({"warming": 0}, {})}
+    result["workers"]["4"]["runs"] = {
+        "warming": runs({"warming": 1}, {"warming": 3}),
+        "all": runs({"warming": 2, "pooling": 0}, {"warming": 0, "pooling": 0}),
+    }
+    text = format_markdown(result)
+    assert (
+        "Runs in which a plugin stepped aside (its work did not pay) at least once:\n\n"
+        "| plugin | 1 worker | 4 workers | 16 workers |\n"
+        "|---|---:|---:|---:|\n"
+        "| pooling in all | 0/2 | 0/2 | - |\n"
+        "| warming in all | 0/2 | 1/2 | - |\n"
+        "| warming | - | 2/2 | - |\n"
+    ) in text
+    assert "stepped aside" not in format_markdown(FIXTURE)  # runs that never recorded it
 
 
 # -- --redis -----------------------------------------------------------------------------
