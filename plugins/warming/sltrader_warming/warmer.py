@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from sltrader_plugins import Clock, KlineCache, close_boundary, last_close_time
+from sltrader_plugins import Clock, KlineCache, Tally, close_boundary, last_close_time
 from sltrader_warming.config import WarmingConfig
 from sltrader_warming.tracker import AccessTracker, Candidate, Key
 
@@ -121,7 +121,7 @@ class Warmer:
         # Keys whose prefetch was abandoned and is still running. Each holds a thread: with
         # max_parallel of them, nothing more starts.
         self._abandoned: set[Key] = set()
-        self._logged: set[str] = set()
+        self._told = Tally()  # the kinds of trouble logged: the first of each
 
     # -- events ---------------------------------------------------------------------
 
@@ -459,10 +459,7 @@ class Warmer:
         )
 
     def _log_once(self, kind: str, message: str, *args: object, exc_info: bool = False) -> None:
-        with self._lock:
-            first = kind not in self._logged
-            self._logged.add(kind)
-        if first:
+        if self._told.add(kind):
             log.warning(message, *args, exc_info=exc_info)
 
     # -- reporting and lifecycle ------------------------------------------------------
