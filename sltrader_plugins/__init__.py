@@ -40,6 +40,7 @@ from sltrader_plugins.exchange_requests import ExchangeRequest, KlineFetch
 from sltrader_plugins.hookspecs import PROJECT_NAME
 from sltrader_plugins.klines import Klines, served_fault
 from sltrader_plugins.manager import PluginError, PluginManager
+from sltrader_plugins.marks import nonblocking
 from sltrader_plugins.model import ModelAdapter, ModelTimes, finite_number
 from sltrader_plugins.protocols import (
     BatchModel,
@@ -101,6 +102,7 @@ __all__ = [
     "last_close_time",
     "load_config",
     "next_close_time",
+    "nonblocking",
     "one_of",
     "section_from",
     "served_fault",

@@ -24,7 +24,8 @@ Threading: ``before_analyze_symbol``, ``after_analyze_symbol``, ``before_predict
 other hook is called for the host's main loop, on a thread the manager keeps for the
 plugin: one plugin's main-loop hooks run one at a time, and the loop waits for each call
 at most ``hook_timeout_s`` (a call that overruns is abandoned and counted as a fault; the
-plugin's main-loop calls are skipped until it returns).
+plugin's main-loop calls are skipped until it returns). An implementation marked
+:func:`sltrader_plugins.nonblocking` runs in the main loop itself, unbounded.
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ WORKER_HOOKS = frozenset(
 )
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
-
 
 # -- lifecycle ------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from sltrader_plugins import hookspecs
 from sltrader_plugins.bounded import HookThread, Outcome
 from sltrader_plugins.buffers import LentBuffers
 from sltrader_plugins.config import DEFAULT_HOOK_TIMEOUT_S, Config, ConfigError
+from sltrader_plugins.marks import is_nonblocking
 from sltrader_plugins.model import finite_number
 from sltrader_plugins.protocols import HostServices
 from sltrader_plugins.tally import Tally
@@ -202,7 +203,8 @@ class PluginManager:
     A plugin's main-loop hooks (every hook but :data:`hookspecs.WORKER_HOOKS`) run on a
     thread the manager keeps for that plugin, and the caller waits for each at most
     ``hook_timeout_s`` (``None``: in the caller's thread, without a bound); see
-    :mod:`sltrader_plugins.bounded`.
+    :mod:`sltrader_plugins.bounded`. Those marked :func:`~sltrader_plugins.marks.nonblocking` run in
+    the caller's thread.
     """
 
     def __init__(self, hook_timeout_s: float | None = DEFAULT_HOOK_TIMEOUT_S) -> None:
@@ -419,7 +421,7 @@ class PluginManager:
         starting = hook == "on_start"
         check = _RESULT_CHECKS.get(hook)
         thread = None
-        if hook not in hookspecs.WORKER_HOOKS:
+        if hook not in hookspecs.WORKER_HOOKS and not is_nonblocking(function):
             thread = self._hook_threads.setdefault(plugin, HookThread(plugin))
 
         # pluggy passes arguments that have defaults in the implementation by keyword

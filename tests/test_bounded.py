@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from sltrader_plugins import Config, ConfigError, PluginManager, Plugins, hookimpl
+from sltrader_plugins import Config, ConfigError, PluginManager, Plugins, hookimpl, nonblocking
 from sltrader_plugins.bounded import HookThread, Outcome
 
 BOUND = 0.2  # the tests' hook_timeout_s: short, as a hang is the point
@@ -212,8 +213,16 @@ def test_a_wrong_bound_is_one_line(value):
 # -- the hand-over itself ----------------------------------------------------------
 
 
-def hook_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "sltrader-hooks-x"]
+def fresh() -> HookThread:
+    """A hook thread with a name no other test's plugin has."""
+    return HookThread(f"handover-{next(_FRESH)}")
+
+
+_FRESH = itertools.count()
+
+
+def hook_threads(thread: HookThread) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"sltrader-hooks-{thread.plugin}"]
 
 
 def wait_until(predicate, timeout: float = 10.0) -> bool:
@@ -224,7 +233,7 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
 
 
 def test_calls_are_answered_in_order_each_with_its_own_result_or_error():
-    thread = HookThread("x")
+    thread = fresh()
 
     def answer(n):
         if n % 7 == 3:
@@ -237,30 +246,81 @@ def test_calls_are_answered_in_order_each_with_its_own_result_or_error():
                 thread.call(answer, (n,), {}, LONG)
         else:
             assert thread.call(answer, (n,), {}, LONG) == (Outcome.DONE, n * 2)
-    assert len(hook_threads()) == 1  # one thread serves them all
+    assert len(hook_threads(thread)) == 1  # one thread serves them all
     thread.stop()
-    assert wait_until(lambda: not hook_threads())
+    assert wait_until(lambda: not hook_threads(thread))
 
 
 def test_an_abandoned_call_blocks_later_ones_until_it_returns_then_its_thread_serves_again():
-    thread, release = HookThread("x"), threading.Event()
+    thread, release = fresh(), threading.Event()
     assert thread.call(release.wait, (LONG,), {}, BOUND) == (Outcome.OVERRAN, None)
     assert thread.call(lambda: 1, (), {}, LONG) == (Outcome.BUSY, None)
     release.set()
     assert wait_until(lambda: thread.call(lambda: 2, (), {}, LONG) == (Outcome.DONE, 2))
-    assert len(hook_threads()) == 1  # the abandoned call's thread, serving again
+    assert len(hook_threads(thread)) == 1  # the abandoned call's thread, serving again
     thread.stop()
-    assert wait_until(lambda: not hook_threads())
+    assert wait_until(lambda: not hook_threads(thread))
 
 
 def test_stop_ends_an_abandoned_calls_thread_when_it_returns_and_later_calls_leave_none():
-    thread, release = HookThread("x"), threading.Event()
+    thread, release = fresh(), threading.Event()
     assert thread.call(release.wait, (LONG,), {}, BOUND)[0] is Outcome.OVERRAN
     thread.stop()
     thread.stop()  # twice is harmless
     assert thread.call(lambda: 1, (), {}, LONG)[0] is Outcome.BUSY  # still one at a time
     release.set()
-    assert wait_until(lambda: not hook_threads())  # it ended with its call
+    assert wait_until(lambda: not hook_threads(thread))  # it ended with its call
     for n in range(3):  # a report after stop: each on a thread that ends with it
         assert thread.call(lambda n=n: n, (), {}, LONG) == (Outcome.DONE, n)
-    assert wait_until(lambda: not hook_threads())
+    assert wait_until(lambda: not hook_threads(thread))
+
+
+# -- nonblocking implementations -------------------------------------------------------
+
+
+class Marked:
+    """``before_scan`` marked nonblocking; ``on_scan_complete`` not."""
+
+    def __init__(self) -> None:
+        self.threads: dict[str, threading.Thread] = {}
+
+    @hookimpl
+    @nonblocking
+    def before_scan(self, symbols):
+        self.threads["before_scan"] = threading.current_thread()
+        if symbols == ["RAISE"]:
+            raise RuntimeError("a fault in a nonblocking hook")
+
+    @hookimpl
+    def on_scan_complete(self):
+        self.threads["on_scan_complete"] = threading.current_thread()
+
+
+def test_a_nonblocking_hook_runs_in_the_callers_thread_and_its_faults_are_still_caught():
+    marked = Marked()
+    manager = manager_with(marked)
+    manager.hook.before_scan(symbols=["X"], timeframe="1m", now=0.0)
+    manager.hook.on_scan_complete(symbols=["X"], timeframe="1m", now=0.0)
+    assert marked.threads["before_scan"] is threading.current_thread()
+    assert marked.threads["on_scan_complete"] is not threading.current_thread()
+    assert manager.hook.before_scan(symbols=["RAISE"], timeframe="1m", now=0.0) == []
+    assert manager.faults() == {"marked.before_scan": 1}
+
+
+def test_a_nonblocking_hook_still_runs_while_a_bounded_call_of_its_plugin_hangs():
+    class HangsOnComplete(Marked):
+        release = threading.Event()
+
+        @hookimpl
+        def on_scan_complete(self):
+            self.release.wait(LONG)
+
+    plugin = HangsOnComplete()
+    manager = manager_with(plugin)
+    try:
+        manager.hook.on_scan_complete(symbols=[], timeframe="1m", now=0.0)  # abandoned
+        manager.hook.before_scan(symbols=["X"], timeframe="1m", now=0.0)
+        assert plugin.threads["before_scan"] is threading.current_thread()
+        assert manager.faults() == {"hangsoncomplete.on_scan_complete": 1}
+    finally:
+        HangsOnComplete.release.set()

@@ -9,7 +9,7 @@ import numpy as np
 
 from sltrader_batching.batcher import MicroBatcher
 from sltrader_batching.config import BatchingConfig
-from sltrader_plugins import HostServices, Model, PluginSettings, hookimpl
+from sltrader_plugins import HostServices, Model, PluginSettings, hookimpl, nonblocking
 from sltrader_plugins.payoff import Payoff
 
 log = logging.getLogger("sltrader_batching")
@@ -44,6 +44,7 @@ class BatchingPlugin:
         self._batcher = batcher
 
     @hookimpl
+    @nonblocking  # a lock held for microseconds
     def before_scan(self, symbols: Sequence[str]) -> None:
         batcher = self._batcher
         if batcher is not None:
@@ -87,6 +88,7 @@ class BatchingPlugin:
         return batcher.submit(model, features)
 
     @hookimpl
+    @nonblocking  # a lock held for microseconds
     def on_scan_complete(self) -> None:
         batcher = self._batcher
         if batcher is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from sltrader_plugins import FeatureBuffers, HostServices, PluginSettings, hookimpl
+from sltrader_plugins import FeatureBuffers, HostServices, PluginSettings, hookimpl, nonblocking
 from sltrader_plugins.payoff import Payoff
 from sltrader_pooling.buffers import BufferPool
 from sltrader_pooling.config import PoolingConfig
@@ -53,6 +53,7 @@ class PoolingPlugin:
         return pool.acquire(symbol, timeframe, n_candles)
 
     @hookimpl
+    @nonblocking  # a lock held for microseconds
     def on_scan_complete(self) -> None:
         if self.payoff is not None:
             self.payoff.end_scan()

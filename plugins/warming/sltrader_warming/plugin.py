@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from sltrader_plugins import HostServices, KlineFetch, PluginSettings, Signal, hookimpl
+from sltrader_plugins import HostServices, KlineFetch, PluginSettings, Signal, hookimpl, nonblocking
 from sltrader_plugins.payoff import Payoff
 from sltrader_warming.config import WarmingConfig
 from sltrader_warming.warmer import Warmer
@@ -62,6 +62,7 @@ class WarmingPlugin:
             warmer.warm_universe(symbols, timeframe)
 
     @hookimpl
+    @nonblocking  # bookkeeping under its locks
     def on_scan_complete(self, symbols: Sequence[str], timeframe: str, now: float) -> None:
         if self.warmer is not None and self.payoff is not None:
             self.warmer.record_scan(symbols, timeframe, now)
