@@ -204,3 +204,46 @@ def test_every_test_the_reliability_page_cites_exists():
     assert len(cited) >= 15
     for path, name in cited:
         assert f"def {name}(" in (ROOT / path).read_text(), f"{path}::{name}"
+
+
+def _heading_anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces
+    as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _outside_code(path: Path) -> str:
+    return re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+
+
+def broken_links(pages: list[Path]) -> list[str]:
+    """Every relative link of ``pages`` to a file that does not exist, or to a heading
+    its page does not have."""
+    found = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", _outside_code(page)):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            name, _, anchor = target.partition("#")
+            dest = (page.parent / name).resolve() if name else page
+            if not dest.exists():
+                found.append(f"{page.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md":
+                headings = re.findall(r"^#+ (.*)$", _outside_code(dest), flags=re.M)
+                if anchor not in {_heading_anchor(h) for h in headings}:
+                    found.append(f"{page.name}: {target} (no such heading)")
+    return found
+
+
+def test_every_link_of_the_docs_reaches_its_page_and_heading():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert broken_links(pages) == []
+
+
+def test_a_link_to_a_heading_that_moved_is_found(tmp_path):
+    page = "# A\n\n## When it pays\n\nsee [b](b.md#gone), [a](#when-it-pays)\n"
+    (tmp_path / "a.md").write_text(page)
+    (tmp_path / "b.md").write_text("# B\n\n```\n# gone\n```\n")
+    assert broken_links([tmp_path / "a.md"]) == ["a.md: b.md#gone (no such heading)"]
+    (tmp_path / "b.md").unlink()
+    assert broken_links([tmp_path / "a.md"]) == ["a.md: b.md#gone (no such file)"]
