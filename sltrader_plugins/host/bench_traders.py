@@ -52,8 +52,8 @@ DEFAULT_TRADER_SETS = "none,shared"
 #: at start + k x scan interval / speed (a 7.5 s scan interval is 0.5 s), as traders on
 #: one real clock do; free-running simulated clocks would drift apart.
 DEFAULT_SPEED = 15.0
-#: Wall time between starting the trader processes and their first cycle (imports).
-STARTUP_S = 3.0
+#: Wall time between the last trader's start and cycle 0 (the others hear of it).
+GO_AHEAD_S = 0.05
 SHARED_INSTALL = "python3 -m pip install sltrader-shared (or plugins/shared of the checkout)"
 
 
@@ -191,7 +191,6 @@ def _run_traders(
 ) -> list[dict[str, Any]]:
     """Traders at once, each a fresh process; their reports, in trader order."""
     running = []
-    start_at = time.time() + STARTUP_S
     try:
         for i in traders:
             out = tmp / f"{name}-trader{i}.json"
@@ -206,16 +205,29 @@ def _run_traders(
                 "--config",
                 str(config),
                 "--no-allocations",
-                "--start-at",
-                repr(start_at),
                 "--speed",
                 repr(speed),
                 *common,
             )
             process = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=tmp
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+                cwd=tmp,
+                text=True,
             )
             running.append((i, process, out, log))
+        # A barrier: every trader has started its plugins (the shared ones marked
+        # themselves present) before any scans; then all start cycle 0 together.
+        pipes = [(process.stdin, process.stdout) for _, process, _, _ in running]
+        started = [bool(out) and out.readline().strip() == "started" for _, out in pipes]
+        start_at = repr(time.time() + GO_AHEAD_S)
+        for (stdin, _), ok in zip(pipes, started, strict=True):
+            if stdin and ok:  # one that failed to start is reported below
+                stdin.write(start_at + "\n")
+                stdin.close()
         reports = []
         for done, (i, process, out, log) in enumerate(running, 1):
             code = process.wait()

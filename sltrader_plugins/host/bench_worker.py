@@ -4,8 +4,10 @@ Runs the reference trader once with exactly the plugins of ``--plugins`` and wri
 report (with allocation figures and the process's peak RSS) as JSON, and every
 prediction keyed by ``(cycle, symbol)`` to ``--predictions``. With ``--exchange URL`` it
 trades on a served exchange; ``--trader I`` makes it trader ``I`` of several
-(``Workload.trader``); ``--start-at T --speed X`` starts cycle ``k`` at wall time
-``T + k x scan_interval / X`` at the earliest.
+(``Workload.trader``). With ``--speed X`` it runs with others on one schedule: once
+its plugins have started it writes ``started`` on stdout and reads the wall time ``T``
+of cycle 0 from stdin, then starts cycle ``k`` at ``T + k x scan_interval / X`` at the
+earliest.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from sltrader_plugins.host.arguments import workload_for, workload_options
@@ -35,9 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--exchange", metavar="URL", default=None)
     parser.add_argument("--trader", type=int, default=0)
     parser.add_argument("--no-allocations", action="store_true")
-    parser.add_argument("--start-at", type=float, default=None, help="wall time of cycle 0")
     parser.add_argument(
-        "--speed", type=float, default=None, help="simulated seconds per real second"
+        "--speed",
+        type=float,
+        default=None,
+        help="simulated seconds per real second; cycle 0's wall time from stdin",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -54,26 +58,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             predictions=predictions,
             wrap_exchange=served_exchange(args.exchange),
         )
-        progress = None
-        if args.start_at is not None and args.speed:
-            progress = _schedule(args.start_at, workload.scan_interval_s / args.speed)
-            progress(0, workload.cycles, 0.0)
-        report = host.run(progress=progress, allocations=not args.no_allocations)
+        schedule = _Schedule(workload.scan_interval_s / args.speed) if args.speed else None
+        report = host.run(
+            progress=schedule.wait if schedule else None,
+            allocations=not args.no_allocations,
+            on_started=schedule.start if schedule else None,
+        )
     args.out.write_text(json.dumps(report.as_dict(), sort_keys=True), encoding="utf-8")
     return 0
 
 
-def _schedule(start_at: float, interval_s: float) -> Callable[[int, int, float], None]:
-    """A ``progress`` callback that holds cycle ``k`` until ``start_at + k x interval_s``
-    (wall time): traders started together scan together, as real ones do on one clock;
-    one that falls behind (a slow scan, a rate limit) catches up without waiting."""
+class _Schedule:
+    """Holds cycle ``k`` until ``start_at + k x interval_s`` (wall time): traders run
+    together scan together, as real ones do on one clock; one that falls behind (a slow
+    scan, a rate limit) catches up without waiting. ``start_at`` comes from the bench
+    once every trader has started: whichever starts first, none scans before the others
+    are there."""
 
-    def wait(done: int, _total: int, _scan_s: float) -> None:
-        delay = start_at + done * interval_s - time.time()
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.start_at = 0.0
+
+    def start(self) -> None:
+        print("started", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            raise SystemExit("the bench went away before cycle 0")
+        self.start_at = float(line)
+        self.wait(0, 0, 0.0)
+
+    def wait(self, done: int, _total: int, _scan_s: float) -> None:
+        delay = self.start_at + done * self.interval_s - time.time()
         if delay > 0:
             time.sleep(delay)
-
-    return wait
 
 
 if __name__ == "__main__":

@@ -117,12 +117,17 @@ class Host:
         cycles: int | None = None,
         progress: Callable[[int, int, float], None] | None = None,
         allocations: bool = False,
+        on_started: Callable[[], None] | None = None,
     ) -> RunReport:
         """Trade ``cycles`` cycles (default: the workload's) and return the report.
 
+        :param progress: called after each cycle with the cycles done, all cycles and
+            the last scan's seconds.
         :param allocations: also measure allocation and uncontended CPU time per
             feature build, after the last scan (slow, untimed, with the plugins still
             running).
+        :param on_started: called once the plugins have started, before the first cycle
+            (traders run together start their first cycles together from there).
         """
         w = self.workload
         cycles = w.cycles if cycles is None else cycles
@@ -173,6 +178,8 @@ class Host:
                     timer=self.timer,
                 )
                 self.analyzer, self.trading = analyzer, trading
+                if on_started is not None:
+                    on_started()
                 try:
                     for cycle in range(cycles):
                         self._cycle(cycle, analyzer, trading)

@@ -112,7 +112,8 @@ def test_bench_traders_json_shape(tmp_path, capsys):
     assert limit["requests"] == 0 and len(limit["solo_peak_window_requests"]) == 2
     if shared:
         none, shared_set = result["sets"]["none"], result["sets"]["shared"]
-        assert shared_set["exchange_requests"] < none["exchange_requests"]
+        # Started together (a barrier), the two share most closes: well under x0.75.
+        assert shared_set["exchange_requests"] < 0.75 * none["exchange_requests"]
     else:
         print("sltrader-shared is not installed: the shared set was not run")
     table = capsys.readouterr().out

@@ -123,7 +123,8 @@ class Shared:
         self.payoff = Payoff(link.name, log)
         self.trader_id = secrets.token_hex(8)
         self._traders_key = f"{config.namespace}:traders"
-        self._last_scan: float | None = None  # monotonic time of the last presence mark
+        self._last_scan: float | None = None  # monotonic time of the last scan's mark
+        self._marked = False  # it marked itself present (at start or at a scan)
         self.traders_present = 0  # at the last scan, this one included; 0: not known
         self._sleep = sleep
         self._monotonic = monotonic
@@ -165,7 +166,9 @@ class Shared:
         """Mark this trader present and step aside while it is alone (or Redis is out);
         the traders present, this one included (0 when Redis cannot say). A scan less
         than :data:`MARK_EVERY_S` after the last mark changes nothing and answers the
-        last mark's count.
+        last mark's count. The start's mark does not count as one: traders started
+        together mark at start in some order, and the first would otherwise scan alone
+        for a second although the others are there.
 
         :param scan: a scan starts (else the trader starts): counted when alone.
         """
@@ -175,9 +178,11 @@ class Shared:
                 self._count("alone_scans")
             return self.traders_present
         interval_ms = 0.0 if self._last_scan is None else (now - self._last_scan) * 1000
-        self._last_scan = now
+        if scan:
+            self._last_scan = now
         present_ms = round(min(max(PRESENT_SCANS * interval_ms, MIN_PRESENT_MS), MAX_PRESENT_MS))
         keys, args = [self._traders_key], [self.trader_id, present_ms]
+        self._marked = True
         try:
             present = int(self.link.run(lambda _, s: s.presence(keys=keys, args=args)))
         except Unavailable:
@@ -385,7 +390,7 @@ class Shared:
                 self.link.run(lambda _, s, keys=keys, args=args: s.publish(keys=keys, args=args))
             except Unavailable:
                 break
-        if self._last_scan is not None:  # it marked itself present: it is gone now
+        if self._marked:  # it marked itself present: it is gone now
             keys, args = [self._traders_key], [self.trader_id]
             with contextlib.suppress(Unavailable):
                 self.link.run(lambda _, s: s.leave(keys=keys, args=args))

@@ -55,13 +55,13 @@ def test_a_trader_scanning_fast_marks_itself_present_at_most_once_a_second(
     for minute in range(3):
         a.clock.set(T0 + 60 * minute)
         scan(a)
-    assert script_calls(redis_server) - before == 0  # the start's mark still counts
+    assert script_calls(redis_server) - before == 1  # the first scan's mark still counts
     metrics = a.metrics()
     assert metrics["alone_scans"] == 3 and metrics["traders_present"] == 1
     monkeypatch.setattr(shared_module, "MARK_EVERY_S", 0.0)
     b = traders(share_alone=False)
     scan(a)  # past the limit: a marks itself and finds b
-    assert script_calls(redis_server) - before == 2  # b's start, a's scan
+    assert script_calls(redis_server) - before == 3  # b's start, a's scan
     assert a.metrics()["traders_present"] == 2 and a.metrics()["comebacks"] == 1
     assert b.metrics()["stepped_aside"] == 0
 
@@ -95,3 +95,16 @@ def test_share_alone_keeps_a_lone_trader_sharing(traders) -> None:
     scan(a)
     metrics = a.metrics()
     assert metrics["stepped_aside"] == 0 and metrics["published"] == len(SYMBOLS)
+
+
+def test_traders_started_together_share_from_the_first_scan(traders, monkeypatch) -> None:
+    """a marks at start before b is there; its first scan marks again and finds b,
+    however soon after the start it comes (the start's mark does not hold it back)."""
+    monkeypatch.setattr(shared_module, "MARK_EVERY_S", 3600.0)
+    a = traders(share_alone=False)
+    assert a.metrics()["traders_present"] == 1
+    b = traders(share_alone=False)
+    scan(a)
+    assert a.metrics()["traders_present"] == 2 and a.metrics()["alone_scans"] == 0
+    assert scan(b) == scan(a)  # a's second scan: within the limit, it still shares
+    assert a.metrics()["published"] == 2 * len(SYMBOLS) or b.metrics()["served"] > 0
