@@ -162,6 +162,8 @@ class SingleFlightCache:
         self._higher_causes: Counter[str] = Counter()  # higher_timeframe misses, split
 
     def limit(self, timeframe: str) -> int:
+        """How many candles a fetch of ``timeframe`` asks for (``limits``, else
+        ``default_limit``)."""
         return self._limits.get(timeframe, self._default_limit)
 
     # -- demand reads ---------------------------------------------------------------
@@ -217,6 +219,8 @@ class SingleFlightCache:
     # -- prefetch (the KlineCache protocol) -----------------------------------------
 
     def prefetch(self, symbol: str, timeframe: str) -> bool:
+        """Bring ``(symbol, timeframe)`` up to the last close now, unless it is fresh or
+        being fetched; whether this call fetched. Raises what the exchange raises."""
         key = (symbol, timeframe)
         with self._lock:
             target = last_close_time(timeframe, self._clock.now())
@@ -237,6 +241,7 @@ class SingleFlightCache:
         return True
 
     def latest_close_time(self, symbol: str, timeframe: str) -> float | None:
+        """Close time of the newest cached candle of the series, ``None`` if not cached."""
         with self._lock:
             entry, _ = self._find_locked((symbol, timeframe))
             if entry is None or not math.isfinite(entry.last_close):
@@ -248,6 +253,8 @@ class SingleFlightCache:
     # -- counters -------------------------------------------------------------------
 
     def stats(self) -> CacheStats:
+        """A snapshot of the counters (a prefetched series gone stale unread counts as
+        wasted)."""
         with self._lock:
             # A prefetched series that went stale unread is waste even before it is replaced.
             pending_waste = sum(

@@ -16,6 +16,7 @@ trader's code.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ class Plugins:
 
     @property
     def config(self) -> Config:
+        """The configuration the plugins were loaded with (file and environment)."""
         return self.manager.config
 
     def active(self) -> list[str]:
@@ -121,6 +123,7 @@ class Plugins:
 
     @property
     def services(self) -> HostServices:
+        """What :meth:`start` handed the plugins; ``RuntimeError`` before it."""
         if self._services is None:
             raise RuntimeError("Plugins.start() has not been called")
         return self._services
@@ -166,7 +169,9 @@ class Plugins:
                 announced.append((timeframe, close))
         return announced
 
-    def scan(self, symbols: Sequence[str], timeframe: str | None = None) -> _Scan:
+    def scan(
+        self, symbols: Sequence[str], timeframe: str | None = None
+    ) -> AbstractContextManager[None]:
         """``with plugins.scan(symbols):`` around one scan of ``symbols``.
 
         ``before_scan`` on entry; ``on_scan_complete`` when the block ends without an
@@ -236,7 +241,7 @@ class Plugins:
 
         return fetch_klines
 
-    def exchange_request(self, weight: int = 1) -> _Request:
+    def exchange_request(self, weight: int = 1) -> AbstractContextManager[None]:
         """``with plugins.exchange_request():`` around any exchange request of yours that
         is not a kline fetch through :meth:`fetching`.
 
@@ -253,7 +258,9 @@ class Plugins:
 
     # -- worker threads -------------------------------------------------------------
 
-    def analyzing(self, symbol: str, timeframe: str | None = None) -> _Analyzing:
+    def analyzing(
+        self, symbol: str, timeframe: str | None = None
+    ) -> AbstractContextManager[None]:
         """``with plugins.analyzing(symbol):`` around one symbol's analysis, in its worker.
 
         ``before_analyze_symbol`` on entry, ``after_analyze_symbol`` on exit, whatever

@@ -404,6 +404,7 @@ class PluginManager:
         return [name for name in dir(self.hook) if not name.startswith("_")]
 
     def hooks_of(self, name: str) -> tuple[str, ...]:
+        """The hooks the plugin registered as ``name`` implements (none if unknown)."""
         plugin = self._pm.get_plugin(name)
         callers = self._pm.get_hookcallers(plugin) if plugin is not None else None
         return tuple(sorted(caller.name for caller in callers or []))
@@ -413,6 +414,7 @@ class PluginManager:
         return [self._infos[name] for name in sorted(self._infos)]
 
     def active_names(self) -> list[str]:
+        """The names of the active plugins, in name order."""
         return [info.name for info in self.plugins() if info.active]
 
     # -- fault isolation --------------------------------------------------------------

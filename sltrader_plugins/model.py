@@ -55,6 +55,7 @@ class ModelTimes:
 
     @property
     def seconds_per_prediction(self) -> float:
+        """Model seconds per prediction (0.0 before the first)."""
         return self.seconds / self.predictions if self.predictions else 0.0
 
 
@@ -124,6 +125,7 @@ class ModelAdapter:
             )
 
     def predict(self, features: np.ndarray) -> float:
+        """The estimator's answer for one row (its ``proba_column``), timed in wall time."""
         start = time.perf_counter()
         result = self._one(features)
         elapsed = time.perf_counter() - start
@@ -134,6 +136,7 @@ class ModelAdapter:
         return real_number(result)
 
     def predict_batch(self, features: Sequence[np.ndarray]) -> list[float]:
+        """One answer per row, in order, from one estimator call, timed in wall time."""
         start = time.perf_counter()
         answers = self._many(features)
         # No Python loop over the rows: the adapter's own cost stays out of model time.

@@ -207,6 +207,7 @@ class Payoff:
             return attrs.evolve(self._counters)
 
     def metrics(self) -> dict[str, float]:
+        """The counters for ``report_metrics`` (``stepped_aside``, ``trials``, ...)."""
         return self.counters().as_metrics()
 
 

@@ -66,6 +66,7 @@ class CacheStats:
 
     @property
     def hit_rate(self) -> float:
+        """Demand hits over demand reads (0.0 before the first read)."""
         reads = self.demand_hits + self.demand_misses
         return self.demand_hits / reads if reads else 0.0
 

@@ -28,12 +28,12 @@ def test_every_hookspec_is_parsed():
 
 
 @pytest.mark.parametrize("signature", SIGNATURES, ids=lambda s: s.split("(")[0][4:])
-def test_plugins_doc_lists_the_hook_with_its_exact_signature(signature):
-    assert signature in (ROOT / "docs" / "plugins.md").read_text()
+def test_the_plugin_author_page_lists_the_hook_with_its_exact_signature(signature):
+    assert signature in (ROOT / "docs" / "plugin-author.md").read_text()
 
 
 def _doc_block(after: str, language: str) -> str:
-    text = (ROOT / "docs" / "plugins.md").read_text()
+    text = (ROOT / "docs" / "plugin-author.md").read_text()
     start = text.index(f"```{language}\n", text.index(after)) + len(language) + 4
     return text[start : text.index("```", start)]
 
