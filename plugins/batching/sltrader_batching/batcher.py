@@ -240,7 +240,7 @@ class MicroBatcher:
         self._timeout_to_log: int | None = None
         self._closed = False
         self._unbatchable_types = Tally()  # logged once each
-        self._batch_error_logged = False  # only the first failed batch is logged
+        self._failed_batches = Tally()  # only the first failed batch is logged
         # counters (guarded by _lock)
         self._requests = 0
         self._batches = 0  # predict_batch calls, batches of one included
@@ -646,8 +646,7 @@ class MicroBatcher:
                     self._fallbacks += sum(not r.done for r in batch.requests)
                     # Decided under the lock, so two calls failing at once log one line;
                     # logged after it is released, so a slow handler stalls no other worker.
-                    log_error = error is not None and not self._batch_error_logged
-                    self._batch_error_logged |= log_error
+                    log_error = error is not None and self._failed_batches.add()
                 else:
                     self._note_call_cost(elapsed)
                 self._finish(batch, results)
