@@ -11,7 +11,9 @@ every repeat, the summary their medians::
     python bench/load_time.py --markdown docs/bench/load.json
 
 The load must not import redis-py (shared imports it only when given a ``url``) nor any
-module of the reference host (``sltrader_plugins.host``): the bench fails if it does.
+module of the reference trader, the bench, the command line, its output or the served
+exchange (``sltrader_plugins.host``, ``.bench``, ``.cli``, ``.output``, ``.served``): the
+bench fails if it does.
 """
 
 from __future__ import annotations
@@ -28,10 +30,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sltrader_plugins.trader_bench import machine
+from sltrader_plugins.bench.trader import machine
 
 #: What a trader that does not use them must not import while loading plugins.
-FORBIDDEN = ("redis", "sltrader_plugins.host")
+FORBIDDEN = (
+    "redis",
+    "sltrader_plugins.host",
+    "sltrader_plugins.bench",
+    "sltrader_plugins.cli",
+    "sltrader_plugins.output",
+    "sltrader_plugins.served",
+)
 
 _CHILD = """
 import json, sys, time
@@ -108,7 +117,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"(shared without a `url`), after `import sltrader_plugins`: "
         f"{result['load_ms']:.1f} ms, {result['import_ms']:.1f} ms of it importing the "
         f"plugins (`-X importtime`), median of {result['repeats']} fresh processes; "
-        "neither redis-py nor the reference host imported.\n"
+        "neither redis-py nor the reference trader, bench or command line imported.\n"
         f"Command: `{shlex.join(result['command'])}`\n"
         f"Machine: {machine['platform']}, {machine['cpus']} CPUs, Python {machine['python']}.\n"
     )

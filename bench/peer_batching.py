@@ -44,7 +44,7 @@ each run sends a few symbols through its own path, started and stopped (threads 
 caches warm). Progress goes to stderr; a row per point, then a markdown table, to stdout.
 
 A process can favour one set for all of its repeats, by more than the issue's bounds
-(docs/batching.md, "Peer bench", has the A/A figures). ``--processes N`` runs the repeats
+(``--control`` below measures it: the A/A ratio). ``--processes N`` runs the repeats
 in N fresh processes, one after the other, and pools them: medians over every process's
 repeats, ratios paired within a repeat. ``--control`` adds ``plain-again``, plain
 ``predict`` once more, whose ratio to ``plain`` (``A/A``) is what the run cannot tell
@@ -87,7 +87,7 @@ from sltrader_plugins import (
     SingleFlightCache,
     WallClock,
 )
-from sltrader_plugins.trader_bench import machine
+from sltrader_plugins.bench.trader import machine
 
 CANDLES = 300
 FEATURES = 28

@@ -258,9 +258,7 @@ class Plugins:
 
     # -- worker threads -------------------------------------------------------------
 
-    def analyzing(
-        self, symbol: str, timeframe: str | None = None
-    ) -> AbstractContextManager[None]:
+    def analyzing(self, symbol: str, timeframe: str | None = None) -> AbstractContextManager[None]:
         """``with plugins.analyzing(symbol):`` around one symbol's analysis, in its worker.
 
         ``before_analyze_symbol`` on entry, ``after_analyze_symbol`` on exit, whatever

@@ -1,7 +1,7 @@
 """Command-line options every command that loads plugins takes, and what they load.
 
-Shared by ``sltrader`` (:mod:`sltrader_plugins.cli`) and the reference trader's commands
-(:mod:`sltrader_plugins.host.commands`), so that neither imports the other.
+Shared by every ``sltrader`` command (:mod:`sltrader_plugins.cli`) and the bench's
+worker process (:mod:`sltrader_plugins.bench.worker`).
 """
 
 from __future__ import annotations

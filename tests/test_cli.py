@@ -112,3 +112,35 @@ def test_console_script_runs_in_a_fresh_process():
     )
     plugins = json.loads(result.stdout)["plugins"]
     assert all(not p["active"] for p in plugins)
+
+
+JOBS = ("host", "bench", "output", "served", "cli.commands")
+
+
+@pytest.mark.parametrize(
+    "argv", [["plugins"], ["-v", "plugins", "--json"], ["--version"]], ids=" ".join
+)
+def test_the_plugin_commands_import_nothing_of_the_trader_the_bench_or_the_exchange(argv):
+    code = (
+        "import sys\n"
+        "from sltrader_plugins.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"  # --version exits
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('sltrader_plugins.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    modules = done.stdout.strip().splitlines()[-1]
+    assert "sltrader_plugins.callsites" in modules or "sltrader_plugins.manager" in modules
+    for job in JOBS:
+        assert f"'sltrader_plugins.{job}" not in modules, (job, modules)
+
+
+def test_the_other_commands_are_there_when_asked_for(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(command in shown for command in ("plugins", "run", "bench", "report", "exchange"))

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sltrader_plugins.cli import main as sltrader
-from sltrader_plugins.trader_bench import (
+from sltrader_plugins.bench.trader import (
     ENV_SHARED_URL,
     TraderBenchError,
     _summaries,
@@ -31,6 +30,7 @@ from sltrader_plugins.trader_bench import (
     schedule,
     unpaid,
 )
+from sltrader_plugins.cli import main as sltrader
 
 SAVED_REFERENCE_BENCH = Path(__file__).parent / "host" / "data" / "bench-small.json"
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from sltrader_plugins import trader_bench
-from sltrader_plugins.host import bench as host_bench
+from sltrader_plugins.bench import reference as host_bench
+from sltrader_plugins.bench import trader as trader_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- figure: (\S+) -->\n)(.*?)(<!-- /figure -->)", re.S)

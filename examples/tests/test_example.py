@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from sltrader_plugins.trader_bench import bench_trader
+from sltrader_plugins.bench.trader import bench_trader
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "integration.md"

@@ -11,12 +11,12 @@ import sys
 import pytest
 
 from sltrader_plugins import cli
-from sltrader_plugins.host.bench_traders import config_toml, format_traders_table
+from sltrader_plugins.bench.traders import config_toml, format_traders_table
 from sltrader_plugins.host.exchange import SimClock
-from sltrader_plugins.host.served import HttpExchange, LatencyProfile, RateLimit, ServedMarket
-from sltrader_plugins.host.served import start_server as serve
 from sltrader_plugins.host.workload import CLOCK_START, workload_from
 from sltrader_plugins.manager import installed_entry_points
+from sltrader_plugins.served import HttpExchange, LatencyProfile, RateLimit, ServedMarket
+from sltrader_plugins.served import start_server as serve
 from tests.host.conftest import default_sigint
 
 CYCLES = "16"  # the first decisions come after a few candles

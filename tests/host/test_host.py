@@ -482,7 +482,7 @@ def test_sltrader_bench_cli(tmp_path, capsys):
 
 
 def test_bench_set_resolution():
-    from sltrader_plugins.host.bench import _max_diff, _median, resolve_sets
+    from sltrader_plugins.bench.reference import _max_diff, _median, resolve_sets
 
     assert resolve_sets("none,all,a+b,c", ["a", "b"]) == [
         ("none", ""),
@@ -498,7 +498,7 @@ def test_bench_set_resolution():
 
 
 def test_bench_worker_in_process(tmp_path):
-    from sltrader_plugins.host import bench_worker
+    from sltrader_plugins.bench import worker as bench_worker
 
     out, preds = tmp_path / "r.json", tmp_path / "p.tsv"
     args = ["--plugins", "", "--size", "small", "--cycles", "3", "--model", "cheap"]

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from sltrader_plugins.host import plot
 from sltrader_plugins.host.figures import figures
-from sltrader_plugins.host.plot import Ratio, bench_ratios, plot_bench, scan_series
+from sltrader_plugins.output import plot
+from sltrader_plugins.output.plot import Ratio, bench_ratios, plot_bench, scan_series
 
 DATA = Path(__file__).parent / "data"
 
@@ -188,7 +188,8 @@ def test_without_matplotlib_the_error_says_how_to_install_it(tmp_path, monkeypat
 
 def test_importing_the_package_and_the_plot_does_not_import_matplotlib():
     code = (
-        "import sys, sltrader_plugins, sltrader_plugins.host.plot, sltrader_plugins.host.bench; "
+        "import sys, sltrader_plugins, sltrader_plugins.output.plot, "
+        "sltrader_plugins.bench.reference; "
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

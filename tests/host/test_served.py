@@ -20,7 +20,9 @@ from sltrader_plugins.host.exchange import (
     UnknownSymbolError,
 )
 from sltrader_plugins.host.loop import START, Host
-from sltrader_plugins.host.served import (
+from sltrader_plugins.host.workload import CLOCK_START, SIZES, workload_from
+from sltrader_plugins.manager import PluginManager
+from sltrader_plugins.served import (
     HttpExchange,
     RateLimit,
     RateLimitError,
@@ -29,8 +31,6 @@ from sltrader_plugins.host.served import (
     served_exchange,
     start_server,
 )
-from sltrader_plugins.host.workload import CLOCK_START, SIZES, workload_from
-from sltrader_plugins.manager import PluginManager
 from sltrader_plugins.timeframes import last_close_time
 
 

@@ -21,16 +21,16 @@ from typing import Any
 
 import pytest
 
-from sltrader_plugins.host import served
+from sltrader_plugins import served
 from sltrader_plugins.host.exchange import LatencyProfile
-from sltrader_plugins.host.served import (
+from sltrader_plugins.host.workload import CLOCK_START
+from sltrader_plugins.served import (
     ExchangeServer,
     RateLimit,
     ServedMarket,
     end_time_ms,
     start_server,
 )
-from sltrader_plugins.host.workload import CLOCK_START
 
 #: Connections that connect and send nothing (or a request that never ends): more than
 #: the server holds, and more than it has workers.

@@ -19,9 +19,9 @@ from sltrader_plugins import hookimpl
 from sltrader_plugins.cli import build_parser, main
 from sltrader_plugins.host.figures import figures
 from sltrader_plugins.host.loop import Host
-from sltrader_plugins.host.report import format_report, report_tables
-from sltrader_plugins.host.terminal import Terminal
 from sltrader_plugins.manager import PluginManager
+from sltrader_plugins.output.report import format_report, report_tables
+from sltrader_plugins.output.terminal import Terminal
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 RUN = ["run", "--size", "small", "--cycles", "3", "--plugins", ""]

@@ -13,7 +13,8 @@ class BatchingConfig:
 
     :ivar max_batch_size: a batch is dispatched as soon as it holds this many requests.
     :ivar max_wait_ms: the longest the oldest request of a batch waits for company before
-        the batch is dispatched anyway; ``0`` never waits (only size, idle and flush).
+        the batch is dispatched anyway; ``0`` turns batching off: every request runs at once,
+        as a batch of one.
     :ivar timeout_ms: how long a caller waits for a model call someone else is running
         before it gives up on the batch and predicts by itself.
     :ivar step_aside: measure while it runs whether its work pays on this trader, and

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sltrader_plugins.bench.trader import DEFAULT_SETS, installed_names, machine, resolve_sets
 from sltrader_plugins.host.arguments import workload_for
 from sltrader_plugins.host.figures import Figure, figures
-from sltrader_plugins.host.terminal import Table, Terminal
-from sltrader_plugins.trader_bench import DEFAULT_SETS, installed_names, machine, resolve_sets
+from sltrader_plugins.output.terminal import Table, Terminal
 
 #: Figures of the bench itself, beyond a run's (sltrader_plugins.host.figures).
 BENCH_FIGURES = {
@@ -48,7 +48,7 @@ def worker(plugins: str, out: Path, *options: str) -> tuple[list[str], dict[str,
     command = [
         sys.executable,
         "-m",
-        "sltrader_plugins.host.bench_worker",
+        "sltrader_plugins.bench.worker",
         "--plugins",
         plugins,
         "--out",

@@ -32,12 +32,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from sltrader_plugins.bench.reference import installed_names, resolve_sets, worker
+from sltrader_plugins.bench.trader import TraderBenchError, private_redis
 from sltrader_plugins.config import Config
 from sltrader_plugins.host.arguments import workload_for
-from sltrader_plugins.host.bench import installed_names, resolve_sets, worker
-from sltrader_plugins.host.served import RateLimit
-from sltrader_plugins.host.terminal import Table, Terminal
-from sltrader_plugins.trader_bench import TraderBenchError, private_redis
+from sltrader_plugins.output.terminal import Table, Terminal
+from sltrader_plugins.served import RateLimit
 
 #: The window of the derived rate limit: a minute, as exchanges count (Binance: weight
 #: per minute).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sltrader_plugins.host.figures import RunReport, figures
-from sltrader_plugins.host.terminal import Table
+from sltrader_plugins.output.terminal import Table
 
 
 def _ms(seconds: float) -> str:

@@ -15,33 +15,33 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sltrader_plugins.host.arguments import at_least, host_missing, workload_for, workload_options
-from sltrader_plugins.host.bench import DEFAULT_SETS, bench_table, format_table, run_bench
-from sltrader_plugins.host.bench_traders import (
+from sltrader_plugins.bench.reference import DEFAULT_SETS, bench_table, format_table, run_bench
+from sltrader_plugins.bench.trader import (
+    TraderBenchError,
+    bench_trader,
+    format_markdown,
+    parse_workers,
+)
+from sltrader_plugins.bench.trader import format_table as format_trader_table
+from sltrader_plugins.bench.traders import (
     DEFAULT_TRADER_SETS,
     BenchError,
     run_traders_bench,
 )
+from sltrader_plugins.host.arguments import at_least, host_missing, workload_for, workload_options
 from sltrader_plugins.host.exchange import ExchangeError
 from sltrader_plugins.host.loop import Host
-from sltrader_plugins.host.plot import INSTALL_HINT, plot_bench
-from sltrader_plugins.host.report import format_report, report_tables
-from sltrader_plugins.host.served import (
+from sltrader_plugins.options import add_plugin_options, load_manager
+from sltrader_plugins.output.plot import INSTALL_HINT, plot_bench
+from sltrader_plugins.output.report import format_report, report_tables
+from sltrader_plugins.output.terminal import Terminal
+from sltrader_plugins.served import (
     ExchangeServer,
     RateLimit,
     RateLimitError,
     ServedMarket,
     served_exchange,
 )
-from sltrader_plugins.host.terminal import Terminal
-from sltrader_plugins.options import add_plugin_options, load_manager
-from sltrader_plugins.trader_bench import (
-    TraderBenchError,
-    bench_trader,
-    format_markdown,
-    parse_workers,
-)
-from sltrader_plugins.trader_bench import format_table as format_trader_table
 
 INTERRUPTED = 130  #: the shell's exit status for a run ended by Ctrl-C (128 + SIGINT)
 

@@ -1,4 +1,4 @@
-"""One bench run in a fresh process: ``python -m sltrader_plugins.host.bench_worker``.
+"""One bench run in a fresh process: ``python -m sltrader_plugins.bench.worker``.
 
 Runs the reference trader once with exactly the plugins of ``--plugins`` and writes the
 report (with allocation figures and the process's peak RSS) as JSON, and every
@@ -23,12 +23,12 @@ from pathlib import Path
 
 from sltrader_plugins.host.arguments import workload_for, workload_options
 from sltrader_plugins.host.loop import Host
-from sltrader_plugins.host.served import served_exchange
 from sltrader_plugins.options import add_plugin_options, load_manager
+from sltrader_plugins.served import served_exchange
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sltrader_plugins.host.bench_worker")
+    parser = argparse.ArgumentParser(prog="python -m sltrader_plugins.bench.worker")
     add_plugin_options(parser)
     workload_options(parser, "small")  # as the bench: its --size, else the file's, else small
     parser.add_argument("--cycles", type=int, default=None)

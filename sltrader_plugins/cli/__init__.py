@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 from sltrader_plugins import __version__
 from sltrader_plugins.config import Config, ConfigError
-from sltrader_plugins.host.commands import add_commands
 from sltrader_plugins.manager import PluginError, PluginInfo, PluginManager
 from sltrader_plugins.options import add_plugin_options, load_manager
 
@@ -54,7 +53,19 @@ class _VersionAction(argparse.Action):
         parser.exit(0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Commands that need nothing beyond the plugins: for them (and ``--version``) the parser is
+#: built without the other commands, whose module imports the reference trader, the
+#: bench, the served exchange and their output.
+LIGHT_COMMANDS = frozenset({"plugins"})
+
+
+def _light(argv: Sequence[str]) -> bool:
+    words = [arg for arg in argv if not arg.startswith("-")]
+    return words[0] in LIGHT_COMMANDS if words else "--version" in argv
+
+
+def build_parser(light: bool = False) -> argparse.ArgumentParser:
+    """The ``sltrader`` parser; ``light``: with the commands of :data:`LIGHT_COMMANDS` only."""
     parser = argparse.ArgumentParser(prog="sltrader", description=__doc__)
     parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -63,15 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_plugin_options(plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(func=cmd_plugins)
-    add_commands(commands)
+    if not light:
+        from sltrader_plugins.cli.commands import add_commands  # see LIGHT_COMMANDS
+
+        add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(light=_light(given))
+    args = parser.parse_args(given)
     # the command line as typed, for a saved result to say what made it (bench --trader)
-    args.argv = ["sltrader", *(sys.argv[1:] if argv is None else argv)]
+    args.argv = ["sltrader", *given]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -85,7 +100,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside a run's cycles (start-up, a bench): nothing to report
         print("sltrader: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
