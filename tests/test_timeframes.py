@@ -61,9 +61,9 @@ def test_signal_side_is_validated():
     assert Signal("BTC_USDT", "1m", "buy", 0.7, 60.0).symbol == "BTC_USDT"
 
 
-# -- candles as exchanges cut them: the table in docs/host.md --------------------------
+# -- candles as exchanges cut them: the table in docs/trader.md --------------------------
 
-HOST_DOC = Path(__file__).resolve().parent.parent / "docs" / "host.md"
+TRADER_DOC = Path(__file__).resolve().parent.parent / "docs" / "trader.md"
 
 
 def utc(text: str) -> float:
@@ -71,7 +71,7 @@ def utc(text: str) -> float:
 
 
 def alignment_rows() -> list[tuple[str, str, str, str]]:
-    text = HOST_DOC.read_text()
+    text = TRADER_DOC.read_text()
     table = text[text.index("| timeframe | boundaries |") :].split("\n\n")[0]
     rows = [[c.strip(" `") for c in line.strip("|").split("|")] for line in table.splitlines()]
     return [(tf, at, opened, closes) for tf, _, at, opened, closes in rows[2:]]
