@@ -29,11 +29,12 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+from attrs import validators
 
 from sltrader_plugins.timeframes import timeframe_seconds
 
@@ -84,73 +85,45 @@ class Check:
 
         max_batch_size: int = attrs.field(default=32, validator=integer(min=1))
 
-    It refuses a wrong type as well as a wrong value (direct construction is checked
-    too), with a :class:`SettingError`. Its attributes describe what it accepts, so a
-    test can derive the values it must refuse.
+    ``rule``, composed of attrs' own validators (``instance_of``, ``ge``, ``in_``, ...),
+    decides; whatever it refuses, a wrong type as well as a wrong value (direct
+    construction is checked too), becomes one :class:`SettingError` saying ``expected``.
 
-    :ivar kind: ``"integer"``, ``"number"``, ``"choice"``, ``"timeframe"`` or
-        ``"timeframe_list"``.
     :ivar expected: what is accepted, as the error message says it.
-    :ivar min: the least number accepted (``None``: unbounded); with ``min_open`` the
-        bound itself is refused.
-    :ivar max: the largest number accepted (``None``: unbounded).
-    :ivar options: the values a ``"choice"`` accepts.
-    :ivar unit: a timeframe's length must be a whole number of these seconds.
-    :ivar min_count: the fewest timeframes a ``"timeframe_list"`` list holds.
+    :ivar rule: the attrs validator that decides.
     :ivar optional: ``None`` is accepted (the field's type is ``X | None``).
     """
 
-    kind: str
     expected: str
-    min: float | None = None
-    min_open: bool = False
-    max: float | None = None
-    options: tuple[Any, ...] = ()
-    unit: int = 1
-    min_count: int = 0
+    rule: Callable[[Any, attrs.Attribute, Any], Any]
     optional: bool = False
 
     def __call__(self, instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value is None and self.optional:
             return
-        if not self.accepts(value):
-            raise SettingError(attribute.name, self.expected, value)
-
-    def accepts(self, value: Any) -> bool:
-        """Whether ``value`` passes (``None`` aside)."""
-        if self.kind in ("integer", "number"):
-            return self._number_ok(value)
-        if self.kind == "choice":
-            return any(type(value) is type(o) and value == o for o in self.options)
-        if self.kind == "timeframe":
-            return self._timeframe_ok(value)
-        if self.kind == "timeframe_list":
-            return (
-                isinstance(value, tuple)
-                and len(value) >= self.min_count
-                and all(self._timeframe_ok(tf) for tf in value)
-            )
-        raise AssertionError(f"unknown check kind {self.kind!r}")  # pragma: no cover
-
-    def _number_ok(self, value: Any) -> bool:
-        if isinstance(value, bool):
-            return False
-        if self.kind == "integer":
-            if not isinstance(value, numbers.Integral):
-                return False
-        elif not isinstance(value, numbers.Real) or not math.isfinite(value):
-            return False
-        if self.min is not None and (value <= self.min if self.min_open else value < self.min):
-            return False
-        return self.max is None or value <= self.max
-
-    def _timeframe_ok(self, value: Any) -> bool:
-        if not isinstance(value, str):
-            return False
         try:
-            return timeframe_seconds(value) % self.unit == 0
-        except ValueError:
-            return False
+            self.rule(instance, attribute, value)
+        except (TypeError, ValueError):
+            raise SettingError(attribute.name, self.expected, value) from None
+
+
+def _not_bool(_: Any, attribute: attrs.Attribute, value: Any) -> None:
+    # bool is an int to isinstance; a TOML `true` is never a count
+    if isinstance(value, bool):
+        raise TypeError(f"'{attribute.name}' must not be a bool")
+
+
+def _finite(_: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"'{attribute.name}' must be finite")
+
+
+def _whole_timeframe(unit: int) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def check(_: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if timeframe_seconds(value) % unit:  # raises ValueError for a bad timeframe too
+            raise ValueError(f"'{attribute.name}' must be a whole number of {unit} s")
+
+    return check
 
 
 def _bound(x: float) -> str:
@@ -167,6 +140,11 @@ def _range_text(min: float | None, min_open: bool, max: float | None) -> str:
     return ""
 
 
+def _range_rules(min: float | None, min_open: bool, max: float | None) -> list[Any]:
+    low = [] if min is None else [(validators.gt if min_open else validators.ge)(min)]
+    return low + ([] if max is None else [validators.le(max)])
+
+
 def _why(why: str) -> str:
     return f" ({why})" if why else ""
 
@@ -180,7 +158,10 @@ def integer(
     :param optional: ``None`` is accepted too.
     """
     expected = f"an integer{_range_text(min, False, max)}{_why(why)}"
-    return Check("integer", expected, min=min, max=max, optional=optional)
+    rule = validators.and_(
+        _not_bool, validators.instance_of(numbers.Integral), *_range_rules(min, False, max)
+    )
+    return Check(expected, rule, optional)
 
 
 def finite(
@@ -197,7 +178,10 @@ def finite(
         raise TypeError("give min or above, not both")
     low, low_open = (above, True) if above is not None else (min, False)
     expected = f"a finite number{_range_text(low, low_open, max)}{_why(why)}"
-    return Check("number", expected, min=low, min_open=low_open, max=max, optional=optional)
+    rule = validators.and_(
+        _not_bool, validators.instance_of(numbers.Real), _finite, *_range_rules(low, low_open, max)
+    )
+    return Check(expected, rule, optional)
 
 
 def one_of(*options: Any, optional: bool = False) -> Check:
@@ -205,7 +189,11 @@ def one_of(*options: Any, optional: bool = False) -> Check:
     if not options:
         raise TypeError("one_of needs at least one option")
     expected = "one of " + ", ".join(repr(o) for o in options)
-    return Check("choice", expected, options=tuple(options), optional=optional)
+    same_type = validators.instance_of(tuple({type(o) for o in options}))
+    rules = [same_type, validators.in_(options)]
+    if not any(isinstance(o, bool) for o in options):
+        rules.insert(0, _not_bool)
+    return Check(expected, validators.and_(*rules), optional)
 
 
 def _timeframe_text(unit: int, plural: bool = False) -> str:
@@ -216,14 +204,19 @@ def _timeframe_text(unit: int, plural: bool = False) -> str:
 def timeframe(*, unit: int = 1, optional: bool = False) -> Check:
     """A timeframe such as ``"5m"`` (see :func:`timeframe_seconds`) whose length is a whole
     number of ``unit`` seconds (``unit=60``: no ``"30s"``)."""
-    return Check("timeframe", f"a {_timeframe_text(unit)}", unit=unit, optional=optional)
+    rule = validators.and_(validators.instance_of(str), _whole_timeframe(unit))
+    return Check(f"a {_timeframe_text(unit)}", rule, optional)
 
 
 def timeframe_list(*, unit: int = 1, min_count: int = 0, optional: bool = False) -> Check:
     """A list of at least ``min_count`` timeframes, each as :func:`timeframe` accepts."""
     least = f"at least {min_count} " if min_count else ""
     expected = f"a list of {least}{_timeframe_text(unit, plural=True)}"
-    return Check("timeframe_list", expected, unit=unit, min_count=min_count, optional=optional)
+    each = validators.and_(validators.instance_of(str), _whole_timeframe(unit))
+    rule = validators.and_(
+        validators.instance_of(tuple), validators.min_len(min_count), validators.deep_iterable(each)
+    )
+    return Check(expected, rule, optional)
 
 
 # -- the file ---------------------------------------------------------------------------
@@ -505,37 +498,30 @@ def section_from(cls: type[T], section: Mapping[str, Any], where: str) -> T:
     for name, field in fields.items():
         if field.default is attrs.NOTHING and name not in section:
             raise ConfigError(f"'{where}.{name}': missing (it has no default)")
-    values: dict[str, Any] = {}
-    for key, value in section.items():
-        values[key] = _coerce(value, hints[key], f"{where}.{key}")
+    values = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in section.items()}
+    for key, value in values.items():  # each field's validator, so its refusal names the key
+        validator = fields[key].validator
+        try:
+            if validator is not None:
+                validator(None, fields[key], value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"'{where}.{key}': {_refusal(exc, key)}") from None
     try:
         return cls(**values)
+    except SettingError as exc:  # a check between fields, from __attrs_post_init__
+        raise ConfigError(f"'{where}.{exc.key}': {_refusal(exc, exc.key)}") from None
     except (TypeError, ValueError) as exc:
-        raise _refusal(exc, where, fields) from None
+        raise ConfigError(f"'{where}': {_refusal(exc, '')}") from None
 
 
-def _refusal(exc: BaseException, where: str, keys: Iterable[str] = ()) -> ConfigError:
-    """``exc``, raised by a validator of section ``where``, as one line naming the key.
-
-    A :class:`SettingError` names its key; for another exception (an ``attrs.validators``
-    one, say) the key is the attrs ``Attribute`` among its arguments, or the known key its
-    message starts with (``'size' must be ...``); failing both, the section is named.
-    """
-    if isinstance(exc, ConfigError):
-        return ConfigError(_one_line(str(exc)))
+def _refusal(exc: BaseException, key: str) -> str:
+    """Why ``exc`` refused setting ``key``, in one line: a :class:`SettingError`'s reason,
+    or another validator's message (an ``attrs.validators`` one, say) less the leading
+    ``'key'`` it names the key with."""
     if isinstance(exc, SettingError):
-        return ConfigError(f"'{where}.{exc.key}': {exc.reason(exc.expected, exc.value)}")
+        return exc.reason(exc.expected, exc.value)
     message = _one_line(str(exc.args[0]) if exc.args else type(exc).__name__)
-    key = next((a.name for a in exc.args if isinstance(a, attrs.Attribute)), None)
-    for known in keys:
-        if message.startswith(f"'{known}'"):
-            key = known
-    if key is None:
-        return ConfigError(f"'{where}': {message}")
-    prefix = f"'{key}'"
-    if message.startswith(prefix):
-        message = message[len(prefix) :].lstrip(" :")
-    return ConfigError(f"'{where}.{key}': {message}")
+    return message.removeprefix(f"'{key}'").lstrip(" :") if key else message
 
 
 def _one_line(text: str) -> str:

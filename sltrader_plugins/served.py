@@ -37,7 +37,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
-import http.client
 import io
 import json
 import math
@@ -56,6 +55,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+import urllib3
 
 from sltrader_plugins.host.exchange import (
     ExchangeError,
@@ -1046,12 +1046,48 @@ def start_server(
 # -- the client --------------------------------------------------------------------------
 
 
+class _Retry(urllib3.Retry):
+    """urllib3's ``Retry`` with ``Retry-After`` capped at ``max_wait_s`` (1 s when the answer
+    names no wait), and a request that timed out not sent again (``timeout_s`` bounds it)."""
+
+    def __init__(self, *, max_wait_s: float = math.inf, **options: Any) -> None:
+        super().__init__(**options)
+        self.max_wait_s = max_wait_s
+
+    def new(self, **options: Any) -> _Retry:
+        retry = super().new(**options)
+        retry.max_wait_s = self.max_wait_s
+        return retry
+
+    # Our own cap: Retry's retry_after_max came with urllib3 2.7 (we take any 2.x), and is
+    # whole seconds.
+    def get_retry_after(self, response: urllib3.BaseHTTPResponse) -> float | None:
+        try:
+            seconds = super().get_retry_after(response)
+        except urllib3.exceptions.InvalidHeader:
+            seconds = None
+        return min(1.0 if seconds is None else seconds, self.max_wait_s)
+
+    def increment(self, *args: Any, **kwargs: Any) -> _Retry:
+        if _timed_out(kwargs.get("error")):
+            raise kwargs["error"]
+        return super().increment(*args, **kwargs)
+
+
+def _timed_out(error: object) -> bool:
+    # NewConnectionError is a ConnectTimeoutError in urllib3 2, though nothing timed out.
+    return isinstance(error, urllib3.exceptions.TimeoutError) and not isinstance(
+        error, urllib3.exceptions.NewConnectionError
+    )
+
+
 class HttpExchange:
     """The host's exchange over HTTP (the :class:`~sltrader_plugins.host.exchange.Exchange`
     protocol): a served replay exchange, or an API of the same shape.
 
-    Each thread keeps its own keep-alive connection. Every request is bounded by
-    ``timeout_s`` (connect, and each read). ``endTime`` is ``clock.now()``.
+    The threads share one pool of keep-alive connections (urllib3's). Every request is
+    bounded by ``timeout_s`` (connect, and each read); one that meets a connection the
+    server closed is sent again at once, once. ``endTime`` is ``clock.now()``.
 
     A 429 raises :class:`RateLimitExceeded` from ``fetch_klines`` (the host skips the
     symbol); ``top_symbols`` waits as ``Retry-After`` says (at most
@@ -1072,17 +1108,32 @@ class HttpExchange:
         if parts.scheme != "http" or not parts.hostname:
             raise ExchangeError(f"exchange URL must be http://HOST:PORT, got {base_url!r}")
         try:
-            self._port = parts.port or 80
+            _ = parts.port  # a bad port raises here
         except ValueError:
             raise ExchangeError(f"exchange URL has a bad port: {base_url!r}") from None
         self.base_url = base_url.rstrip("/")
-        self._host = parts.hostname
-        self._prefix = parts.path.rstrip("/")
         self.clock = clock
         self.timeout_s = timeout_s
         self.universe_attempts = universe_attempts
         self.max_retry_after_s = max_retry_after_s
-        self._local = threading.local()
+        # GETs are idempotent: a connection that fails (closed while idle) is tried again.
+        self._retries = _Retry(
+            total=None,
+            connect=1,
+            read=1,
+            redirect=0,
+            other=0,
+            status=0,
+            raise_on_status=False,
+            max_wait_s=max_retry_after_s,
+        )
+        # One kept connection for each worker thread a workload may have (Workload.workers).
+        self._http = urllib3.PoolManager(
+            num_pools=1,
+            maxsize=256,
+            block=False,
+            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+        )
         self._lock = threading.Lock()
         self._requests = 0
         self.rate_limited = 0
@@ -1138,17 +1189,8 @@ class HttpExchange:
             raise ExchangeError(f"{self.base_url}: malformed klines for {symbol}: {exc}") from None
 
     def top_symbols(self, n: int) -> list[str]:
-        attempt = 1
-        while True:
-            try:
-                rows = self._get("/api/v3/ticker/24hr", {"endTime": end_time_ms(self.clock.now())})
-                break
-            except RateLimitExceeded as exc:
-                if attempt >= self.universe_attempts:
-                    raise
-                attempt += 1
-                wait = exc.retry_after_s if exc.retry_after_s is not None else 1.0
-                time.sleep(min(wait, self.max_retry_after_s))
+        retries = self._retries.new(status=self.universe_attempts - 1, status_forcelist=(418, 429))
+        rows = self._get("/api/v3/ticker/24hr", {"endTime": end_time_ms(self.clock.now())}, retries)
         try:
             levels = [(str(row["symbol"]), float(row["quoteVolume"])) for row in rows]
         except (TypeError, ValueError, KeyError) as exc:
@@ -1156,64 +1198,59 @@ class HttpExchange:
         return rank_symbols(levels, n)
 
     def close(self) -> None:
-        """Close this thread's connection (others close with their threads)."""
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        """Close the kept connections (a later request opens one again)."""
+        self._http.clear()
 
     # -- internals ------------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s)
-            self._local.connection = connection
-        return connection
-
-    def _get(self, path: str, params: Mapping[str, Any], count: bool = True) -> Any:
+    def _get(
+        self,
+        path: str,
+        params: Mapping[str, Any],
+        retries: _Retry | None = None,
+        count: bool = True,
+    ) -> Any:
         if count:
             with self._lock:
                 self._requests += 1
-        target = self._prefix + path
-        if params:
-            target += "?" + urllib.parse.urlencode(params)
-        for attempt in (1, 2):
-            connection = self._connection()
-            reused = connection.sock is not None
-            try:
-                connection.request("GET", target)
-                response = connection.getresponse()
-                body = response.read()
-                break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                self.close()
-                if reused and attempt == 1:
-                    continue  # the server closed an idle keep-alive connection: reconnect
-                raise ExchangeError(f"{self.base_url}{path}: connection failed: {exc}") from None
-            except TimeoutError:
-                self.close()
-                raise ExchangeError(
-                    f"{self.base_url}{path}: no answer within {self.timeout_s:g} s"
-                ) from None
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                raise ExchangeError(f"{self.base_url}{path}: {exc}") from None
+        url = self.base_url + path
+        try:
+            response = self._http.request(
+                "GET", url, fields=params or None, retries=retries or self._retries, redirect=False
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise ExchangeError(f"{url}: {_failure(exc, self.timeout_s)}") from None
+        # Answers urllib3 retried (top_symbols' 429s) were requests sent, and refused.
+        history = response.retries.history if response.retries else ()
+        retried = [entry.status for entry in history if entry.status is not None]
+        with self._lock:
+            self._requests += len(retried) if count else 0
+            self.rate_limited += sum(s in (418, 429) for s in [*retried, response.status])
         if response.status == 200:
             try:
-                return json.loads(body)
+                return json.loads(response.data)
             except ValueError:
-                raise ExchangeError(f"{self.base_url}{path}: the answer is not JSON") from None
-        code, message = _error(body)
+                raise ExchangeError(f"{url}: the answer is not JSON") from None
+        code, message = _error(response.data)
         if response.status in (418, 429):
-            with self._lock:
-                self.rate_limited += 1
-            retry = response.getheader("Retry-After")
+            retry = response.headers.get("Retry-After")
             retry_s = float(retry) if retry and retry.isdigit() else None
             raise RateLimitExceeded(f"rate limited by {self.base_url}: {message}", retry_s)
         if code == -1121:
             raise UnknownSymbolError(f"{self.base_url}: {message}: {params.get('symbol')!r}")
-        raise ExchangeError(f"{self.base_url}{path}: HTTP {response.status}: {message}")
+        raise ExchangeError(f"{url}: HTTP {response.status}: {message}")
+
+
+def _failure(exc: urllib3.exceptions.HTTPError, timeout_s: float) -> str:
+    """What went wrong under urllib3's wrappers, in one line."""
+    reason: Exception = getattr(exc, "reason", None) or exc  # MaxRetryError's
+    if _timed_out(reason):
+        return f"no answer within {timeout_s:g} s"
+    inner = reason.args[-1] if reason.args else None  # ProtocolError: (text, what it met)
+    if isinstance(reason, urllib3.exceptions.ProtocolError) and isinstance(inner, Exception):
+        reason = inner
+    cause = reason.__cause__ or reason  # a NewConnectionError's OSError
+    return "connection failed: " + " ".join(str(cause).split())
 
 
 def _error(body: bytes) -> tuple[int | None, str]:

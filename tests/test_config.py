@@ -264,16 +264,27 @@ def test_direct_construction_is_checked_with_the_key_named():
     assert Checked(timeframes=None).timeframes is None
 
 
-def test_a_check_describes_its_range():
+def test_a_check_is_attrs_validators_that_refuse_in_one_line():
     check = finite(min=0, max=1)
-    assert isinstance(check, Check)
-    assert (check.kind, check.min, check.min_open, check.max) == ("number", 0, False, 1)
-    assert finite(above=0).min_open
-    assert check.accepts(1) and not check.accepts(float("inf")) and not check.accepts(True)
+    assert isinstance(check, Check) and check.expected == "a finite number in [0, 1]"
+    assert isinstance(check.rule, type(attrs.validators.and_()))
+    field = attrs.fields(Checked).ratio
+    for refused in (float("inf"), float("nan"), True, -0.1, 1.5, "0.5"):
+        with pytest.raises(SettingError, match=r"^'ratio': expected a finite number in \[0, 1\]"):
+            check(None, field, refused)
+    for accepted in (0, 1, 0.5):
+        check(None, field, accepted)
     with pytest.raises(TypeError):
         finite(min=0, above=0)
     with pytest.raises(TypeError):
         one_of()
+
+
+def test_one_of_refuses_a_bool_for_an_integer_option():
+    field = attrs.fields(Checked).kind
+    with pytest.raises(SettingError):
+        one_of(1, 2)(None, field, True)
+    one_of(True, False)(None, field, True)
 
 
 # -- the [host] section ----------------------------------------------------------------
@@ -345,7 +356,10 @@ def test_the_host_bounds_are_the_traders_own():
         FeatureEngine(min_candles=MIN_CANDLES - 1)
     assert TradingConfig().trend_candles == TREND_CANDLES
     assert TradingConfig().confirm_needed == CONFIRM_NEEDED
-    assert attrs.fields(Workload).min_candles.validator.min == MIN_CANDLES
+    field = attrs.fields(Workload).min_candles
+    field.validator(None, field, MIN_CANDLES)
+    with pytest.raises(SettingError):
+        field.validator(None, field, MIN_CANDLES - 1)
 
 
 # -- settings from the environment ---------------------------------------------------

@@ -92,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # urllib3 warns of each retry of a keep-alive connection the server closed, a routine
+    # event; the exchange client raises what really fails, naming the URL
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
         return int(args.func(args))
     except (ConfigError, PluginError) as exc:
