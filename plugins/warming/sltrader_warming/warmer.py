@@ -34,7 +34,6 @@ import numpy as np
 
 from sltrader_plugins import Clock, KlineCache, Tally, close_boundary, last_close_time
 from sltrader_warming.config import WarmingConfig
-from sltrader_warming.memory import ArenaTrimmer
 from sltrader_warming.tracker import AccessTracker, Candidate, Key
 
 log = logging.getLogger("sltrader_warming")
@@ -98,7 +97,6 @@ class Warmer:
         clock: Clock,
         higher_timeframes: Sequence[str],
         name: str | None = None,
-        trimmer: ArenaTrimmer | None = None,
     ) -> None:
         self.config = config
         self.name = name
@@ -120,12 +118,10 @@ class Warmer:
         self._prefetching: set[Key] = set()
         # Prefetch threads alive and taking keys; never more than max_parallel.
         self._live = 0
-        self._trimming = 0  # threads trimming the arenas after the last prefetch (memory.py)
         # Keys whose prefetch was abandoned and is still running. Each holds a thread: with
         # max_parallel of them, nothing more starts.
         self._abandoned: set[Key] = set()
         self._told = Tally()  # the kinds of trouble logged: the first of each
-        self.trimmer = ArenaTrimmer() if trimmer is None else trimmer
 
     # -- events ---------------------------------------------------------------------
 
@@ -394,10 +390,8 @@ class Warmer:
             with self._lock:
                 if batch.expired or batch.next == len(batch.keys):
                     self._live -= 1  # free for another batch from now on
-                    last = self._live == 0
-                    self._trimming += last
                     self._changed.notify_all()  # for wait_idle (once per thread)
-                    break
+                    return
                 key = batch.keys[batch.next]
                 batch.next += 1
                 batch.running.add(key)
@@ -421,15 +415,6 @@ class Warmer:
                 # or close); waking a hook per key would cost the loop a GIL switch per
                 # key. Nobody but close waits for an unwaited batch's keys.
                 if batch.expired or batch.done or not batch.waited:
-                    self._changed.notify_all()
-        if last:
-            # The last prefetch thread: what the prefetches freed goes back (memory.py).
-            # wait_idle (close) waits for the trim too; a hook waits for its batch's keys.
-            try:
-                self.trimmer.maybe_trim()
-            finally:
-                with self._changed:
-                    self._trimming -= 1
                     self._changed.notify_all()
 
     def _call_prefetch(self, key: Key) -> bool | None:
@@ -504,8 +489,6 @@ class Warmer:
             "untracked_long_keys": float(long_keys),
             "sketch_resets": float(resets),
             "admissions_refused": float(refused),
-            "arena_trims": float(self.trimmer.trims),
-            "arena_trim_s": self.trimmer.trim_s,
         }
         # The cache knows which prefetched series were read before going stale; every
         # prefetch the cache sees is this plugin's, since the host never prefetches. A
@@ -529,9 +512,7 @@ class Warmer:
         """Wait at most ``timeout`` seconds until no prefetch runs or waits to start (an
         abandoned one, or one nobody waits for); whether none does."""
         with self._changed:
-            return self._changed.wait_for(
-                lambda: self._live == 0 and not self._trimming, timeout=timeout
-            )
+            return self._changed.wait_for(lambda: self._live == 0, timeout=timeout)
 
     def close(self) -> None:
         """Wait at most ``PREFETCH_WAIT_S`` for running prefetches (abandoned or unwaited),
