@@ -1046,6 +1046,11 @@ def start_server(
 # -- the client --------------------------------------------------------------------------
 
 
+#: The statuses an exchange refuses a request with for its rate limit (Binance: 418 after
+#: repeated 429s).
+RATE_LIMITED = (418, 429)
+
+
 class _Retry(urllib3.Retry):
     """urllib3's ``Retry`` with ``Retry-After`` capped at ``max_wait_s`` (1 s when the answer
     names no wait), and a request that timed out not sent again (``timeout_s`` bounds it)."""
@@ -1189,7 +1194,9 @@ class HttpExchange:
             raise ExchangeError(f"{self.base_url}: malformed klines for {symbol}: {exc}") from None
 
     def top_symbols(self, n: int) -> list[str]:
-        retries = self._retries.new(status=self.universe_attempts - 1, status_forcelist=(418, 429))
+        retries = self._retries.new(
+            status=self.universe_attempts - 1, status_forcelist=RATE_LIMITED
+        )
         rows = self._get("/api/v3/ticker/24hr", {"endTime": end_time_ms(self.clock.now())}, retries)
         try:
             levels = [(str(row["symbol"]), float(row["quoteVolume"])) for row in rows]
@@ -1225,14 +1232,14 @@ class HttpExchange:
         retried = [entry.status for entry in history if entry.status is not None]
         with self._lock:
             self._requests += len(retried) if count else 0
-            self.rate_limited += sum(s in (418, 429) for s in [*retried, response.status])
+            self.rate_limited += sum(s in RATE_LIMITED for s in [*retried, response.status])
         if response.status == 200:
             try:
                 return json.loads(response.data)
             except ValueError:
                 raise ExchangeError(f"{url}: the answer is not JSON") from None
         code, message = _error(response.data)
-        if response.status in (418, 429):
+        if response.status in RATE_LIMITED:
             retry = response.headers.get("Retry-After")
             retry_s = float(retry) if retry and retry.isdigit() else None
             raise RateLimitExceeded(f"rate limited by {self.base_url}: {message}", retry_s)
