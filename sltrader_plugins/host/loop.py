@@ -15,6 +15,8 @@ import gc
 import logging
 import math
 import resource
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,38 @@ log = logging.getLogger(__name__)
 START = CLOCK_START - 5.0
 #: How long each plugin's on_shutdown may take after Ctrl-C (seconds).
 INTERRUPTED_SHUTDOWN_S = 0.5
+
+
+class CtrlC:
+    """While the cycles run: the first Ctrl-C asks the run to end after the cycle in
+    progress, a second one interrupts it at once (``KeyboardInterrupt``).
+
+    A ``KeyboardInterrupt`` raised at an arbitrary bytecode of the main thread can land
+    inside a plugin's hook, a cache flight or a lock's ``with``; ending between cycles
+    leaves nothing half done. Installed only from the main thread and only over Python's
+    own handler: an application's handler stays in charge.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> CtrlC:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
 
 
 class Host:
@@ -181,13 +215,17 @@ class Host:
                 if on_started is not None:
                     on_started()
                 try:
-                    for cycle in range(cycles):
-                        self._cycle(cycle, analyzer, trading)
-                        if progress is not None:
-                            progress(cycle + 1, cycles, float(self.scan_times[cycle]))
+                    with CtrlC() as ctrl_c:
+                        for cycle in range(cycles):
+                            self._cycle(cycle, analyzer, trading)
+                            if progress is not None:
+                                progress(cycle + 1, cycles, float(self.scan_times[cycle]))
+                            if ctrl_c.requested:
+                                self.interrupted = True
+                                break
                 except KeyboardInterrupt:
-                    # Ctrl-C stops the run at once: symbols a worker holds finish, the
-                    # queued ones are dropped, and the report covers the cycles done.
+                    # A second Ctrl-C (or one raised by a hook): symbols a worker holds
+                    # finish, the queued ones are dropped, the report covers the cycles done.
                     self.interrupted = True
                     pool.shutdown(wait=False, cancel_futures=True)
             self.run_seconds = time.perf_counter() - started

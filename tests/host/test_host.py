@@ -4,9 +4,11 @@ import importlib.util
 import io
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
+import time
 
 import attrs
 import numpy as np
@@ -384,6 +386,36 @@ def test_ctrl_c_ends_the_run_with_the_report_of_the_cycles_done(tiny):
     assert report.symbols_scanned == 2 * tiny.universe
 
 
+class Signalling:
+    """Real SIGINTs to this process in the third scan's before_scan, ``times`` of them."""
+
+    def __init__(self, times: int) -> None:
+        self.scans, self.times = 0, times
+
+    @hookimpl
+    def before_scan(self):
+        self.scans += 1
+        if self.scans == 3:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.01)  # the handler runs in this thread, between bytecodes
+
+
+@pytest.mark.parametrize(("times", "cycles"), [(1, 3), (2, 2)])
+def test_ctrl_c_ends_the_run_after_the_cycle_in_progress_and_twice_at_once(tiny, times, cycles):
+    manager = PluginManager()
+    manager.register(Signalling(times), "signalling")
+    stopped = Stopping()
+    manager.register(stopped, "stopping")
+    host = Host(tiny, manager)
+    report = host.run()
+    assert host.interrupted and report.interrupted
+    assert report.cycles == cycles and stopped.stopped
+    assert report.symbols_scanned == cycles * tiny.universe
+    # the run gave Python's own handler back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.slow
 def test_ctrl_c_on_sltrader_run_exits_130_with_one_line_and_the_report():
     process = subprocess.Popen(
@@ -394,7 +426,7 @@ def test_ctrl_c_on_sltrader_run_exits_130_with_one_line_and_the_report():
         preexec_fn=default_sigint,
     )
     assert process.stderr is not None
-    while "cycle" not in process.stderr.readline():  # a progress line: the run is on
+    while not process.stderr.readline().startswith("sltrader: cycle"):  # the run is on
         pass
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
