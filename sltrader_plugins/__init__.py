@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import pluggy
 
+from sltrader_plugins.bounded import Call, DaemonThreads, Outcome
 from sltrader_plugins.buffers import NumpyBuffers
 from sltrader_plugins.cache import SingleFlightCache
 from sltrader_plugins.callsites import Plugins
@@ -69,10 +70,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 __all__ = [
     "BatchModel",
     "CacheStats",
+    "Call",
     "Check",
     "Clock",
     "Config",
     "ConfigError",
+    "DaemonThreads",
     "ExchangeRequest",
     "FeatureBuffers",
     "HostServices",
@@ -83,6 +86,7 @@ __all__ = [
     "ModelAdapter",
     "ModelTimes",
     "NumpyBuffers",
+    "Outcome",
     "PluginError",
     "PluginManager",
     "PluginSettings",

@@ -1,112 +1,148 @@
-"""``HookThread``: one plugin's main-loop hook calls, each waited for at most a bound.
+"""``DaemonThreads``: calls on daemon threads, each waited for at most a bound.
 
-The trader's main loop must not stall on a plugin. The manager runs each main-loop hook
-call of a plugin on that plugin's own daemon thread and waits for it at most the bound.
-A call that overruns is abandoned, not cancelled (Python cannot stop a thread): it runs
-on, and until it returns that plugin's later main-loop calls are skipped, so a plugin's
-main-loop hooks never run concurrently with each other and a hung plugin holds one
-thread, not one per call. The thread is a daemon: a call that never returns cannot keep
-the process from exiting.
+The one mechanism for work a thread must not be stalled by: a plugin's main-loop hook
+(the manager), a fetch with a deadline (``SingleFlightCache(fetch_timeout_s=...)``), a
+warmer's prefetches. A call that overruns its waiter's bound is abandoned, not cancelled
+(Python cannot stop a thread): it runs on and keeps its thread, and its place among the
+``limit`` threads, until it returns. So a hung callee holds at most ``limit`` threads,
+however often it is called, and never more work piles up behind it. The threads are
+daemons: a call that never returns cannot keep the process from exiting.
 
-A call is handed over with two locks used as binary semaphores, not a queue and a
-future: every main-loop hook call of every plugin pays the hand-over both ways, and two
-lock releases cost about half as much as a queue put, a future and its condition.
+A thread that finishes a call waits for the next one (for ``idle_s`` at most, then ends),
+so a call that runs every cycle does not pay a thread's start. A call is handed over
+with locks used as binary semaphores, not a queue and a future: the manager pays the
+hand-over both ways on every main-loop hook call of every plugin.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
 
 
 class Outcome(enum.Enum):
+    """What became of a call waited for at most a bound (:meth:`DaemonThreads.call`)."""
+
     DONE = "done"  #: the call returned or raised within the bound
     OVERRAN = "overran"  #: still running at the bound: abandoned
-    BUSY = "busy"  #: not started: an abandoned call of this plugin is still running
+    BUSY = "busy"  #: not started: every thread is held by a call (an abandoned one)
 
 
-_Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+class Call:
+    """One call handed to :class:`DaemonThreads`: wait for it, then take its outcome."""
 
+    __slots__ = ("_args", "_done", "_error", "_function", "_kwargs", "_result")
 
-class _Server:
-    """A daemon thread that runs the calls it is handed, one at a time.
-
-    The caller releases ``_go`` when a call is in ``_call`` (``None``: end the thread);
-    the thread releases ``_done`` when the call's outcome is in ``_result`` or ``_error``.
-    Each release orders the writes before it for the side that acquires.
-    """
-
-    def __init__(self, name: str, once: bool) -> None:
-        self._go = threading.Lock()
-        self._go.acquire()
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._call: _Call | None = None
+    def __init__(
+        self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._function, self._args, self._kwargs = function, args, kwargs
         self._result: Any = None
         self._error: BaseException | None = None
-        self._once = once  #: serve one call, then end
-        self._ending = False
-        threading.Thread(target=self._serve, name=name, daemon=True).start()
-
-    def hand(self, call: _Call) -> None:
-        self._call = call
-        self._go.release()
-
-    def end(self) -> None:
-        """End the thread once its call (if any) returns; never waits."""
-        if not self._ending:
-            self._ending = True
-            self._call = None
-            self._go.release()
+        self._done = threading.Lock()
+        self._done.acquire()
 
     def wait(self, timeout: float) -> bool:
-        """Whether the call handed over has ended, waiting at most ``timeout`` seconds
-        (0: not at all); once it has, :meth:`collect` gives its outcome."""
+        """Whether the call has ended, waiting at most ``timeout`` seconds (0: not at all)."""
         if timeout > 0:
             return self._done.acquire(timeout=timeout)
         return self._done.acquire(blocking=False)
 
-    def collect(self) -> Any:
+    def result(self) -> Any:
         """The ended call's result; raises what it raised."""
-        result, error = self._result, self._error
-        self.discard()  # nothing of a call outlives it here
-        if error is not None:
-            raise error
-        return result
+        if self._error is not None:
+            raise self._error
+        return self._result
 
-    def discard(self) -> None:
-        """Forget the ended call's outcome."""
-        self._result = self._error = None
+    def run(self) -> None:
+        """Make the call (on the thread it was handed to); keep what it returned or raised."""
+        try:
+            self._result = self._function(*self._args, **self._kwargs)
+        except BaseException as exc:  # handed to the waiter, which decides
+            self._error = exc
+        finally:
+            self._function, self._args, self._kwargs = _ended, (), {}  # nothing outlives it
 
-    def _serve(self) -> None:
-        while True:
-            self._go.acquire()
-            call = self._call
-            if call is None:
-                return
-            function, args, kwargs = call
-            try:
-                self._result = function(*args, **kwargs)
-            except BaseException as exc:  # handed to the caller, which decides
-                self._error = exc
-            self._done.release()
-            if self._once:
-                return
+    def ended(self) -> None:
+        """Tell the waiter (if any still waits) that the call has ended."""
+        self._done.release()
 
 
-class HookThread:
-    """Runs the calls of one plugin, one at a time, on a daemon thread.
+def _ended() -> None:
+    raise RuntimeError("a call runs once")
 
-    Called from one thread only (the trader's main loop): no lock.
+
+class _Thread:
+    """One daemon thread of a :class:`DaemonThreads`: ``go`` is released when a call is
+    in ``call`` (``None``: end the thread)."""
+
+    __slots__ = ("call", "go")
+
+    def __init__(self) -> None:
+        self.call: Call | None = None
+        self.go = threading.Lock()
+        self.go.acquire()
+
+    def hand(self, call: Call | None) -> None:
+        self.call = call
+        self.go.release()
+
+
+class DaemonThreads:
+    """At most ``limit`` daemon threads running calls, abandoned ones included.
+
+    Thread-safe: any thread may start calls and stop it.
+
+    :param name: the threads' name.
+    :param limit: the most calls running at once.
+    :param idle_s: how long a thread waits for its next call before it ends
+        (``math.inf``: until :meth:`stop`).
     """
 
-    def __init__(self, plugin: str) -> None:
-        self.plugin = plugin
-        self._server: _Server | None = None  #: idle, waiting for a call
-        self._abandoned: _Server | None = None  #: its call overran and may still run
-        self._stopped = False  #: after ``stop``, a thread serves one call and ends
+    def __init__(self, name: str, limit: int, idle_s: float = math.inf) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self.name = name
+        self.limit = limit
+        self.idle_s = idle_s
+        self._wait = -1.0 if idle_s == math.inf else idle_s  # Lock.acquire's "forever"
+        self._lock = threading.Lock()
+        self._idle: list[_Thread] = []
+        self._running = 0
+        self._stopped = False
+
+    @property
+    def running(self) -> int:
+        """Calls running now, abandoned ones included."""
+        with self._lock:
+            return self._running
+
+    def start(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Call | None:
+        """Start ``function(*args, **kwargs)`` on a thread; ``None`` when ``limit`` calls run.
+
+        :raises RuntimeError: no thread could be started (the system's limit).
+        """
+        call = Call(function, args, kwargs)
+        with self._lock:
+            if self._running >= self.limit:
+                return None
+            self._running += 1
+            thread = self._idle.pop() if self._idle else None
+        if thread is None:
+            thread = _Thread()
+            try:
+                threading.Thread(
+                    target=self._serve, args=(thread,), name=self.name, daemon=True
+                ).start()
+            except BaseException:
+                with self._lock:
+                    self._running -= 1
+                raise
+        thread.hand(call)
+        return call
 
     def call(
         self,
@@ -120,30 +156,53 @@ class HookThread:
         :return: the outcome, and the call's result when it is ``DONE`` (else ``None``).
         :raises: what the call raised, when it ended within the bound.
         """
-        abandoned = self._abandoned
-        if abandoned is not None:
-            if not abandoned.wait(0):
-                return Outcome.BUSY, None
-            self._abandoned = None
-            if not self._stopped:
-                self._server = abandoned  # idle again
-            abandoned.discard()  # nobody waits for the abandoned call's outcome
-        server = self._server
-        if server is None:
-            # after stop, a call (a report, say) runs on a thread that ends with it
-            server = _Server(f"sltrader-hooks-{self.plugin}", once=self._stopped)
-            self._server = None if self._stopped else server
-        server.hand((function, args, kwargs))
-        if not server.wait(bound):
-            self._server, self._abandoned = None, server
+        call = self.start(function, *args, **kwargs)
+        if call is None:
+            return Outcome.BUSY, None
+        if not call.wait(bound):
             return Outcome.OVERRAN, None
-        return Outcome.DONE, server.collect()
+        return Outcome.DONE, call.result()
 
     def stop(self) -> None:
-        """Let the thread end once it is idle; never waits for it. A later call runs on
-        a thread of its own that ends with it."""
-        self._stopped = True
-        for server in (self._server, self._abandoned):
-            if server is not None:
-                server.end()
-        self._server = None
+        """End the idle threads now and each running one when its call returns; never
+        waits. A later call runs on a thread that ends with it."""
+        with self._lock:
+            self._stopped = True
+            idle, self._idle = self._idle, []
+        for thread in idle:
+            thread.hand(None)
+
+    def _serve(self, thread: _Thread) -> None:
+        while True:
+            while not thread.go.acquire(timeout=self._wait):
+                if self._retire(thread):
+                    return
+            call, thread.call = thread.call, None
+            if call is None:
+                return
+            call.run()
+            # Idle again before the waiter hears of the end: the waiter's next call must
+            # find this thread free, not every thread held.
+            ending = self._returned(thread)
+            call.ended()
+            del call  # an idle thread holds no result (a fetched series, say) alive
+            if ending:
+                return
+
+    def _returned(self, thread: _Thread) -> bool:
+        """``thread``'s call returned: whether it ends (else it is idle again)."""
+        with self._lock:
+            self._running -= 1
+            if self._stopped:
+                return True
+            self._idle.append(thread)
+            return False
+
+    def _retire(self, thread: _Thread) -> bool:
+        """``thread`` waited ``idle_s`` for a call: whether it ends (else a call is being
+        handed to it)."""
+        with self._lock:
+            if thread in self._idle:
+                self._idle.remove(thread)
+                return True
+            return False

@@ -39,6 +39,7 @@ from typing import NoReturn
 
 import attrs
 
+from sltrader_plugins.bounded import DaemonThreads
 from sltrader_plugins.klines import Klines
 from sltrader_plugins.protocols import CacheStats, Clock
 from sltrader_plugins.tally import Tally
@@ -52,6 +53,9 @@ Key = tuple[str, str]
 Fetch = Callable[[str, str, int], Klines]
 
 #: Why a demand read had to go to the exchange.
+#: A fetch thread waits this long for the next bounded fetch, then ends: a trader that
+#: scans more often reuses its threads instead of starting one per fetch.
+FETCHER_IDLE_S = 10.0
 MISS_CAUSES = ("candle_close", "new_key", "eviction", "higher_timeframe")
 
 
@@ -131,8 +135,8 @@ class SingleFlightCache:
         self._fetch_klines = fetch
         self._fetch_timeout_s = fetch_timeout_s
         self._retry_hung_after_s = retry_hung_after_s
-        # Fetches running on their own threads (bounded fetches only): hung ones keep a slot.
-        self._fetch_slots = threading.BoundedSemaphore(max(1, max_hung_fetches))
+        # Bounded fetches run on these threads; a hung one keeps its thread until it returns.
+        self._fetchers = DaemonThreads("sltrader-fetch", max(1, max_hung_fetches), FETCHER_IDLE_S)
         self._clock = clock
         self.capacity = capacity
         self.window = window
@@ -325,8 +329,12 @@ class SingleFlightCache:
         """Make the request of ``flight``, which this thread started; wait for it."""
         if self._fetch_timeout_s is None:
             return self._complete(key, flight)
-        symbol, timeframe = key
-        if not self._fetch_slots.acquire(blocking=False):
+        try:
+            started = self._fetchers.start(self._complete, key, flight)
+        except BaseException as exc:  # no thread: nothing would land the flight
+            self._fail(key, flight, exc)
+        if started is None:
+            symbol, timeframe = key
             self._fail(
                 key,
                 flight,
@@ -335,23 +343,9 @@ class SingleFlightCache:
                     "held by a fetch that has not returned (the exchange does not answer)"
                 ),
             )
-        try:
-            threading.Thread(
-                target=self._run, args=(key, flight), name="sltrader-fetch", daemon=True
-            ).start()
-        except BaseException as exc:  # no thread: nothing will release the slot or land it
-            self._fetch_slots.release()
-            self._fail(key, flight, exc)
+        # What the fetch raises reaches its readers through the flight: the call's own
+        # outcome is not waited for.
         return self._await(key, flight)
-
-    def _run(self, key: Key, flight: _Flight) -> None:
-        """A bounded fetch's own thread: the request, then its landing, however late."""
-        try:
-            self._complete(key, flight)
-        except BaseException:
-            pass  # already in the flight's future, for its readers (if any still wait)
-        finally:
-            self._fetch_slots.release()
 
     def _complete(self, key: Key, flight: _Flight) -> Klines:
         """Call ``fetch`` for ``flight``, cache what it returns, hand it to the readers.

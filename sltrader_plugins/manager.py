@@ -22,7 +22,7 @@ import attrs
 import pluggy
 
 from sltrader_plugins import hookspecs
-from sltrader_plugins.bounded import HookThread, Outcome
+from sltrader_plugins.bounded import DaemonThreads, Outcome
 from sltrader_plugins.buffers import LentBuffers
 from sltrader_plugins.config import DEFAULT_HOOK_TIMEOUT_S, Config, ConfigError
 from sltrader_plugins.marks import is_nonblocking
@@ -217,7 +217,7 @@ class PluginManager:
         self._failed_at_start: set[str] = set()
         self.config = Config()  #: what ``load`` was given; plugins' settings come from it
         self.hook_timeout_s = hook_timeout_s
-        self._hook_threads: dict[str, HookThread] = {}
+        self._hook_threads: dict[str, DaemonThreads] = {}
         self._registered: dict[str, object] = {}  #: by name, what ``register`` accepted
         self._started = False  #: after ``start`` the plugins are fixed (hooks run in threads)
         self._ordered = True  #: False while ``load`` registers: it orders them once at its end
@@ -424,7 +424,13 @@ class PluginManager:
         check = _RESULT_CHECKS.get(hook)
         thread = None
         if hook not in hookspecs.WORKER_HOOKS and not is_nonblocking(function):
-            thread = self._hook_threads.setdefault(plugin, HookThread(plugin))
+            # One thread per plugin: its main-loop hooks never run concurrently, and a
+            # hung one holds that thread only (its later calls are skipped until it returns).
+            thread = self._hook_threads.get(plugin)
+            if thread is None:
+                thread = self._hook_threads[plugin] = DaemonThreads(
+                    f"sltrader-hooks-{plugin}", limit=1
+                )
 
         # pluggy passes arguments that have defaults in the implementation by keyword
         @functools.wraps(function)

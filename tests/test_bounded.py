@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from sltrader_plugins import Config, ConfigError, PluginManager, Plugins, hookimpl, nonblocking
-from sltrader_plugins.bounded import HookThread, Outcome
+from sltrader_plugins.bounded import DaemonThreads, Outcome
 
 BOUND = 0.2  # the tests' hook_timeout_s: short, as a hang is the point
 LONG = 60.0  # what a hung plugin would cost without the bound
@@ -213,16 +214,16 @@ def test_a_wrong_bound_is_one_line(value):
 # -- the hand-over itself ----------------------------------------------------------
 
 
-def fresh() -> HookThread:
-    """A hook thread with a name no other test's plugin has."""
-    return HookThread(f"handover-{next(_FRESH)}")
+def fresh(limit: int = 1, idle_s: float = math.inf) -> DaemonThreads:
+    """Threads with a name no other test's have (one, as the manager's for a plugin)."""
+    return DaemonThreads(f"sltrader-test-{next(_FRESH)}", limit, idle_s)
 
 
 _FRESH = itertools.count()
 
 
-def hook_threads(thread: HookThread) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == f"sltrader-hooks-{thread.plugin}"]
+def hook_threads(threads: DaemonThreads) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == threads.name]
 
 
 def wait_until(predicate, timeout: float = 10.0) -> bool:
@@ -324,3 +325,84 @@ def test_a_nonblocking_hook_still_runs_while_a_bounded_call_of_its_plugin_hangs(
         assert manager.faults() == {"hangsoncomplete.on_scan_complete": 1}
     finally:
         HangsOnComplete.release.set()
+
+
+def test_at_most_limit_calls_run_hung_ones_included_and_a_freed_thread_serves_again():
+    threads, release = fresh(limit=3), threading.Event()
+    for _ in range(3):
+        assert threads.call(release.wait, (LONG,), {}, 0.01)[0] is Outcome.OVERRAN
+    assert threads.start(lambda: 1) is None  # every thread held by a hung call
+    assert threads.call(lambda: 1, (), {}, LONG) == (Outcome.BUSY, None)
+    assert threads.running == 3 and len(hook_threads(threads)) == 3
+    release.set()
+    assert wait_until(lambda: threads.running == 0)
+    assert threads.call(lambda: 2, (), {}, LONG) == (Outcome.DONE, 2)
+    assert len(hook_threads(threads)) == 3  # no thread more than the limit, ever
+    threads.stop()
+    assert wait_until(lambda: not hook_threads(threads))
+
+
+def test_many_callers_at_once_get_their_own_answers_on_at_most_limit_threads():
+    threads, seen, errors = fresh(limit=4), set(), []
+
+    def caller(k: int) -> None:
+        for n in range(500):
+            call = threads.start(lambda n=n: (k, n, threading.current_thread().ident))
+            if call is None:
+                continue  # four callers of eight can find every thread busy
+            if not call.wait(LONG):
+                errors.append(("late", k, n))
+                continue
+            got_k, got_n, ident = call.result()
+            seen.add(ident)
+            if (got_k, got_n) != (k, n):
+                errors.append((k, n, got_k, got_n))
+
+    callers = [threading.Thread(target=caller, args=(k,)) for k in range(8)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert errors == []
+    assert 1 <= len(seen) <= 4 and threads.running == 0
+    threads.stop()
+    assert wait_until(lambda: not hook_threads(threads))
+
+
+def test_a_thread_idle_for_idle_s_ends_and_the_next_call_starts_one():
+    threads = fresh(limit=2, idle_s=0.05)
+    assert threads.call(lambda: 1, (), {}, LONG) == (Outcome.DONE, 1)
+    assert wait_until(lambda: not hook_threads(threads))  # idle too long: ended
+    assert threads.call(lambda: 2, (), {}, LONG) == (Outcome.DONE, 2)
+    assert wait_until(lambda: not hook_threads(threads))
+
+
+def test_a_call_that_raises_leaves_its_thread_serving():
+    threads = fresh()
+    call = threads.start(lambda: 1 / 0)
+    assert call is not None and call.wait(LONG)
+    with pytest.raises(ZeroDivisionError):
+        call.result()
+    assert threads.call(lambda: 3, (), {}, LONG) == (Outcome.DONE, 3)
+    assert len(hook_threads(threads)) == 1
+    threads.stop()
+
+
+def test_a_limit_below_one_is_refused():
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        DaemonThreads("x", 0)
+
+
+def test_a_thread_that_cannot_start_raises_and_gives_its_place_back(monkeypatch):
+    threads = fresh()
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", refuse)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            threads.start(lambda: 1)
+    assert threads.running == 0
+    assert threads.call(lambda: 4, (), {}, LONG) == (Outcome.DONE, 4)
+    threads.stop()

@@ -32,7 +32,14 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from sltrader_plugins import Clock, KlineCache, Tally, close_boundary, last_close_time
+from sltrader_plugins import (
+    Clock,
+    DaemonThreads,
+    KlineCache,
+    Tally,
+    close_boundary,
+    last_close_time,
+)
 from sltrader_warming.config import WarmingConfig
 from sltrader_warming.tracker import AccessTracker, Candidate, Key
 
@@ -42,6 +49,8 @@ log = logging.getLogger("sltrader_warming")
 #: then are abandoned: the hook returns and they finish, or hang, on their own daemon
 #: threads. Until ``WarmingConfig`` has a setting for it, a module constant.
 PREFETCH_WAIT_S = 2.0
+#: A prefetch thread waits this long for the next batch, then ends.
+THREAD_IDLE_S = 10.0
 
 
 @attrs.define
@@ -118,6 +127,8 @@ class Warmer:
         self._prefetching: set[Key] = set()
         # Prefetch threads alive and taking keys; never more than max_parallel.
         self._live = 0
+        # Where they run (reused from batch to batch).
+        self._threads = DaemonThreads("sltrader-warming", config.max_parallel, THREAD_IDLE_S)
         # Keys whose prefetch was abandoned and is still running. Each holds a thread: with
         # max_parallel of them, nothing more starts.
         self._abandoned: set[Key] = set()
@@ -331,9 +342,9 @@ class Warmer:
         """Prefetch the admitted ``keys`` in parallel; wait at most ``PREFETCH_WAIT_S``.
 
         The one mechanism that keeps a slow or hung cache out of the loop: the hook's
-        prefetches run on fresh daemon threads (a hung one never delays the process's
-        exit, as a ThreadPoolExecutor's would), at most ``max_parallel`` at once counting
-        every batch's, the abandoned ones included. Returns the prefetch calls started,
+        prefetches run on :class:`~sltrader_plugins.DaemonThreads` (a hung one never delays
+        the process's exit, as a ThreadPoolExecutor's would), at most ``max_parallel`` at
+        once counting every batch's, the abandoned ones included. Returns the prefetch calls started,
         or, with ``wait=False``, scheduled (the threads start them without a waiter).
 
         ``PREFETCH_WAIT_S`` only ever cuts a wait short; it never adds one on top of the
@@ -350,16 +361,21 @@ class Warmer:
             batch = _Batch(chosen, self._cycle, waited=wait)
             threads = min(self.config.max_parallel - self._live, len(chosen))
             if threads <= 0:
-                # Every thread is busy (other batches, or a hung cache): none starts.
-                # (rare: they became busy since _admit) A new cycle may have reset the budget.
-                self._budget_used = max(0, self._budget_used - len(chosen))
-                self.counters.stalled_skips += len(chosen)
+                # (rare: they became busy since _admit)
+                self._unreserve_locked(chosen)
                 return 0
             self._live += threads
-        for _ in range(threads):
-            threading.Thread(
-                target=self._work, args=(batch,), name="sltrader-warming", daemon=True
-            ).start()
+        started = 0
+        while started < threads and self._threads.start(self._work, batch) is not None:
+            started += 1
+        if started < threads:
+            # (rare) A thread that left _live is still on its way back to the idle ones.
+            with self._changed:
+                self._live -= threads - started
+                if not started:
+                    self._changed.notify_all()  # for wait_idle
+                    self._unreserve_locked(chosen)
+                    return 0
         if not wait:
             return len(chosen)
         with self._changed:
@@ -383,6 +399,12 @@ class Warmer:
                 self._metric("abandoned"),
             )
         return started
+
+    def _unreserve_locked(self, keys: Sequence[Key]) -> None:
+        """No thread is free for ``keys`` (other batches', or a hung cache's): none starts.
+        A new cycle may have reset the budget meanwhile."""
+        self._budget_used = max(0, self._budget_used - len(keys))
+        self.counters.stalled_skips += len(keys)
 
     def _work(self, batch: _Batch) -> None:
         """A prefetch thread: start the batch's keys in order until none is left."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -461,3 +463,27 @@ def test_exchange_style_close_times_count_as_fresh(clock: Any) -> None:
         assert len(cache.prefetched) == 4
     finally:
         warmer.close()
+
+
+def test_a_batch_that_finds_its_threads_still_held_starts_nothing_and_gives_back(
+    make_warmer: MakeWarmer, exchange: Any
+) -> None:
+    # The moment between a thread leaving the warmer's count and being free for another
+    # call, made to last: the warmer counts no thread busy, yet none can start.
+    warmer = make_warmer(max_parallel=1)
+    gate = threading.Event()
+    held = warmer._threads.start(gate.wait, 30)
+    assert held is not None
+    try:
+        assert warmer.warm_universe(["NEW/USDT"], "1m") == 0
+        assert exchange.total == 0
+        assert warmer.metrics()["stalled_skips"] == 1
+        assert warmer.wait_idle(0)  # nothing of the batch was left running
+    finally:
+        gate.set()
+    assert held.wait(30)
+    deadline = time.monotonic() + 10
+    while warmer._threads.running and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert warmer.warm_universe(["NEW/USDT"], "1m") == 1  # its reservation came back
+    assert exchange.requests[("NEW/USDT", "1m")] == 1
