@@ -16,6 +16,7 @@ hand-over both ways on every main-loop hook call of every plugin.
 
 from __future__ import annotations
 
+import collections
 import enum
 import math
 import threading
@@ -100,18 +101,26 @@ class DaemonThreads:
     :param limit: the most calls running at once.
     :param idle_s: how long a thread waits for its next call before it ends
         (``math.inf``: until :meth:`stop`).
+    :param backlog: the most calls that wait for a thread while ``limit`` run; each
+        starts, in order, when a thread is free (0: a call starts at once or not at all).
     """
 
-    def __init__(self, name: str, limit: int, idle_s: float = math.inf) -> None:
+    def __init__(self, name: str, limit: int, idle_s: float = math.inf, backlog: int = 0) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        if backlog < 0:
+            raise ValueError(f"backlog must be at least 0, got {backlog}")
         self.name = name
         self.limit = limit
         self.idle_s = idle_s
+        self.backlog = backlog
         self._wait = -1.0 if idle_s == math.inf else idle_s  # Lock.acquire's "forever"
         self._lock = threading.Lock()
+        self._gone = threading.Condition(self._lock)  # notified when a thread ends
         self._idle: list[_Thread] = []
-        self._running = 0
+        self._waiting: collections.deque[Call] = collections.deque()
+        self._running = 0  # calls running (each on a thread of its own)
+        self._alive = 0  # threads started and not ended
         self._stopped = False
 
     @property
@@ -121,16 +130,22 @@ class DaemonThreads:
             return self._running
 
     def start(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Call | None:
-        """Start ``function(*args, **kwargs)`` on a thread; ``None`` when ``limit`` calls run.
+        """Start ``function(*args, **kwargs)`` on a thread, or put it in the backlog;
+        ``None`` when ``limit`` calls run and the backlog is full.
 
         :raises RuntimeError: no thread could be started (the system's limit).
         """
         call = Call(function, args, kwargs)
         with self._lock:
             if self._running >= self.limit:
-                return None
+                if len(self._waiting) >= self.backlog:
+                    return None
+                self._waiting.append(call)
+                return call
             self._running += 1
             thread = self._idle.pop() if self._idle else None
+            if thread is None:
+                self._alive += 1
         if thread is None:
             thread = _Thread()
             try:
@@ -140,6 +155,7 @@ class DaemonThreads:
             except BaseException:
                 with self._lock:
                     self._running -= 1
+                    self._alive -= 1
                 raise
         thread.hand(call)
         return call
@@ -163,40 +179,63 @@ class DaemonThreads:
             return Outcome.OVERRAN, None
         return Outcome.DONE, call.result()
 
-    def stop(self) -> None:
-        """End the idle threads now and each running one when its call returns; never
-        waits. A later call runs on a thread that ends with it."""
+    def stop(self, timeout: float = 0.0) -> bool:
+        """End the idle threads now and each running one once it has run the backlog;
+        wait at most ``timeout`` seconds for every thread to end (0: not at all).
+
+        A later call runs on a thread that ends with it.
+
+        :return: whether every thread has ended.
+        """
         with self._lock:
             self._stopped = True
             idle, self._idle = self._idle, []
         for thread in idle:
             thread.hand(None)
+        with self._gone:
+            if timeout > 0:
+                return self._gone.wait_for(lambda: self._alive == 0, timeout)
+            return self._alive == 0
 
     def _serve(self, thread: _Thread) -> None:
-        while True:
-            while not thread.go.acquire(timeout=self._wait):
-                if self._retire(thread):
-                    return
-            call, thread.call = thread.call, None
-            if call is None:
-                return
-            call.run()
-            # Idle again before the waiter hears of the end: the waiter's next call must
-            # find this thread free, not every thread held.
-            ending = self._returned(thread)
-            call.ended()
-            del call  # an idle thread holds no result (a fetched series, say) alive
-            if ending:
-                return
+        try:
+            call = self._next(thread)
+            while call is not None:
+                call.run()
+                following = self._returned(thread)
+                call.ended()
+                call = following  # an idle thread holds no result (a series, say) alive
+                if call is None:
+                    call = self._next(thread)
+        finally:
+            with self._gone:
+                self._alive -= 1
+                self._gone.notify_all()
 
-    def _returned(self, thread: _Thread) -> bool:
-        """``thread``'s call returned: whether it ends (else it is idle again)."""
+    def _next(self, thread: _Thread) -> Call | None:
+        """The call handed to idle ``thread``; ``None``: it ends (stopped, or idle too long)."""
+        while not thread.go.acquire(timeout=self._wait):
+            if self._retire(thread):
+                return None
+        call, thread.call = thread.call, None
+        return call
+
+    def _returned(self, thread: _Thread) -> Call | None:
+        """``thread``'s call returned: the backlog's next call for it, if any. Else it is
+        idle again (or, stopped, is ended by a ``None`` handed to it).
+
+        Idle again before the waiter hears of the end: the waiter's next call must find
+        this thread free, not every thread held.
+        """
         with self._lock:
+            if self._waiting:
+                return self._waiting.popleft()
             self._running -= 1
-            if self._stopped:
-                return True
-            self._idle.append(thread)
-            return False
+            if not self._stopped:
+                self._idle.append(thread)
+                return None
+        thread.hand(None)
+        return None
 
     def _retire(self, thread: _Thread) -> bool:
         """``thread`` waited ``idle_s`` for a call: whether it ends (else a call is being

@@ -406,3 +406,22 @@ def test_a_thread_that_cannot_start_raises_and_gives_its_place_back(monkeypatch)
     assert threads.running == 0
     assert threads.call(lambda: 4, (), {}, LONG) == (Outcome.DONE, 4)
     threads.stop()
+
+
+def test_a_backlog_runs_in_order_on_the_busy_thread_and_stop_waits_for_it():
+    threads, order = DaemonThreads("sltrader-test-backlog", 1, backlog=2), []
+    gate = threading.Event()
+    first = threads.start(gate.wait, LONG)
+    queued = [threads.start(order.append, n) for n in range(2)]
+    assert first is not None and all(call is not None for call in queued)
+    assert threads.start(order.append, 99) is None  # one running, two waiting: full
+    assert not threads.stop(timeout=0.05)  # its thread still runs the first call
+    gate.set()
+    assert threads.stop(timeout=LONG)  # ran the backlog, then ended
+    assert order == [0, 1] and all(call.wait(0) for call in queued)
+    assert not hook_threads(threads)
+
+
+def test_a_negative_backlog_is_refused():
+    with pytest.raises(ValueError, match="backlog must be at least 0, got -1"):
+        DaemonThreads("x", 1, backlog=-1)

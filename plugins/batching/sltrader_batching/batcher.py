@@ -39,11 +39,9 @@ can be held by the model: a leader, or the model thread.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +51,7 @@ import numpy as np
 
 from sltrader_batching.config import BatchingConfig
 from sltrader_batching.stats import LogHistogram
-from sltrader_plugins import Tally, finite_number
+from sltrader_plugins import DaemonThreads, Tally, finite_number
 
 log = logging.getLogger("sltrader_batching")
 
@@ -159,47 +157,6 @@ class _Lane:
         self.running: list[_Batch] = []  # oldest first; more than one only on SIZE or CHEAP
 
 
-class _ModelThread:
-    """The batcher's thread for calls of two or more requests, started at the first.
-
-    Its queue holds only dispatched batches, each with two or more callers parked on it,
-    so it never holds more batches than there are callers.
-    """
-
-    def __init__(self, run: Callable[[_Batch], None]) -> None:
-        self._run = run
-        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def call(self, batch: _Batch) -> None:
-        """Run ``batch`` on the thread (the batcher's lock held: one thread is started)."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._loop, name="sltrader-batching-model", daemon=True
-            )
-            self._thread.start()
-        self._batches.put(batch)
-
-    def stop(self, timeout: float) -> bool:
-        """End the thread after the batches it holds; wait for it up to ``timeout``.
-
-        :return: ``True`` when it has ended (or never started).
-        """
-        if self._thread is None:
-            return True
-        self._batches.put(None)
-        self._thread.join(max(0.0, timeout))
-        return not self._thread.is_alive()
-
-    def _loop(self) -> None:
-        while (batch := self._batches.get()) is not None:
-            # What the model raised that is not an Exception (SystemExit, say): _run has
-            # answered the batch with None, so each caller predicts by itself and meets it
-            # in its own thread; this thread goes on.
-            with contextlib.suppress(BaseException):
-                self._run(batch)
-
-
 class BatchError(Exception):
     """``predict_batch`` returned anything but one finite real number per request."""
 
@@ -258,8 +215,10 @@ class MicroBatcher:
         self._call_cost = 0.0  # smoothed CPU seconds per predict_batch call
         self._calls_timed = 0
         # Decided once: the workers and the CPUs do not change while the batcher lives.
+        # Its backlog holds only dispatched batches, each with two or more callers parked
+        # on it, so it never holds more batches than there are callers.
         self._model_thread = (
-            _ModelThread(self._run)
+            DaemonThreads("sltrader-batching-model", limit=1, backlog=workers)
             if workers is not None and 2 <= workers <= _usable_cpus()
             else None
         )
@@ -420,10 +379,15 @@ class MicroBatcher:
         request.wakeup = threading.Condition(self._lock)
         try:
             to_run, request = self._wait_for_turn(batch, request, request.wakeup)
-            if to_run is None or len(to_run.requests) == 1 or self._model_thread is None:
+            if (
+                to_run is None
+                or len(to_run.requests) == 1
+                or self._model_thread is None
+                # (never: the backlog holds a batch per two callers) no room: ours to run
+                or self._model_thread.start(self._run, to_run) is None
+            ):
                 return to_run, request  # ours to run (or answered)
-            # A batch with company, and a model thread: it runs it, we wait like the others.
-            self._model_thread.call(to_run)
+            # A batch with company, on the model thread: we wait like the others.
             return self._wait_for_turn(to_run, request, request.wakeup)
         except BaseException:
             self._withdraw(batch, request)
@@ -699,7 +663,9 @@ class MicroBatcher:
         # Closed, nobody hands it another batch; a hung call keeps it (a daemon) alive.
         if self._model_thread is None:
             return drained
-        return self._model_thread.stop(deadline - time.perf_counter()) and drained
+        # After the batches it holds; a hung call keeps it (a daemon) alive.
+        left = deadline - time.perf_counter()
+        return self._model_thread.stop(max(left, 1e-6)) and drained
 
     @property
     def closed(self) -> bool:

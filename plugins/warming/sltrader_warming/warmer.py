@@ -344,8 +344,9 @@ class Warmer:
         The one mechanism that keeps a slow or hung cache out of the loop: the hook's
         prefetches run on :class:`~sltrader_plugins.DaemonThreads` (a hung one never delays
         the process's exit, as a ThreadPoolExecutor's would), at most ``max_parallel`` at
-        once counting every batch's, the abandoned ones included. Returns the prefetch calls started,
-        or, with ``wait=False``, scheduled (the threads start them without a waiter).
+        once counting every batch's, the abandoned ones included. Returns the prefetch
+        calls started, or, with ``wait=False``, scheduled (the threads start them without
+        a waiter).
 
         ``PREFETCH_WAIT_S`` only ever cuts a wait short; it never adds one on top of the
         cache's own bound: the wait ends as soon as the batch's last call returns, and a
