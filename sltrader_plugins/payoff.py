@@ -35,6 +35,8 @@ from collections.abc import Callable
 
 import attrs
 
+from sltrader_plugins.tally import Tally
+
 
 class _TrialToken:
     """One trial at a time in a process: two plugins' trials at once would each time the
@@ -131,7 +133,7 @@ class Payoff:
         # Cycles left before the next trial: the first (a cold start) is never measured.
         self._waiting = 1
         self._wait = first_wait
-        self._told = False  # the first change was logged at INFO; later ones at DEBUG
+        self._changes = Tally()  # the first change is logged at INFO, later ones at DEBUG
 
     def end_scan(self) -> None:
         """A scan ended: measure the cycle that ended with it, choose the next one's state."""
@@ -189,8 +191,7 @@ class Payoff:
                         "plugin %r steps aside, its work does not pay on this trader (%s): "
                         "the trader runs as without it"
                     )
-                level = logging.DEBUG if self._told else logging.INFO
-                self._told = True
+                level = logging.INFO if self._changes.add() else logging.DEBUG
             counters.stepped_aside = not pays
             self.active = pays
             self._waiting = self._wait
