@@ -20,6 +20,7 @@ import collections
 import enum
 import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -116,11 +117,12 @@ class DaemonThreads:
         self.backlog = backlog
         self._wait = -1.0 if idle_s == math.inf else idle_s  # Lock.acquire's "forever"
         self._lock = threading.Lock()
-        self._gone = threading.Condition(self._lock)  # notified when a thread ends
         self._idle: list[_Thread] = []
         self._waiting: collections.deque[Call] = collections.deque()
         self._running = 0  # calls running (each on a thread of its own)
-        self._alive = 0  # threads started and not ended
+        # Threads not known to have exited, for stop() to join; pruned at each start, so
+        # at most ``limit`` plus those on their way out.
+        self._threads: set[threading.Thread] = set()
         self._stopped = False
 
     @property
@@ -144,18 +146,22 @@ class DaemonThreads:
                 return call
             self._running += 1
             thread = self._idle.pop() if self._idle else None
+            os_thread = None
             if thread is None:
-                self._alive += 1
-        if thread is None:
-            thread = _Thread()
-            try:
-                threading.Thread(
+                thread = _Thread()
+                os_thread = threading.Thread(
                     target=self._serve, args=(thread,), name=self.name, daemon=True
-                ).start()
+                )
+                # Not started yet (ident None), here or by another caller: kept.
+                self._threads = {t for t in self._threads if t.ident is None or t.is_alive()}
+                self._threads.add(os_thread)
+        if os_thread is not None:
+            try:
+                os_thread.start()
             except BaseException:
                 with self._lock:
                     self._running -= 1
-                    self._alive -= 1
+                    self._threads.discard(os_thread)
                 raise
         thread.hand(call)
         return call
@@ -187,30 +193,27 @@ class DaemonThreads:
 
         :return: whether every thread has ended.
         """
+        deadline = time.monotonic() + timeout
         with self._lock:
             self._stopped = True
             idle, self._idle = self._idle, []
+            threads = list(self._threads)
         for thread in idle:
             thread.hand(None)
-        with self._gone:
-            if timeout > 0:
-                return self._gone.wait_for(lambda: self._alive == 0, timeout)
-            return self._alive == 0
+        for os_thread in threads:
+            if os_thread.ident is not None:
+                os_thread.join(max(deadline - time.monotonic(), 0.0))
+        return not any(t.ident is None or t.is_alive() for t in threads)
 
     def _serve(self, thread: _Thread) -> None:
-        try:
-            call = self._next(thread)
-            while call is not None:
-                call.run()
-                following = self._returned(thread)
-                call.ended()
-                call = following  # an idle thread holds no result (a series, say) alive
-                if call is None:
-                    call = self._next(thread)
-        finally:
-            with self._gone:
-                self._alive -= 1
-                self._gone.notify_all()
+        call = self._next(thread)
+        while call is not None:
+            call.run()
+            following = self._returned(thread)
+            call.ended()
+            call = following  # an idle thread holds no result (a series, say) alive
+            if call is None:
+                call = self._next(thread)
 
     def _next(self, thread: _Thread) -> Call | None:
         """The call handed to idle ``thread``; ``None``: it ends (stopped, or idle too long)."""

@@ -425,3 +425,30 @@ def test_a_backlog_runs_in_order_on_the_busy_thread_and_stop_waits_for_it():
 def test_a_negative_backlog_is_refused():
     with pytest.raises(ValueError, match="backlog must be at least 0, got -1"):
         DaemonThreads("x", 1, backlog=-1)
+
+
+def test_stop_says_ended_only_once_every_thread_has_exited(monkeypatch):
+    # A thread's last steps after its work (here slowed down) are still its life:
+    # stop(timeout) waits for them, so a caller that is told "ended" finds none alive.
+    def linger(frame, event, arg):
+        if event == "return" and frame.f_code.co_name == "_serve":
+            time.sleep(0.2)
+
+    threads, seen = DaemonThreads("sltrader-test-exit", 2), []
+    threading.setprofile(linger)
+    try:
+        calls = [threads.start(lambda: seen.append(threading.current_thread())) for _ in range(2)]
+    finally:
+        threading.setprofile(None)
+    assert all(call is not None and call.wait(LONG) for call in calls)
+    assert threads.stop(timeout=LONG)
+    assert len(seen) == 2 and not any(thread.is_alive() for thread in seen)
+
+
+def test_stop_without_waiting_says_whether_the_threads_have_exited():
+    threads, gate = DaemonThreads("sltrader-test-exit", 1), threading.Event()
+    call = threads.start(gate.wait, LONG)
+    assert call is not None
+    assert not threads.stop()  # its call still runs
+    gate.set()
+    assert call.wait(LONG) and threads.stop(timeout=LONG) and threads.stop()
