@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 _POISON = {"f": np.nan, "c": np.nan, "i": -1, "u": np.iinfo(np.uint64).max, "b": True}
 
 
+# What a released set looks its arrays up in: nothing, so every empty() after release()
+# takes the slow path, which raises. The hit path then needs no "is it lent?" test.
+_RELEASED: dict[Any, dict[int, _Slot]] = {}
+
+
 class PoolError(RuntimeError):
     """A ``BuildBuffers`` was used after its release, or released twice."""
 
@@ -56,7 +61,7 @@ class BuildBuffers:
     """
 
     __slots__ = (
-        "_lent",
+        "_kept",
         "_pool",
         "_slots",
         "_tables",
@@ -71,9 +76,9 @@ class BuildBuffers:
         # By the dtype argument as the build spells it (np.float64, "f8", ...), then by
         # length: a hit needs no dtype normalisation. Spellings of one dtype get separate
         # arrays, which costs memory only for a build that mixes spellings.
-        self._tables: dict[Any, dict[int, _Slot]] = {}
-        self._slots: list[_Slot] = []  # every slot of _tables, for the reset on release
-        self._lent = False
+        self._kept: dict[Any, dict[int, _Slot]] = {}
+        self._tables = _RELEASED  # _kept while lent
+        self._slots: list[_Slot] = []  # every slot of _kept, for the reset on release
         self.nbytes = 0  #: bytes of every array held, lent or spare
         # The build it is lent to, for leak reports.
         self.symbol = ""
@@ -81,24 +86,22 @@ class BuildBuffers:
         self.n_candles = 0
 
     def __repr__(self) -> str:
-        state = "lent" if self._lent else "idle"
+        state = "lent" if self.lent else "idle"
         build = f"{self.symbol} {self.timeframe} n={self.n_candles}" if self.symbol else "-"
         return f"<BuildBuffers {build} {state}, {self.nbytes} bytes>"
 
     @property
     def lent(self) -> bool:
         """Lent to a build now (between :meth:`lend` and :meth:`release`)."""
-        return self._lent
+        return self._tables is not _RELEASED
 
     def lend(self, symbol: str, timeframe: str, n_candles: int) -> None:
         """Start a build (called by :meth:`BufferPool.acquire`)."""
         self.symbol, self.timeframe, self.n_candles = symbol, timeframe, n_candles
-        self._lent = True
+        self._tables = self._kept
 
     def empty(self, n: int, dtype: Any = np.float64) -> np.ndarray:
         """An uninitialised array of ``n`` elements of ``dtype``, for this build only."""
-        if not self._lent:
-            raise PoolError(f"{self!r}: empty() after release()")
         try:
             slot = self._tables[dtype][n]
             array = slot.arrays[slot.used]
@@ -109,12 +112,14 @@ class BuildBuffers:
 
     def _new(self, n: int, dtype: Any) -> np.ndarray:
         """A request not served from a spare array: allocate, and keep it if poolable."""
+        if not self.lent:
+            raise PoolError(f"{self!r}: empty() after release()")
         array = np.empty(n, dtype)  # raises as numpy does for a bad length or dtype
         if not self._pool.poolable(array):
             self._pool.count(unpooled=1)
             return array
         try:
-            table = self._tables.setdefault(dtype, {})
+            table = self._kept.setdefault(dtype, {})
         except TypeError:  # an unhashable spelling of a poolable dtype: not kept
             self._pool.count(unpooled=1)
             return array
@@ -133,18 +138,21 @@ class BuildBuffers:
 
         :raises PoolError: already released.
         """
-        if not self._lent:
+        if self._tables is _RELEASED:
             raise PoolError(f"{self!r} released twice")
-        self._lent = False
+        self._tables = _RELEASED
         pool = self._pool
-        served = 0
-        for slot in self._slots:
-            served += slot.used
-        dropped = (
-            self._trim(pool.max_bytes_per_build) if self.nbytes > pool.max_bytes_per_build else 0
-        )
-        for slot in self._slots:
-            slot.used = 0
+        served = dropped = 0
+        if self.nbytes > pool.max_bytes_per_build:
+            # Counted before the trim, which may drop a slot together with what it served.
+            served = sum(slot.used for slot in self._slots)
+            dropped = self._trim(pool.max_bytes_per_build)
+            for slot in self._slots:
+                slot.used = 0
+        else:  # one pass: this runs once per build
+            for slot in self._slots:
+                served += slot.used
+                slot.used = 0
         if pool.config.poison:
             self._poison()
         pool.give_back(self, served, dropped)
@@ -164,7 +172,7 @@ class BuildBuffers:
         """
         before = self.nbytes
         for unused_only in (True, False):
-            for table in self._tables.values():
+            for table in self._kept.values():
                 for n in sorted(table, reverse=True):
                     slot = table[n]
                     if unused_only and slot.used:
@@ -228,7 +236,6 @@ class BufferPool:
         self._lock = threading.Lock()  # guards everything below
         self._idle: list[BuildBuffers] = []  # last in, first out: its arrays are warm
         self._sets: list[BuildBuffers] = []  # every set not dropped, idle or lent
-        self._outstanding = 0
         self._created = 0
         self._builds = 0
         self._served = 0  # pooled requests of released builds: hits and misses
@@ -239,11 +246,10 @@ class BufferPool:
     def acquire(self, symbol: str = "", timeframe: str = "", n_candles: int = 0) -> BuildBuffers:
         """The buffers of one build; the arguments name it in leak reports."""
         with self._lock:
-            buffers = self._idle.pop() if self._idle else None
-            self._outstanding += 1
-        if buffers is None:
-            buffers = BuildBuffers(self)  # outside the lock: nothing shared yet
-            with self._lock:
+            if self._idle:
+                buffers = self._idle.pop()
+            else:  # a few attributes: made under the lock, so _sets counts it at once
+                buffers = BuildBuffers(self)
                 self._sets.append(buffers)
                 self._created += 1
         buffers.lend(symbol, timeframe, n_candles)
@@ -256,7 +262,6 @@ class BufferPool:
         :param dropped: bytes it dropped to stay within its share of the bound.
         """
         with self._lock:
-            self._outstanding -= 1
             self._builds += 1
             self._served += served
             self._dropped += dropped
@@ -286,7 +291,7 @@ class BufferPool:
                 misses=self._misses,
                 unpooled=self._unpooled,
                 builds=self._builds,
-                outstanding=self._outstanding,
+                outstanding=len(self._sets) - len(self._idle),
                 idle_builds=len(self._idle),
                 idle_bytes=sum(buffers.nbytes for buffers in self._idle),
                 created=self._created,
