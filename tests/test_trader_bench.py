@@ -294,6 +294,26 @@ def test_the_command_prints_the_table_and_writes_json(trader, tmp_path, capsys):
     assert sltrader(["bench", "--trader", "mytrader:nosuch"]) == 2
 
 
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--size", "full"],
+        ["--model", "cheap"],
+        ["--seed", "3"],
+        ["--latency", "wan"],
+        ["--plugins", "batching"],
+        ["--config", "sltrader.toml"],
+        ["--strict"],
+        ["--plot", "bench.png"],
+        ["--speed", "2"],
+    ],
+)
+def test_an_option_of_the_reference_workload_is_refused_with_a_trader(trader, option, capsys):
+    # Silently ignored, it would bench another trader than the user meant.
+    assert sltrader(["bench", "--trader", trader, "--cycles", "1", *option]) == 2
+    assert f"{option[0]} does not apply with --trader" in capsys.readouterr().err
+
+
 def test_resolve_sets():
     assert resolve_sets("none,all,a+b,c", ["a", "b"]) == [
         ("none", ""),
