@@ -105,7 +105,8 @@ class Plugins:
         :param base_timeframe: the timeframe every scan reads.
         :param workers: the worker threads that analyze symbols.
         :param confirm_timeframes: higher timeframes read to confirm a signal.
-        :raises ConfigError: a plugin refused its configuration section.
+        :raises ConfigError: a plugin refused its configuration section; the plugins
+            started before it are closed first, so nothing of theirs is left running.
         """
         services = HostServices(
             model=model,
@@ -117,7 +118,11 @@ class Plugins:
         )
         self._services = services
         self._announced_until = clock.now()
-        self.manager.start(services)
+        try:
+            self.manager.start(services)
+        except BaseException:
+            self.close()
+            raise
         self.hook = self.manager.fixed_hooks()
         return services
 

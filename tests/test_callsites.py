@@ -10,6 +10,7 @@ import pytest
 
 from sltrader_plugins import (
     Config,
+    ConfigError,
     Klines,
     NumpyBuffers,
     PluginManager,
@@ -93,6 +94,19 @@ def started(*plugins, config: Config | None = None, now: float = 3600.0 * 24) ->
         confirm_timeframes=["5m", "1h"],
     )
     return calls
+
+
+class Refuses:
+    @hookimpl
+    def on_start(self):
+        raise ConfigError("'plugins.refuses.size': expected an integer, got 'big'")
+
+
+def test_a_refused_configuration_closes_the_plugins_that_started_before_it():
+    recorder = Recorder()  # registered last: started first (pluggy's order)
+    with pytest.raises(ConfigError, match=r"plugins\.refuses\.size"):
+        started(Refuses(), recorder)
+    assert [call[0] for call in recorder.calls] == ["on_start", "on_shutdown"]
 
 
 def test_before_start_the_services_are_refused():
