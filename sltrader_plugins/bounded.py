@@ -48,10 +48,17 @@ class Call:
         self._done.acquire()
 
     def wait(self, timeout: float) -> bool:
-        """Whether the call has ended, waiting at most ``timeout`` seconds (0: not at all)."""
+        """Whether the call has ended, waiting at most ``timeout`` seconds (0: not at all).
+
+        Any number of waits, from any threads: once ended, each answers ``True`` at once.
+        """
         if timeout > 0:
-            return self._done.acquire(timeout=timeout)
-        return self._done.acquire(blocking=False)
+            ended = self._done.acquire(timeout=timeout)
+        else:
+            ended = self._done.acquire(blocking=False)
+        if ended:
+            self._done.release()  # for the next wait, here or in another thread
+        return ended
 
     def result(self) -> Any:
         """The ended call's result; raises what it raised."""

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -452,3 +453,15 @@ def test_stop_without_waiting_says_whether_the_threads_have_exited():
     assert not threads.stop()  # its call still runs
     gate.set()
     assert call.wait(LONG) and threads.stop(timeout=LONG) and threads.stop()
+
+
+def test_an_ended_call_says_so_to_every_wait_from_every_thread():
+    threads, gate = DaemonThreads("sltrader-test-waits", 1), threading.Event()
+    call = threads.start(gate.wait, LONG)
+    assert call is not None and not call.wait(0)
+    with ThreadPoolExecutor(4) as pool:
+        waits = [pool.submit(call.wait, LONG) for _ in range(4)]
+        gate.set()
+        assert all(wait.result() for wait in waits)
+    assert call.wait(0) and call.wait(LONG) and call.result() is True
+    threads.stop(timeout=LONG)
