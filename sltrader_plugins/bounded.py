@@ -36,7 +36,7 @@ class Outcome(enum.Enum):
 class Call:
     """One call handed to :class:`DaemonThreads`: wait for it, then take its outcome."""
 
-    __slots__ = ("_args", "_done", "_error", "_function", "_kwargs", "_result")
+    __slots__ = ("_args", "_done", "_ended", "_error", "_function", "_kwargs", "_result")
 
     def __init__(
         self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -44,6 +44,7 @@ class Call:
         self._function, self._args, self._kwargs = function, args, kwargs
         self._result: Any = None
         self._error: BaseException | None = None
+        self._ended = False
         self._done = threading.Lock()
         self._done.acquire()
 
@@ -52,8 +53,10 @@ class Call:
 
         Any number of waits, from any threads: once ended, each answers ``True`` at once.
         """
+        if self._ended:
+            return True
         if timeout > 0:
-            ended = self._done.acquire(timeout=timeout)
+            ended = self._done.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
         else:
             ended = self._done.acquire(blocking=False)
         if ended:
@@ -77,6 +80,7 @@ class Call:
 
     def ended(self) -> None:
         """Tell the waiter (if any still waits) that the call has ended."""
+        self._ended = True
         self._done.release()
 
 
@@ -118,11 +122,14 @@ class DaemonThreads:
             raise ValueError(f"limit must be at least 1, got {limit}")
         if backlog < 0:
             raise ValueError(f"backlog must be at least 0, got {backlog}")
+        if not idle_s > 0:  # NaN too: a thread could not wait for its next call
+            raise ValueError(f"idle_s must be above 0, got {idle_s}")
         self.name = name
         self.limit = limit
         self.idle_s = idle_s
         self.backlog = backlog
-        self._wait = -1.0 if idle_s == math.inf else idle_s  # Lock.acquire's "forever"
+        # -1: Lock.acquire's "forever" (it refuses longer than TIMEOUT_MAX)
+        self._wait = -1.0 if idle_s > threading.TIMEOUT_MAX else idle_s
         self._lock = threading.Lock()
         self._idle: list[_Thread] = []
         self._waiting: collections.deque[Call] = collections.deque()
@@ -153,23 +160,18 @@ class DaemonThreads:
                 return call
             self._running += 1
             thread = self._idle.pop() if self._idle else None
-            os_thread = None
             if thread is None:
                 thread = _Thread()
                 os_thread = threading.Thread(
                     target=self._serve, args=(thread,), name=self.name, daemon=True
                 )
-                # Not started yet (ident None), here or by another caller: kept.
-                self._threads = {t for t in self._threads if t.ident is None or t.is_alive()}
-                self._threads.add(os_thread)
-        if os_thread is not None:
-            try:
-                os_thread.start()
-            except BaseException:
-                with self._lock:
+                try:
+                    os_thread.start()  # under the lock: no one sees it unstarted
+                except BaseException:
                     self._running -= 1
-                    self._threads.discard(os_thread)
-                raise
+                    raise
+                self._threads = {t for t in self._threads if t.is_alive()}
+                self._threads.add(os_thread)
         thread.hand(call)
         return call
 
@@ -200,17 +202,18 @@ class DaemonThreads:
 
         :return: whether every thread has ended.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + min(timeout, threading.TIMEOUT_MAX)
         with self._lock:
             self._stopped = True
             idle, self._idle = self._idle, []
             threads = list(self._threads)
         for thread in idle:
             thread.hand(None)
+        me = threading.current_thread()
         for os_thread in threads:
-            if os_thread.ident is not None:
+            if os_thread is not me:
                 os_thread.join(max(deadline - time.monotonic(), 0.0))
-        return not any(t.ident is None or t.is_alive() for t in threads)
+        return not any(t.is_alive() for t in threads)
 
     def _serve(self, thread: _Thread) -> None:
         call = self._next(thread)

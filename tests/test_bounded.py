@@ -465,3 +465,65 @@ def test_an_ended_call_says_so_to_every_wait_from_every_thread():
         assert all(wait.result() for wait in waits)
     assert call.wait(0) and call.wait(LONG) and call.result() is True
     threads.stop(timeout=LONG)
+
+
+def test_wait_0_on_an_ended_call_is_true_in_every_thread_every_time():
+    threads = DaemonThreads("sltrader-test-waits", 1)
+    call = threads.start(lambda: None)
+    assert call is not None and call.wait(LONG)
+    together = threading.Barrier(2)
+
+    def spin(_: int) -> int:
+        together.wait(LONG)
+        return sum(not call.wait(0) for _ in range(100_000))
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(spin, range(2))) == [0, 0]  # no False, in either thread
+    threads.stop(timeout=LONG)
+
+
+def test_a_start_that_fails_leaves_no_call_stranded_behind_it(monkeypatch):
+    # While one caller's thread fails to start, another's call must not queue behind a
+    # thread that will never exist: it waits for the outcome, then gets a thread of its own.
+    threads, ran = DaemonThreads("sltrader-test-fail", 1, backlog=1), []
+    entered, proceed = threading.Event(), threading.Event()
+    start = threading.Thread.start
+
+    def fail_once(self):
+        if self.name == "sltrader-test-fail" and not proceed.is_set():
+            entered.set()
+            proceed.wait(LONG)
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", fail_once)
+    with ThreadPoolExecutor(2) as pool:
+        failing = pool.submit(threads.start, ran.append, "a")
+        assert entered.wait(LONG)
+        second = pool.submit(threads.start, ran.append, "b")
+        time.sleep(0.05)  # the second caller is inside start() by now
+        proceed.set()
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            failing.result()
+        call = second.result()
+    assert call is not None and call.wait(LONG) and ran == ["b"]
+    assert threads.stop(timeout=LONG) and threads.running == 0
+
+
+def test_stop_from_one_of_its_own_threads_does_not_raise_and_says_not_ended():
+    threads = DaemonThreads("sltrader-test-own", 1)
+    assert threads.call(lambda: threads.stop(timeout=0.05), (), {}, LONG) == (Outcome.DONE, False)
+    assert threads.stop(timeout=LONG)
+
+
+def test_an_infinite_wait_or_stop_is_accepted():
+    threads = DaemonThreads("sltrader-test-inf", 1)
+    call = threads.start(lambda: 5)
+    assert call is not None and call.wait(math.inf) and call.result() == 5
+    assert threads.stop(timeout=math.inf)
+
+
+@pytest.mark.parametrize("idle_s", [0.0, -2.0, math.nan])
+def test_an_idle_time_a_thread_cannot_wait_is_refused(idle_s):
+    with pytest.raises(ValueError, match="idle_s must be above 0"):
+        DaemonThreads("x", 1, idle_s)
