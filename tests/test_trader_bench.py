@@ -300,6 +300,7 @@ def test_the_command_prints_the_table_and_writes_json(trader, tmp_path, capsys):
         ["--size", "full"],
         ["--model", "cheap"],
         ["--seed", "3"],
+        ["--seed", "0"],
         ["--latency", "wan"],
         ["--plugins", "batching"],
         ["--config", "sltrader.toml"],

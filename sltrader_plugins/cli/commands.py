@@ -285,14 +285,12 @@ def cmd_bench_trader(args: argparse.Namespace) -> int:
     # The reference workload's options, and the plugin options the sets replace: the
     # trader runs its own market, and each set is its SLTRADER_PLUGINS.
     unused = ("traders", "plot", "rate_limit", "speed", "size", "model", "seed", "latency")
-    for option in (*unused, "plugins", "config"):
-        if getattr(args, option) is not None:
+    for option in (*unused, "plugins", "config", "strict"):
+        value = getattr(args, option)
+        if value is not None and value is not False:  # not given (--seed 0 is given)
             name = option.replace("_", "-")
             print(f"sltrader: error: --{name} does not apply with --trader", file=sys.stderr)
             return 2
-    if args.strict:
-        print("sltrader: error: --strict does not apply with --trader", file=sys.stderr)
-        return 2
     # MODULE imports from the working directory, as with python -m (each run is one)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -142,17 +142,13 @@ class BuildBuffers:
             raise PoolError(f"{self!r} released twice")
         self._tables = _RELEASED
         pool = self._pool
-        served = dropped = 0
-        if self.nbytes > pool.max_bytes_per_build:
-            # Counted before the trim, which may drop a slot together with what it served.
-            served = sum(slot.used for slot in self._slots)
-            dropped = self._trim(pool.max_bytes_per_build)
-            for slot in self._slots:
-                slot.used = 0
-        else:  # one pass: this runs once per build
-            for slot in self._slots:
-                served += slot.used
-                slot.used = 0
+        # Counted before the trim, which may drop a slot together with what it served.
+        served = sum(slot.used for slot in self._slots)
+        dropped = (
+            self._trim(pool.max_bytes_per_build) if self.nbytes > pool.max_bytes_per_build else 0
+        )
+        for slot in self._slots:
+            slot.used = 0
         if pool.config.poison:
             self._poison()
         pool.give_back(self, served, dropped)
