@@ -83,10 +83,12 @@ class _Batch:
     next: int = 0  #: index of the next key to start
     running: set[Key] = attrs.Factory(set)
     expired: bool = False  #: the hook stopped waiting: start nothing more
+    threads: int = 0  #: its threads not yet left (each holds one of the warmer's live ones)
 
     @property
     def done(self) -> bool:
-        return self.next == len(self.keys) and not self.running
+        # Its threads gone too: the next hook call finds them free, not "all busy".
+        return self.next == len(self.keys) and not self.threads
 
 
 class Warmer:
@@ -366,6 +368,7 @@ class Warmer:
                 self._unreserve_locked(chosen)
                 return 0
             self._live += threads
+            batch.threads = threads
         started = 0
         while started < threads and self._threads.start(self._work, batch) is not None:
             started += 1
@@ -373,6 +376,7 @@ class Warmer:
             # (rare) A thread that left _live is still on its way back to the idle ones.
             with self._changed:
                 self._live -= threads - started
+                batch.threads -= threads - started
                 if not started:
                     self._changed.notify_all()  # for wait_idle
                     self._unreserve_locked(chosen)
@@ -409,19 +413,11 @@ class Warmer:
 
     def _work(self, batch: _Batch) -> None:
         """A prefetch thread: start the batch's keys in order until none is left."""
-        while True:
-            with self._lock:
-                if batch.expired or batch.next == len(batch.keys):
-                    self._live -= 1  # free for another batch from now on
-                    self._changed.notify_all()  # for wait_idle (once per thread)
-                    return
-                key = batch.keys[batch.next]
-                batch.next += 1
-                batch.running.add(key)
-                self._prefetching.add(key)
-                self.counters.prefetch_calls += 1
+        with self._lock:
+            key = self._take_locked(batch)
+        while key is not None:
             requested = self._call_prefetch(key)
-            with self._changed:
+            with self._lock:
                 batch.running.discard(key)
                 self._prefetching.discard(key)
                 if batch.expired:
@@ -434,11 +430,26 @@ class Warmer:
                     self.counters.already_fresh += 1
                     if batch.cycle == self._cycle:
                         self._budget_used -= 1
-                # Only the batch's end or a late finisher is news to a waiter (the hook,
-                # or close); waking a hook per key would cost the loop a GIL switch per
-                # key. Nobody but close waits for an unwaited batch's keys.
-                if batch.expired or batch.done or not batch.waited:
-                    self._changed.notify_all()
+                key = self._take_locked(batch)
+
+    def _take_locked(self, batch: _Batch) -> Key | None:
+        """The batch's next key for this thread, or ``None``: the thread leaves, free for
+        another batch, in the same hold of the lock that recorded its last key (a hook that
+        saw the batch done never finds the thread still counted). Caller holds the lock.
+        """
+        if batch.expired or batch.next == len(batch.keys):
+            self._live -= 1
+            batch.threads -= 1
+            # Once per thread, not per key: a hook woken per key would cost the loop a
+            # GIL switch each. The hook waits for its batch, close for every thread.
+            self._changed.notify_all()
+            return None
+        key = batch.keys[batch.next]
+        batch.next += 1
+        batch.running.add(key)
+        self._prefetching.add(key)
+        self.counters.prefetch_calls += 1
+        return key
 
     def _call_prefetch(self, key: Key) -> bool | None:
         """``cache.prefetch(*key)``: whether it made a request; ``None`` on a fault."""

@@ -315,6 +315,23 @@ def test_requests_per_cycle_never_exceed_budget(
         warmer.close()
 
 
+def test_a_waited_refresh_returns_with_its_threads_free(
+    make_warmer: MakeWarmer, cache: Any, clock: Any
+) -> None:
+    """The hook's wait covers its threads' leaving, not only its last prefetch: the next
+    cycle finds every thread free. (It used to end at the last prefetch, and a refresh
+    right after was refused as "every thread busy" while the threads were on their way out.)
+    """
+    warmer = make_warmer(warm_threshold=1, max_parallel=4)
+    symbols = ["BTC_USDT", "ETH/USDT", "1000PEPE-USD", "SOL-USD"]
+    for cycle in range(300):
+        scan(warmer, cache, clock, symbols)
+        clock.advance(60)
+        assert warmer.refresh("1m", clock.now(), clock.now() + 10) == 4, cycle
+        assert warmer.wait_idle(0), cycle
+    assert warmer.metrics()["prefetches"] == 4 * 300
+
+
 def test_failing_exchange_is_counted_and_logged_once(
     make_warmer: MakeWarmer,
     cache: Any,
