@@ -13,8 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sltrader_plugins import Config, ConfigError, PluginManager, Plugins, hookimpl, nonblocking
+from sltrader_plugins import (
+    Config,
+    ConfigError,
+    PluginManager,
+    Plugins,
+    hookimpl,
+    nonblocking,
+    nonblocking_while,
+)
 from sltrader_plugins.bounded import DaemonThreads, Outcome
+from tests.polling import wait_until
 
 BOUND = 0.2  # the tests' hook_timeout_s: short, as a hang is the point
 LONG = 60.0  # what a hung plugin would cost without the bound
@@ -227,13 +236,6 @@ def hook_threads(threads: DaemonThreads) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == threads.name]
 
 
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return predicate()
-
-
 def test_calls_are_answered_in_order_each_with_its_own_result_or_error():
     thread = fresh()
 
@@ -326,6 +328,66 @@ def test_a_nonblocking_hook_still_runs_while_a_bounded_call_of_its_plugin_hangs(
         assert manager.faults() == {"hangsoncomplete.on_scan_complete": 1}
     finally:
         HangsOnComplete.release.set()
+
+
+class SitsOut:
+    """``before_scan`` runs in the main loop while the plugin is idle, bounded otherwise."""
+
+    def __init__(self, idle: bool) -> None:
+        self.idle = idle
+        self.release = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    @hookimpl
+    @nonblocking_while(lambda plugin: plugin.idle)
+    def before_scan(self, symbols):
+        self.threads.append(threading.current_thread())
+        if symbols == ["HANG"]:
+            self.release.wait(LONG)
+        if symbols == ["RAISE"]:
+            raise RuntimeError("a fault while idle")
+
+
+def test_a_hook_nonblocking_while_idle_runs_in_the_main_loop_only_while_its_test_holds():
+    plugin = SitsOut(idle=True)
+    manager = manager_with(plugin)
+    main = threading.current_thread()
+    manager.hook.before_scan(symbols=["X"], timeframe="1m", now=0.0)
+    plugin.idle = False
+    manager.hook.before_scan(symbols=["X"], timeframe="1m", now=0.0)
+    plugin.idle = True
+    manager.hook.before_scan(symbols=["X"], timeframe="1m", now=0.0)
+    assert [thread is main for thread in plugin.threads] == [True, False, True]
+    # Idle, its faults are caught and counted as any call's.
+    assert manager.hook.before_scan(symbols=["RAISE"], timeframe="1m", now=0.0) == []
+    assert manager.faults() == {"sitsout.before_scan": 1}
+
+
+def test_a_hook_nonblocking_while_idle_is_bounded_when_not():
+    plugin = SitsOut(idle=False)
+    manager = manager_with(plugin)
+    manager.hook_timeout_s = 0.05
+    try:
+        manager.hook.before_scan(symbols=["HANG"], timeframe="1m", now=0.0)  # abandoned
+        assert manager.faults() == {"sitsout.before_scan": 1}
+        plugin.idle = True  # idle, it runs in the main loop even while the hung call runs
+        manager.hook.before_scan(symbols=["X"], timeframe="1m", now=0.0)
+        assert plugin.threads[-1] is threading.current_thread()
+    finally:
+        plugin.release.set()
+
+
+def test_a_failing_idle_test_is_the_hooks_fault():
+    class Broken(SitsOut):
+        @hookimpl
+        @nonblocking_while(lambda plugin: plugin.no_such_flag)
+        def before_scan(self, symbols):
+            self.threads.append(threading.current_thread())
+
+    plugin = Broken(idle=True)
+    manager = manager_with(plugin)
+    assert manager.hook.before_scan(symbols=["X"], timeframe="1m", now=0.0) == []
+    assert plugin.threads == [] and manager.faults() == {"broken.before_scan": 1}
 
 
 def test_at_most_limit_calls_run_hung_ones_included_and_a_freed_thread_serves_again():

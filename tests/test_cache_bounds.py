@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from sltrader_plugins import Klines, SingleFlightCache, last_close_time, timeframe_seconds
+from tests.polling import wait_until
 
 T = 0.2  #: fetch_timeout_s of these tests
 #: What a hung fetch may cost its readers altogether: one bound, with room for a loaded
@@ -94,13 +95,6 @@ def timed_timeout(call, *args: str) -> float:
     return time.monotonic() - started
 
 
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def test_a_prefetch_then_a_read_of_a_hung_key_wait_one_bound(exchange, clock) -> None:
     cache = bounded(exchange, clock)
     waited = timed_timeout(cache.prefetch, SICK, "1m")
@@ -172,7 +166,7 @@ def test_the_hung_fetch_returning_frees_its_key_and_caches_its_series(
     cache = bounded(exchange, clock)
     timed_timeout(cache.prefetch, SICK, "1m")
     release.set()  # the exchange answers the hung request at last
-    wait_until(lambda: not cache._inflight)
+    assert wait_until(lambda: not cache._inflight)
     assert cache.get_klines(SICK, "1m").last_close_time == T0 - 5
     assert exchange.requests[(SICK, "1m")] == 1  # what it brought was cached, then read
     assert cache.stats().prefetches_used == 1
@@ -183,7 +177,7 @@ def test_an_error_the_hung_fetch_raises_late_frees_its_key(exchange, clock, rele
     timed_timeout(cache.get_klines, SICK, "1m")
     exchange.fail = ConnectionError("reset")
     release.set()
-    wait_until(lambda: not cache._inflight)
+    assert wait_until(lambda: not cache._inflight)
     with pytest.raises(ConnectionError):  # a new request, which fails on its own
         cache.get_klines(SICK, "1m")
     assert exchange.requests[(SICK, "1m")] == 2
