@@ -41,7 +41,7 @@ from sltrader_plugins.exchange_requests import ExchangeRequest, KlineFetch
 from sltrader_plugins.hookspecs import PROJECT_NAME
 from sltrader_plugins.klines import Klines, served_fault
 from sltrader_plugins.manager import PluginError, PluginManager
-from sltrader_plugins.marks import nonblocking
+from sltrader_plugins.marks import nonblocking, nonblocking_while
 from sltrader_plugins.model import ModelAdapter, ModelTimes, finite_number
 from sltrader_plugins.protocols import (
     BatchModel,
@@ -107,6 +107,7 @@ __all__ = [
     "load_config",
     "next_close_time",
     "nonblocking",
+    "nonblocking_while",
     "one_of",
     "section_from",
     "served_fault",

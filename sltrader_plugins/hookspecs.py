@@ -25,7 +25,8 @@ other hook is called for the host's main loop, on a thread the manager keeps for
 plugin: one plugin's main-loop hooks run one at a time, and the loop waits for each call
 at most ``hook_timeout_s`` (a call that overruns is abandoned and counted as a fault; the
 plugin's main-loop calls are skipped until it returns). An implementation marked
-:func:`sltrader_plugins.nonblocking` runs in the main loop itself, unbounded.
+:func:`sltrader_plugins.nonblocking` runs in the main loop itself, unbounded; one marked
+:func:`sltrader_plugins.nonblocking_while` does so while its test says it has nothing to wait for.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from sltrader_plugins import hookspecs
 from sltrader_plugins.bounded import DaemonThreads, Outcome
 from sltrader_plugins.buffers import LentBuffers
 from sltrader_plugins.config import DEFAULT_HOOK_TIMEOUT_S, Config, ConfigError
-from sltrader_plugins.marks import is_nonblocking
+from sltrader_plugins.marks import always_inline, inline_test
 from sltrader_plugins.model import finite_number
 from sltrader_plugins.protocols import HostServices
 from sltrader_plugins.tally import Tally
@@ -204,7 +204,8 @@ class PluginManager:
     thread the manager keeps for that plugin, and the caller waits for each at most
     ``hook_timeout_s`` (``None``: in the caller's thread, without a bound); see
     :mod:`sltrader_plugins.bounded`. Those marked :func:`~sltrader_plugins.marks.nonblocking` run in
-    the caller's thread.
+    the caller's thread, and those marked :func:`~sltrader_plugins.marks.nonblocking_while` there
+    while their test holds.
     """
 
     def __init__(self, hook_timeout_s: float | None = DEFAULT_HOOK_TIMEOUT_S) -> None:
@@ -392,7 +393,7 @@ class PluginManager:
             for caller in self._pm.get_hookcallers(plugin) or []:
                 for impl in caller.get_hookimpls():
                     if impl.plugin is plugin and not hasattr(impl.function, _GUARDED):
-                        impl.function = self._guard(impl.function, name, caller.name)
+                        impl.function = self._guard(impl.function, name, caller.name, plugin)
 
     def _unregister(self, name: str) -> None:
         plugin = self._registered.pop(name, None)
@@ -419,11 +420,14 @@ class PluginManager:
 
     # -- fault isolation --------------------------------------------------------------
 
-    def _guard(self, function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+    def _guard(
+        self, function: Callable[..., Any], plugin: str, hook: str, registered: object
+    ) -> Callable[..., Any]:
         starting = hook == "on_start"
         check = _RESULT_CHECKS.get(hook)
+        inline = inline_test(function)
         thread = None
-        if hook not in hookspecs.WORKER_HOOKS and not is_nonblocking(function):
+        if hook not in hookspecs.WORKER_HOOKS and not always_inline(inline):
             # One thread per plugin: its main-loop hooks never run concurrently, and a
             # hung one holds that thread only (its later calls are skipped until it returns).
             thread = self._hook_threads.get(plugin)
@@ -437,7 +441,7 @@ class PluginManager:
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
                 bound = self.hook_timeout_s
-                if thread is None or bound is None:
+                if thread is None or bound is None or (inline and inline(registered)):
                     result = function(*args, **kwargs)
                 else:
                     outcome, result = thread.call(function, args, kwargs, bound)

@@ -5,9 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-_NONBLOCKING = "__sltrader_nonblocking__"
+_INLINE = "__sltrader_inline_while__"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+#: A test of a plugin: whether its marked hook may run in the main loop for this call.
+InlineTest = Callable[[Any], bool]
+
+
+def _always(plugin: object) -> bool:
+    return True
 
 
 def nonblocking(function: _F) -> _F:
@@ -21,10 +28,38 @@ def nonblocking(function: _F) -> _F:
     its bound still runs on the plugin's thread. Worker hooks are never bounded: the mark
     changes nothing there.
     """
-    setattr(function, _NONBLOCKING, True)
+    setattr(function, _INLINE, _always)
     return function
 
 
-def is_nonblocking(function: Callable[..., Any]) -> bool:
-    """Whether ``function`` was marked with :func:`nonblocking`."""
-    return bool(getattr(function, _NONBLOCKING, False))
+def nonblocking_while(idle: InlineTest) -> Callable[[_F], _F]:
+    """Mark a main-loop hook implementation that does not block while ``idle(plugin)``
+    is true, ``plugin`` being the object registered (a plugin stepped aside, or one with
+    nobody to share with, has nothing to wait for). Before each call the manager asks
+    ``idle`` in the main loop: while it holds, the call runs there as a
+    :func:`nonblocking` one's does; otherwise it is handed to the plugin's thread and
+    bounded as any. So a plugin that sits out costs the trader no hand-over.
+
+    ``idle`` is asked on every call: it must answer at once (read a flag; no lock anyone
+    holds long) and never raise (a fault in it is counted as the hook's). The call
+    should decide from the plugin's state as it finds it: a call of the plugin still
+    running on its thread after overrunning its bound may have changed it since.
+    """
+
+    def mark(function: _F) -> _F:
+        setattr(function, _INLINE, idle)
+        return function
+
+    return mark
+
+
+def inline_test(function: Callable[..., Any]) -> InlineTest | None:
+    """The test of :func:`nonblocking` or :func:`nonblocking_while` on ``function``
+    (``None``: unmarked, always handed over)."""
+    test = getattr(function, _INLINE, None)
+    return test if callable(test) else None
+
+
+def always_inline(test: InlineTest | None) -> bool:
+    """Whether a test marks a :func:`nonblocking` implementation (never handed over)."""
+    return test is _always

@@ -20,6 +20,7 @@ from sltrader_plugins import (
     Klines,
     PluginSettings,
     hookimpl,
+    nonblocking_while,
 )
 from sltrader_shared.config import SharedConfig
 
@@ -66,7 +67,12 @@ class SharedPlugin:
         shared.mark_present(scan=False)
         self.shared = shared
 
+    def _idle(self) -> bool:
+        """No Redis call is due: not sharing, or marked present less than a second ago."""
+        return self.shared is None or not self.shared.mark_due()
+
     @hookimpl
+    @nonblocking_while(_idle)  # a fast trader pays no hand-over for its many idle scans
     def before_scan(self) -> None:
         # On the main loop, at most one Redis call a second: whether anyone is there to
         # share with.

@@ -162,6 +162,11 @@ class Shared:
 
     # -- before_scan --------------------------------------------------------------------
 
+    def mark_due(self) -> bool:
+        """Whether a scan's :meth:`mark_present` would ask Redis now (else it only counts)."""
+        last = self._last_scan
+        return last is None or self._monotonic() - last >= MARK_EVERY_S
+
     def mark_present(self, scan: bool = True) -> int:
         """Mark this trader present and step aside while it is alone (or Redis is out);
         the traders present, this one included (0 when Redis cannot say). A scan less
@@ -173,7 +178,7 @@ class Shared:
         :param scan: a scan starts (else the trader starts): counted when alone.
         """
         now = self._monotonic()
-        if scan and self._last_scan is not None and now - self._last_scan < MARK_EVERY_S:
+        if scan and not self.mark_due():
             if not self.payoff.active:
                 self._count("alone_scans")
             return self.traders_present

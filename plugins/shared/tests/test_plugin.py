@@ -5,12 +5,15 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
+import threading
+from typing import Any
 
 import pytest
 from shared_testkit import T0, ConstantModel, FakeClock, warnings
 
 from sltrader_plugins import Config, ConfigError, ExchangeRequest, HostServices, KlineFetch
 from sltrader_plugins.manager import PluginManager
+from sltrader_shared import shared as shared_module
 from sltrader_shared.config import SharedConfig
 from sltrader_shared.link import RedisLink
 from sltrader_shared.plugin import SharedPlugin
@@ -122,3 +125,35 @@ def test_a_trader_that_does_not_share_never_imports_redis() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_before_scan_hands_over_to_its_thread_only_when_redis_is_due(
+    redis_server, namespace, monkeypatch
+) -> None:
+    """A fast trader pays the hand-over to the plugin's thread once a second at most (a
+    Redis call, bounded), not at every scan."""
+    monkeypatch.setattr(shared_module, "MARK_EVERY_S", 3600.0)
+    manager = PluginManager()
+    manager.config = Config.from_mapping(
+        {"plugins": {"shared": {"url": redis_server.url, "namespace": namespace}}}
+    )
+    plugin = SharedPlugin()
+    manager.register(plugin, "shared")
+    services = HostServices(
+        model=ConstantModel(), cache=None, clock=FakeClock(), base_timeframe="1m", workers=1
+    )
+    manager.start(services)
+    assert plugin.shared is not None
+    seen: list[bool] = []
+    mark = plugin.shared.mark_present
+
+    def spy(*args: Any, **kwargs: Any) -> int:
+        seen.append(threading.current_thread() is threading.main_thread())
+        return mark(*args, **kwargs)
+
+    monkeypatch.setattr(plugin.shared, "mark_present", spy)
+    for _ in range(3):
+        manager.hook.before_scan(symbols=["X"], timeframe="1m", now=T0)
+    assert seen == [False, True, True]  # due at the first scan only
+    assert manager.faults() == {} and plugin.report_metrics()["alone_scans"] == 3
+    manager.shutdown()

@@ -14,7 +14,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from sltrader_plugins import HostServices, KlineFetch, PluginSettings, Signal, hookimpl, nonblocking
+from sltrader_plugins import (
+    HostServices,
+    KlineFetch,
+    PluginSettings,
+    Signal,
+    hookimpl,
+    nonblocking,
+    nonblocking_while,
+)
 from sltrader_plugins.payoff import Payoff
 from sltrader_warming.config import WarmingConfig
 from sltrader_warming.warmer import Warmer
@@ -55,7 +63,13 @@ class WarmingPlugin:
         payoff = self.payoff
         return self.warmer if payoff is not None and payoff.active else None
 
+    def _idle(self) -> bool:
+        """Nothing to prefetch: not started, or stepped aside (then its main-loop hooks
+        only keep count, in the main loop, without the hand-over to its thread)."""
+        return self._warming() is None
+
     @hookimpl
+    @nonblocking_while(_idle)
     def before_scan(self, symbols: Sequence[str], timeframe: str, now: float) -> None:
         warmer = self._warming()
         if warmer is not None:
@@ -69,11 +83,13 @@ class WarmingPlugin:
             self.payoff.end_scan()
 
     @hookimpl
+    @nonblocking_while(_idle)
     def on_signal(self, signal: Signal) -> None:
         if self.warmer is not None:
             self.warmer.record_signal(signal.symbol, signal.timeframe, warm=bool(self._warming()))
 
     @hookimpl
+    @nonblocking_while(_idle)
     def on_candle_close(self, timeframe: str, close_time: float, next_scan_time: float) -> None:
         warmer = self._warming()
         if warmer is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -165,3 +166,25 @@ def test_aside_it_prefetches_nothing_but_keeps_tracking(
     plugin.payoff.judge(True, "a trial found it pays again")
     hook.on_candle_close(timeframe="1m", close_time=clock.now(), next_scan_time=clock.now() + 10)
     assert exchange.total == 3 + 3  # what it tracked while aside is warmed at once
+
+
+def test_aside_its_main_loop_hooks_run_in_the_main_loop_and_active_on_its_thread(
+    start: Start, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Aside, a fast trader pays no hand-over to the plugin's thread for it."""
+    manager, plugin = start({"step_aside": True})
+    assert plugin.warmer is not None and plugin.payoff is not None
+    seen: list[bool] = []
+    record = plugin.warmer.record_signal
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        seen.append(threading.current_thread() is threading.main_thread())
+        record(*args, **kwargs)
+
+    monkeypatch.setattr(plugin.warmer, "record_signal", spy)
+    signal = Signal(symbol="BTC_USDT", timeframe="1m", side="buy", probability=0.7, time=0.0)
+    plugin.payoff.judge(False, "a trial found the trader's cycles no shorter")
+    manager.hook.on_signal(signal=signal)
+    plugin.payoff.judge(True, "a trial found it pays again")
+    manager.hook.on_signal(signal=signal)
+    assert seen == [True, False]
