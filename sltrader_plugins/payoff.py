@@ -4,7 +4,8 @@ A plugin that speeds up one trader can slow down another: prefetching ahead of s
 workers that fetch in parallel anyway, or sharing series through Redis with nobody to share
 with. So a plugin keeps a :class:`Payoff` and calls :meth:`Payoff.end_scan` at the end of
 every scan. The payoff measures the trader's cycles (from one scan's end to the next, so
-everything the trader does in a cycle counts) and runs *trials*: for a few pairs of cycles
+everything the trader does in a cycle counts; only those the plugin's work can change, if
+it says which) and runs *trials*: for a few pairs of cycles
 the plugin works in one and not in the other, in an order drawn at random for each pair;
 one plugin's trial at a time in a process, so that none times another's work. A plugin
 whose cycles were not shorter when it worked (the medians) *steps aside*:
@@ -135,8 +136,14 @@ class Payoff:
         self._wait = first_wait
         self._changes = Tally()  # the first change is logged at INFO, later ones at DEBUG
 
-    def end_scan(self) -> None:
-        """A scan ended: measure the cycle that ended with it, choose the next one's state."""
+    def end_scan(self, measured: bool = True) -> None:
+        """A scan ended: measure the cycle that ended with it, choose the next one's state.
+
+        :param measured: whether the plugin's work could change this cycle's length (a
+            warmer's: a candle closed in it). A cycle that could not is neither timed nor
+            moves a trial on, and the plugin keeps its state through it: on a trader that
+            scans several times per candle, a trial of such cycles would judge noise.
+        """
         now = self._clock()
         with self._lock:
             last, self._last_end = self._last_end, now
@@ -151,6 +158,8 @@ class Payoff:
                         self._start_trial_locked()
                     else:  # another plugin's trial runs: try again at the next scan
                         self._waiting = 1
+                return
+            if not measured:
                 return
             if last is not None:
                 self._cycles[self.active].append(now - last)

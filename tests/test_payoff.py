@@ -142,3 +142,34 @@ def test_the_counters_describe_a_step_aside_for_a_report_line():
     assert aside.describe() == "; stepped aside 2x, 30 scans sat out, aside now"
     back = PayoffCounters(step_asides=1, comebacks=1, aside_scans=4)
     assert back.describe() == "; stepped aside 1x, 4 scans sat out, working now"
+
+
+def test_cycles_its_work_cannot_change_are_not_timed_and_hold_the_trial() -> None:
+    """A warmer on a trader that scans four times per candle: its prefetches save time in
+    the cycle a candle closes in, and it costs a little in the three others. Timing every
+    cycle, the medians see only the cost; timing the candle's cycles, they see the gain."""
+
+    def run(only_closes: bool) -> tuple[Payoff, list[bool]]:
+        cycles = Cycles()
+        payoff = make(cycles, pairs=3)
+        states = []
+        for n in range(1 + 4 * 6):
+            closed = n % 4 == 1
+            states.append(payoff.active)
+            if payoff.active:
+                cycles.now += cycles.base + (-1 / 16 if closed else 1 / 64)
+            else:
+                cycles.now += cycles.base
+            payoff.end_scan(measured=closed or not only_closes)
+        return payoff, states
+
+    timing_all, _ = run(only_closes=False)
+    assert timing_all.counters().step_asides == 1  # judged on noise-free cost alone
+    timing_all.close()  # its next trial holds the process's one trial token
+    payoff, states = run(only_closes=True)
+    counters = payoff.counters()
+    assert counters.trials == 1 and counters.step_asides == 0 and payoff.active
+    assert counters.gain_ms == pytest.approx(62.5)
+    # The state changes only at a measured cycle's end: each candle's four cycles share one.
+    assert False in states
+    assert all(states[n] == states[n + 1] for n in range(1, 24) if n % 4 != 1)

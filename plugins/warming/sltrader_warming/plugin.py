@@ -43,6 +43,9 @@ class WarmingPlugin:
         # Whether its prefetches pay on this trader: while they do not, it only tracks
         # what the trader reads (so that it knows what to warm when they pay again).
         self.payoff: Payoff | None = None
+        # Whether a candle closed since the last scan ended: only such a cycle can show
+        # what prefetching saves (a trader may scan several times per candle).
+        self._closed = False
 
     @hookimpl
     def on_start(self, services: HostServices, settings: PluginSettings) -> None:
@@ -80,7 +83,8 @@ class WarmingPlugin:
     def on_scan_complete(self, symbols: Sequence[str], timeframe: str, now: float) -> None:
         if self.warmer is not None and self.payoff is not None:
             self.warmer.record_scan(symbols, timeframe, now)
-            self.payoff.end_scan()
+            closed, self._closed = self._closed, False
+            self.payoff.end_scan(measured=closed)
 
     @hookimpl
     @nonblocking_while(_idle)
@@ -91,6 +95,7 @@ class WarmingPlugin:
     @hookimpl
     @nonblocking_while(_idle)
     def on_candle_close(self, timeframe: str, close_time: float, next_scan_time: float) -> None:
+        self._closed = True
         warmer = self._warming()
         if warmer is not None:
             warmer.refresh(timeframe, close_time, next_scan_time)

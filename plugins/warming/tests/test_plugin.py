@@ -188,3 +188,18 @@ def test_aside_its_main_loop_hooks_run_in_the_main_loop_and_active_on_its_thread
     plugin.payoff.judge(True, "a trial found it pays again")
     manager.hook.on_signal(signal=signal)
     assert seen == [True, False]
+
+
+def test_its_trials_time_only_the_cycles_a_candle_closed_in(start: Start, clock: Any) -> None:
+    """A trader scanning several times per candle: the scans between closes, where warming
+    has nothing to prefetch, neither count in a trial nor move it on."""
+    manager, plugin = start({"step_aside": True})
+    assert plugin.payoff is not None
+    hook = manager.hook
+    for _ in range(20):  # no candle closes: the trial, once started, waits
+        hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
+    assert plugin.payoff.counters().trials == 0
+    for _ in range(6):  # a close before each scan: the trial's three pairs
+        hook.on_candle_close(timeframe="1m", close_time=clock.now(), next_scan_time=clock.now())
+        hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
+    assert plugin.payoff.counters().trials == 1
