@@ -415,7 +415,10 @@ def test_ctrl_c_ends_the_run_after_the_cycle_in_progress_and_twice_at_once(tiny,
     report = host.run()
     assert host.interrupted and report.interrupted
     assert report.cycles == cycles and stopped.stopped
-    assert report.symbols_scanned == cycles * tiny.universe
+    if times == 1:  # the cycle in progress ends
+        assert report.symbols_scanned == cycles * tiny.universe
+    else:  # at once: the symbols workers already hold finish, and count
+        assert cycles * tiny.universe <= report.symbols_scanned < (cycles + 1) * tiny.universe
     # the run gave Python's own handler back
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
