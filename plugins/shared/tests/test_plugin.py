@@ -62,14 +62,11 @@ def test_a_bad_setting_stops_start_up_with_the_key_named() -> None:
         manager.start(services)
 
 
-def test_start_without_redis_costs_one_bounded_attempt_then_the_trader_goes_alone(
-    namespace, caplog
-) -> None:
-    # Start marks the trader present (traders started together share from their first
-    # scan); nothing listens on port 1: one refused attempt, one line, and no fault.
+def started(url: str, namespace: str) -> tuple[PluginManager, SharedPlugin]:
+    """The plugin registered as ``shared`` with ``url`` and ``namespace``, and started."""
     manager = PluginManager()
     manager.config = Config.from_mapping(
-        {"plugins": {"shared": {"url": "redis://127.0.0.1:1/0", "namespace": namespace}}}
+        {"plugins": {"shared": {"url": url, "namespace": namespace}}}
     )
     plugin = SharedPlugin()
     manager.register(plugin, "shared")
@@ -77,6 +74,15 @@ def test_start_without_redis_costs_one_bounded_attempt_then_the_trader_goes_alon
         model=ConstantModel(), cache=None, clock=FakeClock(), base_timeframe="1m", workers=1
     )
     manager.start(services)
+    return manager, plugin
+
+
+def test_start_without_redis_costs_one_bounded_attempt_then_the_trader_goes_alone(
+    namespace, caplog
+) -> None:
+    # Start marks the trader present (traders started together share from their first
+    # scan); nothing listens on port 1: one refused attempt, one line, and no fault.
+    manager, plugin = started("redis://127.0.0.1:1/0", namespace)
     assert plugin.shared is not None
     metrics = plugin.report_metrics()
     assert metrics["redis_errors"] == 1 and metrics["stepped_aside"] == 1
@@ -133,16 +139,7 @@ def test_before_scan_hands_over_to_its_thread_only_when_redis_is_due(
     """A fast trader pays the hand-over to the plugin's thread once a second at most (a
     Redis call, bounded), not at every scan."""
     monkeypatch.setattr(shared_module, "MARK_EVERY_S", 3600.0)
-    manager = PluginManager()
-    manager.config = Config.from_mapping(
-        {"plugins": {"shared": {"url": redis_server.url, "namespace": namespace}}}
-    )
-    plugin = SharedPlugin()
-    manager.register(plugin, "shared")
-    services = HostServices(
-        model=ConstantModel(), cache=None, clock=FakeClock(), base_timeframe="1m", workers=1
-    )
-    manager.start(services)
+    manager, plugin = started(redis_server.url, namespace)
     assert plugin.shared is not None
     seen: list[bool] = []
     mark = plugin.shared.mark_present
