@@ -316,11 +316,12 @@ def test_an_option_of_the_reference_workload_is_refused_with_a_trader(trader, op
 
 
 def test_resolve_sets():
-    assert resolve_sets("none,all,a+b,c", ["a", "b"]) == [
+    assert resolve_sets("none,all,a+b,c,control", ["a", "b"]) == [
         ("none", ""),
         ("all", "a,b"),
         ("a+b", "a,b"),
         ("c", None),
+        ("control", ""),  # none again, under its own name
     ]
 
 
@@ -548,6 +549,20 @@ def test_a_set_that_costs_or_an_all_behind_the_best_set_is_named():
     sets["warming"]["time_ratio"] = 1.02  # the noise allowed
     sets["batching"]["time_ratio"] = 0.85  # all within 0.03 of it
     assert unpaid(result) == []
+
+
+def test_the_control_is_read_as_noise_never_as_a_cost_nor_as_the_best_set():
+    result = json.loads(json.dumps(FIXTURE))
+    for count, ratio in (("1", 1.04), ("4", 0.6), ("16", 0.97)):
+        result["workers"][count]["sets"]["control"] = _summary("control", 1.0, ratio)
+    assert unpaid(result) == []  # not x1.04 at 1 worker, nor all against x0.60 at 4
+    markdown = format_markdown(result)
+    assert "| control | x1.04 | x0.60 | x0.97 |" in markdown
+    assert (
+        "The control, none run again in every repeat (an A/A test), read x1.04 at 1 worker, "
+        "x0.60 at 4 workers, x0.97 at 16 workers:"
+    ) in markdown
+    assert "The control" not in FIXTURE_MARKDOWN
 
 
 def test_markdown_counts_the_runs_in_which_each_plugin_stepped_aside():

@@ -81,6 +81,9 @@ from sltrader_plugins.manager import ENV_PLUGINS, installed_entry_points
 
 #: The plugin sets compared unless ``--sets`` names others.
 DEFAULT_SETS = "none,batching,pooling,warming,all"
+#: A set that is ``none`` again (an A/A test): its ratio to ``none`` is how far the
+#: machine's noise alone moves a ratio in the same runs.
+CONTROL = "control"
 #: The variable that gives the runs the private Redis of ``--redis``: the shared plugin's
 #: ``url`` (``[plugins.shared] url``; see ``config.settings_from_environment``).
 ENV_SHARED_URL = "SLTRADER__PLUGINS__SHARED__URL"
@@ -99,10 +102,11 @@ def installed_names() -> list[str]:
 
 def resolve_sets(text: str, installed: list[str]) -> list[tuple[str, str | None]]:
     """``(set name, enable list)`` for each name of ``text`` (``none``, ``all``, a plugin,
-    or plugins joined by ``+``); the list is ``None`` when a plugin is not installed."""
+    plugins joined by ``+``, or :data:`CONTROL`); the list is ``None`` when a plugin is not
+    installed."""
     out: list[tuple[str, str | None]] = []
     for name in (s.strip() for s in text.split(",") if s.strip()):
-        if name == "none":
+        if name in ("none", CONTROL):
             out.append((name, ""))
         elif name == "all":
             out.append((name, ",".join(installed) if installed else None))
@@ -479,9 +483,13 @@ def unpaid(result: dict[str, Any]) -> list[str]:
     found = []
     for count, sets in _groups(result):
         at = "" if count is None else f" at {_count(count)}"
-        ratios = {n: s["time_ratio"] for n, s in sets.items() if "time_ratio" in s}
-        found += [f"{n} x{r:.2f}{at}" for n, r in ratios.items() if n != "none" and r > NOISE]
-        singles = [r for n, r in ratios.items() if n not in ("none", "all")]
+        ratios = {
+            n: s["time_ratio"]
+            for n, s in sets.items()
+            if "time_ratio" in s and n not in ("none", CONTROL)
+        }
+        found += [f"{n} x{r:.2f}{at}" for n, r in ratios.items() if r > NOISE]
+        singles = [r for n, r in ratios.items() if n != "all"]
         if "all" in ratios and singles and ratios["all"] > min(singles) + COMPANY:
             found.append(f"all x{ratios['all']:.2f} against the best set's x{min(singles):.2f}{at}")
     return found
@@ -592,6 +600,16 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"Every set at most x{NOISE:.2f} of none, all within {COMPANY} of the best set: "
         + (f"no: {'; '.join(costs)}." if costs else "yes.")
     )
+    control = [
+        f"x{sets[CONTROL]['time_ratio']:.2f}" + ("" if count is None else f" at {_count(count)}")
+        for count, sets in groups
+        if "time_ratio" in sets.get(CONTROL, {})
+    ]
+    if control:
+        lines.append(
+            f"The control, none run again in every repeat (an A/A test), read {', '.join(control)}:"
+            " a ratio within that distance of x1.00 is this machine's noise, no cost nor gain."
+        )
     base = [
         f"{sets['none']['seconds_per_cycle'] * 1000:.1f} ms"
         + (f" (start-up {sets['none']['startup_s']:.2f} s)" if "startup_s" in sets["none"] else "")

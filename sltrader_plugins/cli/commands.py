@@ -114,7 +114,8 @@ def add_commands(commands: Any) -> None:
     bench.add_argument(
         "--sets",
         default=None,
-        help="comma-separated plugin sets (a set is 'none', 'all' or plugin names joined by +; "
+        help="comma-separated plugin sets (a set is 'none', 'all', plugin names joined by + or "
+        "'control', none again: the noise; "
         f"default {DEFAULT_SETS}, with --traders {DEFAULT_TRADER_SETS})",
     )
     bench.add_argument("--json", metavar="PATH", type=Path, default=None, help="write results")
