@@ -12,7 +12,9 @@ whose cycles were not shorter when it worked (the medians) *steps aside*:
 :attr:`Payoff.active` turns false, the plugin stops working (the trader runs as without
 it), says so once in the log and shows it in its counters. A trial comes again after
 ``first_wait`` cycles, then twice as many each time the verdict stands, at most
-``max_wait``; a trial that finds the plugin pays again brings it back.
+``max_wait``, and never so soon that trials cost more than ``trial_share`` of the cycles
+(a trial costs the trader, in the cycles of the state it did not choose, what the plugin's
+work saves or costs); a trial that finds the plugin pays again brings it back.
 
 No decision depends on it: a plugin's work never changes one, by the contract.
 
@@ -27,6 +29,7 @@ written only under it.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -96,7 +99,10 @@ class Payoff:
     :param logger: the plugin's logger.
     :param pairs: pairs of cycles in a trial.
     :param first_wait: cycles between trials; doubled each time the verdict stands, up to
-        ``max_wait``.
+        ``max_wait``. Cycles the plugin's work cannot change are not counted.
+    :param trial_share: the most trials may cost of the cycles between them: after a trial
+        whose medians differed by ``d`` on a cycle of ``c`` without the plugin's work, the
+        next waits at least ``pairs * d / (trial_share * c)`` cycles (up to ``max_wait``).
     :param trials: false: never trial, always work (until :meth:`judge` says otherwise).
     :param clock: the clock of the cycles (tests replace it).
     """
@@ -108,18 +114,20 @@ class Payoff:
         pairs: int = 3,
         first_wait: int = 16,
         max_wait: int = 512,
+        trial_share: float = 0.01,
         trials: bool = True,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if not (pairs >= 1 and 1 <= first_wait <= max_wait):
+        if not (pairs >= 1 and 1 <= first_wait <= max_wait and 0 < trial_share <= 1):
             raise ValueError(
-                f"need 1 <= pairs and 1 <= first_wait <= max_wait: {pairs=}, {first_wait=}, "
-                f"{max_wait=}"
+                f"need 1 <= pairs, 1 <= first_wait <= max_wait and 0 < trial_share <= 1: "
+                f"{pairs=}, {first_wait=}, {max_wait=}, {trial_share=}"
             )
         self.plugin = plugin
         self.pairs = pairs
         self.first_wait = first_wait
         self.max_wait = max_wait
+        self.trial_share = trial_share
         self.trials = trials
         self._log = logger
         self._clock = clock
@@ -141,15 +149,16 @@ class Payoff:
 
         :param measured: whether the plugin's work could change this cycle's length (a
             warmer's: a candle closed in it). A cycle that could not is neither timed nor
-            moves a trial on, and the plugin keeps its state through it: on a trader that
-            scans several times per candle, a trial of such cycles would judge noise.
+            counted towards the next trial nor moves a trial on, and the plugin keeps its
+            state through it: on a trader that scans several times per candle, a trial of
+            such cycles would judge noise.
         """
         now = self._clock()
         with self._lock:
             last, self._last_end = self._last_end, now
             if not self.active:
                 self._counters.aside_scans += 1
-            if not self.trials:
+            if not (self.trials and measured):
                 return
             if self._waiting:
                 self._waiting -= 1
@@ -158,8 +167,6 @@ class Payoff:
                         self._start_trial_locked()
                     else:  # another plugin's trial runs: try again at the next scan
                         self._waiting = 1
-                return
-            if not measured:
                 return
             if last is not None:
                 self._cycles[self.active].append(now - last)
@@ -170,7 +177,10 @@ class Payoff:
             self._counters.trials += 1
             self._counters.gain_ms = (off - on) * 1e3
         why = f"median cycle {on * 1e3:.1f} ms working, {off * 1e3:.1f} ms not"
-        self.judge(on <= off, why)
+        # Each trial costs |off - on| in each of its pairs; spread over the wait that
+        # follows, no more than trial_share of the cycles.
+        least = self.pairs * abs(off - on) / (self.trial_share * off) if off > 0 else 0.0
+        self.judge(on <= off, why, wait=min(math.ceil(least), self.max_wait))
 
     def _start_trial_locked(self) -> None:
         plan = []
@@ -181,8 +191,11 @@ class Payoff:
         self.active = plan[0]
         self._plan = deque(plan[1:])
 
-    def judge(self, pays: bool, why: str) -> None:
-        """Work from now on if ``pays``, else step aside; ``why`` ends the log line."""
+    def judge(self, pays: bool, why: str, wait: int = 0) -> None:
+        """Work from now on if ``pays``, else step aside; ``why`` ends the log line.
+
+        :param wait: at least this many cycles before the next trial.
+        """
         message: str | None = None
         with self._lock:
             _TRIALS.give_back(self)
@@ -203,7 +216,7 @@ class Payoff:
                 level = logging.INFO if self._changes.add() else logging.DEBUG
             counters.stepped_aside = not pays
             self.active = pays
-            self._waiting = self._wait
+            self._waiting = max(self._wait, wait)
         if message is not None:  # outside the lock: a log handler is foreign code
             self._log.log(level, message, self.plugin, why)
 
