@@ -26,6 +26,7 @@ from sltrader_plugins.bench.trader import (
     installed_names,
     load_trader,
     parse_workers,
+    ratio_interval,
     resolve_sets,
     schedule,
     unpaid,
@@ -549,6 +550,22 @@ def test_a_set_that_costs_or_an_all_behind_the_best_set_is_named():
     sets["warming"]["time_ratio"] = 1.02  # the noise allowed
     sets["batching"]["time_ratio"] = 0.85  # all within 0.03 of it
     assert unpaid(result) == []
+
+
+def test_a_cost_is_given_with_the_interval_the_runs_leave_it():
+    result = json.loads(json.dumps(FIXTURE))
+    base = [0.080, 0.078, 0.084, 0.081, 0.079]
+    spread = [0.090, 0.076, 0.086, 0.084, 0.079]  # median 0.084: x1.04 of 0.081
+    result["workers"]["4"]["runs"] = {
+        "none": [{"seconds_per_cycle": t} for t in base],
+        "warming": [{"seconds_per_cycle": t} for t in spread],
+    }
+    result["workers"]["4"]["sets"]["warming"]["time_ratio"] = 0.084 / 0.081
+    low, high = ratio_interval(spread, base)
+    assert low < 1.0 < 0.084 / 0.081 < high  # this cost is within what the runs leave open
+    assert unpaid(result) == [f"warming x1.04 (90% interval x{low:.2f}-x{high:.2f}) at 4 workers"]
+    assert ratio_interval(spread, base) == (low, high)  # seeded: one JSON, one text
+    assert ratio_interval([2.0, 2.0], [1.0, 1.0]) == (2.0, 2.0)
 
 
 def test_the_control_is_read_as_noise_never_as_a_cost_nor_as_the_best_set():

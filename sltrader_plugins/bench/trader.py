@@ -61,6 +61,7 @@ import inspect
 import json
 import os
 import platform
+import random
 import resource
 import shlex
 import shutil
@@ -470,6 +471,33 @@ def _groups(result: dict[str, Any]) -> list[tuple[int | None, dict[str, dict[str
     return [(None, result["sets"])]
 
 
+def _runs(result: dict[str, Any]) -> dict[int | None, dict[str, list[dict[str, Any]]]]:
+    """Every run by workers count (``None`` without ``--workers``), then by set (empty
+    where the JSON kept no runs)."""
+    if "workers" in result:
+        return {int(c): entry.get("runs", {}) for c, entry in result["workers"].items()}
+    return {None: result.get("runs", {})}
+
+
+#: The share of a time ratio's bootstrap resamples its interval spans, and their number.
+INTERVAL = 0.9
+RESAMPLES = 2000
+
+
+def ratio_interval(times: Sequence[float], base: Sequence[float]) -> tuple[float, float]:
+    """The :data:`INTERVAL` bootstrap interval of ``median(times) / median(base)``: how far
+    the repeats' spread leaves the ratio open. Each resample draws both with replacement;
+    the draws are seeded, so one JSON always gives one text."""
+    draw = random.Random(0)
+    ratios = sorted(
+        statistics.median(draw.choices(times, k=len(times)))
+        / statistics.median(draw.choices(base, k=len(base)))
+        for _ in range(RESAMPLES)
+    )
+    tail = round((1 - INTERVAL) / 2 * RESAMPLES)
+    return ratios[tail], ratios[-1 - tail]
+
+
 #: Every set's time per cycle at most this times none's (the noise of a shared machine);
 #: ``all`` at most the best set's plus COMPANY.
 NOISE = 1.02
@@ -478,17 +506,30 @@ COMPANY = 0.03
 
 def unpaid(result: dict[str, Any]) -> list[str]:
     """Where a set costs more than :data:`NOISE` of ``none``, or ``all`` more than the best
-    set + :data:`COMPANY`, at each workers count: empty when every plugin paid or stepped
-    aside."""
+    set + :data:`COMPANY`, at each workers count (with the ratio's
+    :func:`ratio_interval` where the runs are kept): empty when every plugin paid or
+    stepped aside."""
     found = []
+    runs = _runs(result)
     for count, sets in _groups(result):
         at = "" if count is None else f" at {_count(count)}"
+        times = {
+            n: [r["seconds_per_cycle"] for r in rows if "seconds_per_cycle" in r]
+            for n, rows in runs[count].items()
+        }
         ratios = {
             n: s["time_ratio"]
             for n, s in sets.items()
             if "time_ratio" in s and n not in ("none", CONTROL)
         }
-        found += [f"{n} x{r:.2f}{at}" for n, r in ratios.items() if r > NOISE]
+        for name, ratio in ratios.items():
+            if ratio <= NOISE:
+                continue
+            spread = ""
+            if len(times.get(name, ())) > 1 and len(times.get("none", ())) > 1:
+                low, high = ratio_interval(times[name], times["none"])
+                spread = f" ({INTERVAL:.0%} interval x{low:.2f}-x{high:.2f})"
+            found.append(f"{name} x{ratio:.2f}{spread}{at}")
         singles = [r for n, r in ratios.items() if n != "all"]
         if "all" in ratios and singles and ratios["all"] > min(singles) + COMPANY:
             found.append(f"all x{ratios['all']:.2f} against the best set's x{min(singles):.2f}{at}")
@@ -629,10 +670,7 @@ def format_markdown(result: dict[str, Any]) -> str:
 def _step_aside_table(result: dict[str, Any], names: list[str], columns: list[str]) -> list[str]:
     """Markdown lines: for each plugin of each set that trials its payoff, in how many of
     the set's runs it stepped aside at least once (none when no run recorded it)."""
-    if "workers" in result:
-        by_count = {int(c): entry.get("runs", {}) for c, entry in result["workers"].items()}
-    else:
-        by_count = {None: result.get("runs", {})}
+    by_count = _runs(result)
     groups = [by_count[count] for count in sorted(by_count, key=lambda count: count or 0)]
     rows = []
     for name in names:
