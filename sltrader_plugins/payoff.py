@@ -9,14 +9,14 @@ it says which) and runs *trials*: for a few pairs of cycles
 the plugin works in one and not in the other, in an order drawn at random for each pair;
 one plugin's trial at a time in a process, so that none times another's work. A plugin
 whose cycle was not shorter with its work in every pair *steps aside* (a trader's cycles
-vary: a plugin that changes nothing would pass one pair in two, all three one trial in
-eight):
+vary: a plugin that changes nothing would pass one pair in two, and three pairs one trial
+in eight):
 :attr:`Payoff.active` turns false, the plugin stops working (the trader runs as without
 it), says so once in the log and shows it in its counters. A trial comes again after
 ``first_wait`` cycles, then twice as many each time the verdict stands, at most
 ``max_wait``, and never so soon that trials cost more than ``trial_share`` of the cycles
-(a trial costs the trader, in the cycles of the state it did not choose, what the plugin's
-work saves or costs); a trial that finds the plugin pays again brings it back.
+(a trial costs the trader what the state it did not choose costs over the chosen one); a
+trial that finds the plugin pays again brings it back.
 
 No decision depends on it: a plugin's work never changes one, by the contract.
 
@@ -102,8 +102,9 @@ class Payoff:
     :param pairs: pairs of cycles in a trial.
     :param first_wait: cycles between trials; doubled each time the verdict stands, up to
         ``max_wait``. Cycles the plugin's work cannot change are not counted.
-    :param trial_share: the most trials may cost of the cycles between them: after a trial
-        whose medians differed by ``d`` on a cycle of ``c`` without the plugin's work, the
+    :param trial_share: the most trials may cost of the cycles between them. A trial costs,
+        in each pair, what the state it did not choose costs over the chosen one (``d``,
+        the medians' difference, on a cycle of ``c`` without the plugin's work), so the
         next waits at least ``pairs * d / (trial_share * c)`` cycles (up to ``max_wait``).
     :param trials: false: never trial, always work (until :meth:`judge` says otherwise).
     :param clock: the clock of the cycles (tests replace it).
