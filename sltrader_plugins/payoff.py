@@ -8,9 +8,7 @@ everything the trader does in a cycle counts; only those the plugin's work can c
 it says which) and runs *trials*: for a few pairs of cycles
 the plugin works in one and not in the other, in an order drawn at random for each pair;
 one plugin's trial at a time in a process, so that none times another's work. A plugin
-whose cycle was not shorter with its work in every pair *steps aside* (a trader's cycles
-vary: a plugin that changes nothing would pass one pair in two, and three pairs one trial
-in eight):
+whose cycles were not shorter when it worked (the medians) *steps aside*:
 :attr:`Payoff.active` turns false, the plugin stops working (the trader runs as without
 it), says so once in the log and shows it in its counters. A trial comes again after
 ``first_wait`` cycles, then twice as many each time the verdict stands, at most
@@ -176,23 +174,14 @@ class Payoff:
             if self._plan:
                 self.active = self._plan.popleft()
                 return
-            working, not_working = self._cycles[True], self._cycles[False]
-            # The k-th cycle of each list is the k-th pair's.
-            shorter = sum(a < b for a, b in zip(working, not_working, strict=True))
-            on, off = _median(working), _median(not_working)
+            on, off = map(_median, (self._cycles[True], self._cycles[False]))
             self._counters.trials += 1
             self._counters.gain_ms = (off - on) * 1e3
-        pays = shorter == self.pairs
-        why = (
-            f"shorter with its work in {shorter} of {self.pairs} pairs of cycles, "
-            f"median {on * 1e3:.1f} ms working, {off * 1e3:.1f} ms not"
-        )
-        # A trial costs, in each pair, what the state not chosen costs over the chosen
-        # one (nothing when the medians favour it): spread over the wait that follows, no
-        # more than trial_share of the cycles.
-        cost = (off - on) if pays else (on - off)
-        least = self.pairs * max(cost, 0.0) / (self.trial_share * off) if off > 0 else 0.0
-        self.judge(pays, why, wait=min(math.ceil(least), self.max_wait))
+        why = f"median cycle {on * 1e3:.1f} ms working, {off * 1e3:.1f} ms not"
+        # Each trial costs |off - on| in each of its pairs; spread over the wait that
+        # follows, no more than trial_share of the cycles.
+        least = self.pairs * abs(off - on) / (self.trial_share * off) if off > 0 else 0.0
+        self.judge(on <= off, why, wait=min(math.ceil(least), self.max_wait))
 
     def _start_trial_locked(self) -> None:
         plan = []
