@@ -12,9 +12,7 @@ whose cycles were not shorter when it worked (the medians) *steps aside*:
 :attr:`Payoff.active` turns false, the plugin stops working (the trader runs as without
 it), says so once in the log and shows it in its counters. A trial comes again after
 ``first_wait`` cycles, then twice as many each time the verdict stands, at most
-``max_wait``, and never so soon that trials cost more than ``trial_share`` of the cycles
-(a trial costs the trader what the state it did not choose costs over the chosen one); a
-trial that finds the plugin pays again brings it back.
+``max_wait``; a trial that finds the plugin pays again brings it back.
 
 No decision depends on it: a plugin's work never changes one, by the contract.
 
@@ -29,7 +27,6 @@ written only under it.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
@@ -99,11 +96,7 @@ class Payoff:
     :param logger: the plugin's logger.
     :param pairs: pairs of cycles in a trial.
     :param first_wait: cycles between trials; doubled each time the verdict stands, up to
-        ``max_wait``. Cycles the plugin's work cannot change are not counted.
-    :param trial_share: the most trials may cost of the cycles between them. A trial costs,
-        in each pair, what the state it did not choose costs over the chosen one (``d``,
-        the medians' difference, on a cycle of ``c`` without the plugin's work), so the
-        next waits at least ``pairs * d / (trial_share * c)`` cycles (up to ``max_wait``).
+        ``max_wait``.
     :param trials: false: never trial, always work (until :meth:`judge` says otherwise).
     :param clock: the clock of the cycles (tests replace it).
     """
@@ -115,20 +108,18 @@ class Payoff:
         pairs: int = 3,
         first_wait: int = 16,
         max_wait: int = 512,
-        trial_share: float = 0.01,
         trials: bool = True,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if not (pairs >= 1 and 1 <= first_wait <= max_wait and 0 < trial_share <= 1):
+        if not (pairs >= 1 and 1 <= first_wait <= max_wait):
             raise ValueError(
-                f"need 1 <= pairs, 1 <= first_wait <= max_wait and 0 < trial_share <= 1: "
-                f"{pairs=}, {first_wait=}, {max_wait=}, {trial_share=}"
+                f"need 1 <= pairs and 1 <= first_wait <= max_wait: {pairs=}, {first_wait=}, "
+                f"{max_wait=}"
             )
         self.plugin = plugin
         self.pairs = pairs
         self.first_wait = first_wait
         self.max_wait = max_wait
-        self.trial_share = trial_share
         self.trials = trials
         self._log = logger
         self._clock = clock
@@ -150,16 +141,15 @@ class Payoff:
 
         :param measured: whether the plugin's work could change this cycle's length (a
             warmer's: a candle closed in it). A cycle that could not is neither timed nor
-            counted towards the next trial nor moves a trial on, and the plugin keeps its
-            state through it: on a trader that scans several times per candle, a trial of
-            such cycles would judge noise.
+            moves a trial on, and the plugin keeps its state through it: on a trader that
+            scans several times per candle, a trial of such cycles would judge noise.
         """
         now = self._clock()
         with self._lock:
             last, self._last_end = self._last_end, now
             if not self.active:
                 self._counters.aside_scans += 1
-            if not (self.trials and measured):
+            if not self.trials:
                 return
             if self._waiting:
                 self._waiting -= 1
@@ -168,6 +158,8 @@ class Payoff:
                         self._start_trial_locked()
                     else:  # another plugin's trial runs: try again at the next scan
                         self._waiting = 1
+                return
+            if not measured:
                 return
             if last is not None:
                 self._cycles[self.active].append(now - last)
@@ -178,10 +170,7 @@ class Payoff:
             self._counters.trials += 1
             self._counters.gain_ms = (off - on) * 1e3
         why = f"median cycle {on * 1e3:.1f} ms working, {off * 1e3:.1f} ms not"
-        # Each trial costs |off - on| in each of its pairs; spread over the wait that
-        # follows, no more than trial_share of the cycles.
-        least = self.pairs * abs(off - on) / (self.trial_share * off) if off > 0 else 0.0
-        self.judge(on <= off, why, wait=min(math.ceil(least), self.max_wait))
+        self.judge(on <= off, why)
 
     def _start_trial_locked(self) -> None:
         plan = []
@@ -192,11 +181,8 @@ class Payoff:
         self.active = plan[0]
         self._plan = deque(plan[1:])
 
-    def judge(self, pays: bool, why: str, wait: int = 0) -> None:
-        """Work from now on if ``pays``, else step aside; ``why`` ends the log line.
-
-        :param wait: at least this many cycles before the next trial.
-        """
+    def judge(self, pays: bool, why: str) -> None:
+        """Work from now on if ``pays``, else step aside; ``why`` ends the log line."""
         message: str | None = None
         with self._lock:
             _TRIALS.give_back(self)
@@ -217,7 +203,7 @@ class Payoff:
                 level = logging.INFO if self._changes.add() else logging.DEBUG
             counters.stepped_aside = not pays
             self.active = pays
-            self._waiting = max(self._wait, wait)
+            self._waiting = self._wait
         if message is not None:  # outside the lock: a log handler is foreign code
             self._log.log(level, message, self.plugin, why)
 

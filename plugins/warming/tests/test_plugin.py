@@ -196,11 +196,10 @@ def test_its_trials_time_only_the_cycles_a_candle_closed_in(start: Start, clock:
     manager, plugin = start({"step_aside": True})
     assert plugin.payoff is not None
     hook = manager.hook
-    for _ in range(20):  # no candle closes: the trial does not even start
+    for _ in range(20):  # no candle closes: the trial, once started, waits
         hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
     assert plugin.payoff.counters().trials == 0
-    assert plugin.payoff.active
-    for _ in range(1 + 6):  # a close before each scan: the cold start, the trial's 3 pairs
+    for _ in range(6):  # a close before each scan: the trial's three pairs
         hook.on_candle_close(timeframe="1m", close_time=clock.now(), next_scan_time=clock.now())
         hook.on_scan_complete(symbols=SYMBOLS, timeframe="1m", now=clock.now())
     assert plugin.payoff.counters().trials == 1
