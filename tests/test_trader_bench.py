@@ -586,7 +586,7 @@ def test_markdown_counts_the_runs_in_which_each_plugin_stepped_aside():
     result = json.loads(json.dumps(FIXTURE))
 
     def runs(*asides: dict) -> list[dict]:
-        return [{"step_asides": aside} for aside in asides]
+        return [{"seconds_per_cycle": 0.08, "step_asides": aside} for aside in asides]
 
     result["workers"]["1"]["runs"] = {"none": runs({}, {}), "all": runs({"warming": 0}, {})}
     result["workers"]["4"]["runs"] = {

@@ -513,10 +513,7 @@ def unpaid(result: dict[str, Any]) -> list[str]:
     runs = _runs(result)
     for count, sets in _groups(result):
         at = "" if count is None else f" at {_count(count)}"
-        times = {
-            n: [r["seconds_per_cycle"] for r in rows if "seconds_per_cycle" in r]
-            for n, rows in runs[count].items()
-        }
+        times = {n: [r["seconds_per_cycle"] for r in rows] for n, rows in runs[count].items()}
         ratios = {
             n: s["time_ratio"]
             for n, s in sets.items()
